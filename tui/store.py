@@ -1,0 +1,337 @@
+"""Conversations and messages in SQLite, with full-text search.
+
+One file under the data dir, WAL mode so a reader never waits for the
+streaming writer. The schema is versioned with ``PRAGMA user_version``:
+``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``, so every
+release can open every older file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+DATABASE_NAME = "zootui.sqlite3"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: conversations, messages, search index, preferences.
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL,
+        system_prompt TEXT NOT NULL DEFAULT '',
+        params TEXT NOT NULL DEFAULT '{}',
+        is_open INTEGER NOT NULL DEFAULT 1,
+        tab_position INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content TEXT NOT NULL,
+        model TEXT,
+        state TEXT NOT NULL DEFAULT 'done'
+            CHECK (state IN ('done', 'streaming', 'stopped', 'interrupted', 'error')),
+        stats TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+    -- Trigram tokens find substrings in any script (Chinese has no spaces to split words on).
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content='messages', content_rowid='id', tokenize='trigram');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TABLE preferences (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+# Trigram search needs at least this many characters; shorter queries scan.
+MIN_INDEXED_QUERY = 3
+
+
+class StoreError(Exception):
+    """A problem with the database file a user can act on."""
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    model: str
+    system_prompt: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    is_open: bool = True
+    tab_position: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    model: str | None = None
+    state: str = "done"
+    stats: dict[str, Any] | None = None
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation_id: int
+    conversation_title: str
+    message_id: int
+    role: str
+    snippet: str
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(id=row["id"], title=row["title"], model=row["model"],
+                        system_prompt=row["system_prompt"], params=json.loads(row["params"]),
+                        is_open=bool(row["is_open"]), tab_position=row["tab_position"],
+                        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(id=row["id"], conversation_id=row["conversation_id"], role=row["role"],
+                   content=row["content"], model=row["model"], state=row["state"],
+                   stats=json.loads(row["stats"]) if row["stats"] else None,
+                   created_at=row["created_at"])
+
+
+class Store:
+    """Thread-safe access to the database; every call is one short transaction."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The generation thread writes streamed replies; the lock serialises all use.
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{path}: not a usable zootui database ({error}); "
+                             f"move it aside to start a new one (your other files are untouched).") from error
+
+    @classmethod
+    def open_default(cls) -> "Store":
+        from tui.config import data_dir
+        return cls(data_dir() / DATABASE_NAME)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer zootui (schema {version}, this one knows "
+                             f"{SCHEMA_VERSION}); upgrade zootui to open it.")
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._transaction():
+                for statement in _split_sql(script):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _transaction(self):
+        return _Transaction(self._db, self._lock)
+
+    # Conversations
+
+    def create_conversation(self, title: str, model: str, system_prompt: str = "",
+                            params: dict[str, Any] | None = None) -> Conversation:
+        now = time.time()
+        with self._transaction():
+            position = self._db.execute(
+                "SELECT COALESCE(MAX(tab_position) + 1, 0) FROM conversations WHERE is_open").fetchone()[0]
+            cursor = self._db.execute(
+                "INSERT INTO conversations (title, model, system_prompt, params, is_open, tab_position,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
+                (title, model, system_prompt, json.dumps(params or {}), position, now, now))
+            return self.conversation(cursor.lastrowid)
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no conversation with id {conversation_id}; `zootui search` or `zootui list` shows the ids.")
+        return _conversation(row)
+
+    def conversations(self, *, open_only: bool = False) -> list[Conversation]:
+        query = "SELECT * FROM conversations"
+        if open_only:
+            query += " WHERE is_open ORDER BY tab_position, id"
+        else:
+            query += " ORDER BY updated_at DESC, id DESC"
+        with self._lock:
+            return [_conversation(row) for row in self._db.execute(query)]
+
+    def update_conversation(self, conversation_id: int, **changes: Any) -> Conversation:
+        allowed = {"title", "model", "system_prompt", "params", "is_open", "tab_position"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+        if "params" in changes:
+            changes["params"] = json.dumps(changes["params"])
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._transaction():
+            self._db.execute(f"UPDATE conversations SET {assignments}, updated_at = ? WHERE id = ?",
+                             (*changes.values(), time.time(), conversation_id))
+        return self.conversation(conversation_id)
+
+    def set_tab_order(self, conversation_ids: list[int]) -> None:
+        with self._transaction():
+            for position, conversation_id in enumerate(conversation_ids):
+                self._db.execute("UPDATE conversations SET tab_position = ? WHERE id = ?",
+                                 (position, conversation_id))
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # Messages
+
+    def add_message(self, conversation_id: int, role: str, content: str, *, model: str | None = None,
+                    state: str = "done", stats: dict[str, Any] | None = None) -> Message:
+        now = time.time()
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO messages (conversation_id, role, content, model, state, stats, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, model, state, json.dumps(stats) if stats else None, now))
+            self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            message_id = cursor.lastrowid
+        return Message(id=message_id, conversation_id=conversation_id, role=role, content=content,
+                       model=model, state=state, stats=stats, created_at=now)
+
+    def update_message(self, message_id: int, *, content: str | None = None, state: str | None = None,
+                       stats: dict[str, Any] | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if state is not None:
+            changes["state"] = state
+        if stats is not None:
+            changes["stats"] = json.dumps(stats)
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._transaction():
+            self._db.execute(f"UPDATE messages SET {assignments} WHERE id = ?", (*changes.values(), message_id))
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
+                                    (conversation_id,)).fetchall()
+        return [_message(row) for row in rows]
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+        """Delete a message and everything after it (used by regenerate and edit)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                             (conversation_id, message_id))
+
+    def mark_interrupted_replies(self) -> int:
+        """Replies left 'streaming' by a killed process are kept, marked interrupted."""
+        with self._transaction():
+            return self._db.execute("UPDATE messages SET state = 'interrupted' WHERE state = 'streaming'").rowcount
+
+    # Search
+
+    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        text = text.strip()
+        if not text:
+            return []
+        with self._lock:
+            if len(text) >= MIN_INDEXED_QUERY:
+                phrase = '"' + text.replace('"', '""') + '"'
+                rows = self._db.execute(
+                    "SELECT m.id AS message_id, m.role, m.conversation_id, c.title,"
+                    " snippet(messages_fts, 0, '[', ']', '…', 12) AS snippet"
+                    " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+                    " JOIN conversations c ON c.id = m.conversation_id"
+                    " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?", (phrase, limit)).fetchall()
+            else:
+                pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                rows = self._db.execute(
+                    "SELECT m.id AS message_id, m.role, m.conversation_id, c.title,"
+                    " substr(m.content, max(1, instr(m.content, ?) - 40), 100) AS snippet"
+                    " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                    " WHERE m.content LIKE ? ESCAPE '\\' ORDER BY m.id DESC LIMIT ?",
+                    (text, pattern, limit)).fetchall()
+        return [SearchHit(conversation_id=row["conversation_id"], conversation_title=row["title"],
+                          message_id=row["message_id"], role=row["role"],
+                          snippet=" ".join(row["snippet"].split())) for row in rows]
+
+    # Preferences (state the app remembers, as opposed to the user's config file)
+
+    def preference(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM preferences WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_preference(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._db.execute("INSERT INTO preferences (key, value) VALUES (?, ?)"
+                             " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
+
+
+def _split_sql(script: str) -> Iterator[str]:
+    """Statements of a migration script, keeping trigger bodies whole."""
+    statement: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        statement.append(line)
+        joined = "\n".join(statement).strip()
+        if joined.endswith(";") and sqlite3.complete_statement(joined):
+            yield joined
+            statement = []
+    rest = "\n".join(statement).strip()
+    if rest:
+        yield rest

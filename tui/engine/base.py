@@ -1,0 +1,135 @@
+"""The one small protocol every chat backend speaks."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator, Protocol
+
+ChatMessage = dict[str, str]  # OpenAI style: {"role": ..., "content": ...}
+
+
+class EngineError(Exception):
+    """A problem a user can fix (missing model, server down, prompt too long); one line."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    max_tokens: int = 1024
+    n_ctx: int = 4096
+    seed: int = -1
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], defaults: "SamplingParams") -> "SamplingParams":
+        """Stored per-conversation values over defaults; unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        chosen = {key: value for key, value in values.items() if key in known}
+        if "stop" in chosen:
+            chosen["stop"] = tuple(chosen["stop"])
+        return cls(**{**asdict(defaults), **chosen})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["stop"] = list(self.stop)
+        return values
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """Figures for one reply, shown under it and saved with it."""
+    finish_reason: str  # "stop", "length" or "cancelled"
+    prompt_tokens: int
+    prompt_tokens_evaluated: int  # prompt tokens actually computed; the rest came from the cache
+    completion_tokens: int
+    seconds_to_first_token: float
+    decode_seconds: float
+    context_size: int
+    dropped_messages: int = 0  # oldest messages left out so the conversation fits the context
+
+    @property
+    def tokens_per_second(self) -> float:
+        # The first token comes out of the prompt evaluation; decode speed counts the ones after it.
+        if self.completion_tokens < 2 or self.decode_seconds <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / self.decode_seconds
+
+    @property
+    def context_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["tokens_per_second"] = round(self.tokens_per_second, 2)
+        return values
+
+    def summary(self) -> str:
+        parts = [f"{self.tokens_per_second:.1f} tok/s", f"{self.completion_tokens} tokens",
+                 f"context {self.context_used}/{self.context_size}"]
+        if self.prompt_tokens:
+            parts.append(f"prompt {self.prompt_tokens_evaluated}/{self.prompt_tokens} evaluated")
+        if self.dropped_messages:
+            parts.append(f"{self.dropped_messages} oldest messages left out")
+        if self.finish_reason != "stop":
+            parts.append({"length": "hit max tokens", "cancelled": "stopped"}.get(self.finish_reason,
+                                                                               self.finish_reason))
+        return " · ".join(parts)
+
+
+ReplyEvent = str | ReplyStats  # text deltas, then one ReplyStats last
+
+
+class ChatEngine(Protocol):
+    """Streams a reply: text deltas as they are produced, then the reply's stats.
+
+    ``cancel`` may be set from any thread; the engine then stops soon and still
+    yields its stats (finish_reason "cancelled").
+    """
+
+    description: str
+
+    def stream(self, messages: list[ChatMessage], params: SamplingParams,
+               cancel: threading.Event) -> Iterator[ReplyEvent]: ...
+
+
+class StopScanner:
+    """Finds stop strings in streamed text without ever emitting part of one.
+
+    Text that could still become a stop string is held back until the next
+    delta decides; only the tail that can overlap a stop string is searched.
+    """
+
+    def __init__(self, stops: tuple[str, ...] | list[str]):
+        self._stops = tuple(stop for stop in stops if stop)
+        self._longest = max((len(stop) for stop in self._stops), default=0)
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if not self._stops:
+            return text
+        window = self._pending + text
+        found = min((index for index in (window.find(stop) for stop in self._stops) if index >= 0), default=-1)
+        if found >= 0:
+            self.stopped = True
+            self._pending = ""
+            return window[:found]
+        keep = self._held_back(window)
+        self._pending = window[len(window) - keep:] if keep else ""
+        return window[:len(window) - keep]
+
+    def _held_back(self, window: str) -> int:
+        """Length of the longest suffix of window that is a proper prefix of a stop string."""
+        for length in range(min(len(window), self._longest - 1), 0, -1):
+            suffix = window[-length:]
+            if any(stop.startswith(suffix) for stop in self._stops):
+                return length
+        return 0
+
+    def flush(self) -> str:
+        rest, self._pending = self._pending, ""
+        return rest

@@ -1,0 +1,252 @@
+"""Local generation through llama-cpp-python.
+
+One ``Llama`` per model file is shared by every conversation that uses it
+(``ModelPool``). Generation drives ``Llama.generate`` directly rather than
+``create_chat_completion``: the high-level path re-detokenizes the whole reply
+on every token, which costs about a tenth of the decode speed on small models.
+
+Prompt reuse: llama.cpp keeps one evaluated history (the KV cache). A new turn
+in the same conversation shares its whole prefix with it, so only the new
+tokens are evaluated. When another conversation takes the model, the current
+history is saved into a RAM cache first, so switching back restores it instead
+of re-reading it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tui.config import EngineSettings
+from tui.engine.base import ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
+
+# Below this many tokens re-evaluating a history is cheaper than saving it.
+MIN_TOKENS_WORTH_SAVING = 64
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    llm: Any  # llama_cpp.Llama
+    n_ctx: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    state_cache: Any = None  # llama_cpp.LlamaRAMCache, or None when disabled
+    _pieces: dict[int, bytes] = field(default_factory=dict)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token, cached: detokenizing is on the per-token hot path."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            import llama_cpp
+            buffer = ctypes.create_string_buffer(64)
+            size = llama_cpp.llama_token_to_piece(self.llm._model.vocab, token, buffer, len(buffer), 0, False)
+            if size < 0:
+                buffer = ctypes.create_string_buffer(-size)
+                size = llama_cpp.llama_token_to_piece(self.llm._model.vocab, token, buffer, len(buffer), 0, False)
+            cached = self._pieces[token] = buffer.raw[:size]
+        return cached
+
+
+class ModelPool:
+    """Loaded models by file, shared by all conversations; one generation at a time per model."""
+
+    def __init__(self, settings: EngineSettings):
+        self.settings = settings
+        self._models: dict[Path, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, path: Path, n_ctx: int) -> LoadedModel:
+        """The loaded model for path, loading or reloading (for a longer context) as needed.
+
+        The caller must hold the returned model's lock while generating.
+        """
+        path = path.resolve()
+        with self._lock:
+            loaded = self._models.get(path)
+            if loaded is not None and loaded.n_ctx >= n_ctx:
+                return loaded
+            if loaded is not None:
+                with loaded.lock:
+                    loaded.llm.close()
+                del self._models[path]
+            loaded = self._models[path] = self._load(path, max(n_ctx, self.settings.n_ctx))
+            return loaded
+
+    def _load(self, path: Path, n_ctx: int) -> LoadedModel:
+        if not path.is_file():
+            raise EngineError(f"model file not found: {path}; check the path or run `zootui models` to list models.")
+        import llama_cpp
+        threads = self.settings.n_threads or default_threads()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_batch=min(self.settings.n_batch, n_ctx),
+                n_threads=threads, n_threads_batch=threads, n_gpu_layers=self.settings.n_gpu_layers,
+                flash_attn=self.settings.flash_attn, verbose=False)
+        except (ValueError, RuntimeError) as error:
+            raise EngineError(f"{path}: llama.cpp could not load it ({error}); the file is corrupt, truncated or "
+                              f"an unsupported architecture; re-download or re-convert it.") from error
+        cache = None
+        if self.settings.state_cache_mb > 0:
+            cache = llama_cpp.LlamaRAMCache(capacity_bytes=self.settings.state_cache_mb * 1024 * 1024)
+        return LoadedModel(path=path, llm=llm, n_ctx=n_ctx, state_cache=cache)
+
+    def close(self) -> None:
+        with self._lock:
+            for loaded in self._models.values():
+                with loaded.lock:
+                    loaded.llm.close()
+            self._models.clear()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    tokens: list[int]
+    stop: tuple[str, ...]
+    dropped_messages: int
+
+
+def _common_prefix(left, right) -> int:
+    count = 0
+    for a, b in zip(left, right):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+class LocalEngine:
+    """A GGUF file run by llama.cpp on this machine (CPU, or CPU and GPU)."""
+
+    def __init__(self, path: Path, pool: ModelPool):
+        self.path = path
+        self.pool = pool
+        self.description = f"{path.name} (llama.cpp)"
+
+    def stream(self, messages: list[ChatMessage], params: SamplingParams,
+               cancel: threading.Event) -> Iterator[ReplyEvent]:
+        import llama_cpp
+
+        model = self.pool.acquire(self.path, params.n_ctx)
+        with model.lock:
+            llm = model.llm
+            prompt = self._fit_prompt(model, messages, params)
+            self._restore_history(model, prompt.tokens)
+            max_tokens = min(params.max_tokens, params.n_ctx - len(prompt.tokens))
+            llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
+            perf_before = llama_cpp.llama_perf_context(llm._ctx.ctx)
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            stops = StopScanner(prompt.stop + params.stop)
+            vocab = llm._model.vocab
+            started = time.perf_counter()
+            first_token_at = None
+            completion_tokens = 0
+            finish_reason = "length"
+            at_start = True
+            tokens = llm.generate(prompt.tokens, top_k=params.top_k, top_p=params.top_p, min_p=0.05,
+                                  temp=params.temperature, repeat_penalty=params.repeat_penalty)
+            try:
+                for token in tokens:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    if cancel.is_set():
+                        finish_reason = "cancelled"
+                        break
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish_reason = "stop"
+                        break
+                    completion_tokens += 1
+                    text = stops.feed(decoder.decode(model.piece(token)))
+                    if at_start and text:
+                        # Replies often open with the space that SentencePiece puts before a word.
+                        text = text.lstrip()
+                        at_start = not text
+                    if text:
+                        yield text
+                    if stops.stopped:
+                        finish_reason = "stop"
+                        break
+                    if completion_tokens >= max_tokens:
+                        break
+            finally:
+                tokens.close()
+            ended = time.perf_counter()
+            if not stops.stopped:
+                tail = stops.flush() + decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+            perf_after = llama_cpp.llama_perf_context(llm._ctx.ctx)
+            first_token_at = first_token_at or ended
+        yield ReplyStats(
+            finish_reason=finish_reason, prompt_tokens=len(prompt.tokens),
+            prompt_tokens_evaluated=perf_after.n_p_eval - perf_before.n_p_eval,
+            completion_tokens=completion_tokens, seconds_to_first_token=first_token_at - started,
+            decode_seconds=ended - first_token_at, context_size=params.n_ctx,
+            dropped_messages=prompt.dropped_messages)
+
+    def _format(self, model: LoadedModel, messages: list[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        llm = model.llm
+        vocab = llm._model
+        eos = llm.token_eos()
+        bos = llm.token_bos()
+        template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        formatter = Jinja2ChatFormatter(template=template,
+                                        eos_token=vocab.token_get_text(eos) if eos >= 0 else "",
+                                        bos_token=vocab.token_get_text(bos) if bos >= 0 else "")
+        try:
+            result = formatter(messages=messages)
+        except Exception as error:  # a template is user data: any Jinja failure is reported, not raised
+            raise EngineError(f"{model.path.name}: its chat template failed ({error}); "
+                              f"re-convert the model with a working template.") from error
+        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        return tokens, tuple(stop for stop in (result.stop or []) if stop)
+
+    def _fit_prompt(self, model: LoadedModel, messages: list[ChatMessage], params: SamplingParams) -> Prompt:
+        """The prompt, leaving out the oldest turns when the conversation outgrows the context."""
+        system = [message for message in messages[:1] if message["role"] == "system"]
+        turns = messages[len(system):]
+        # Leave room for at least a short reply.
+        budget = params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
+        for dropped in range(len(turns)):
+            tokens, stop = self._format(model, system + turns[dropped:])
+            if len(tokens) <= budget:
+                return Prompt(tokens, stop, dropped)
+        raise EngineError(f"the last message needs more than the {params.n_ctx}-token context allows; "
+                          f"shorten it or raise the context length in the conversation settings.")
+
+    def _restore_history(self, model: LoadedModel, prompt_tokens: list[int]) -> None:
+        """Keep the current history for later, and bring back a saved one that fits better."""
+        cache = model.state_cache
+        if cache is None:
+            return
+        llm = model.llm
+        current = llm.input_ids[:llm.n_tokens].tolist()
+        shared = _common_prefix(current, prompt_tokens)
+        if shared < len(current) and len(current) >= MIN_TOKENS_WORTH_SAVING:
+            import llama_cpp
+            if llama_cpp.llama_state_get_size(llm._ctx.ctx) <= cache.capacity_bytes:
+                cache[current] = llm.save_state()
+        try:
+            saved = cache[prompt_tokens]
+        except KeyError:
+            return
+        if _common_prefix(saved.input_ids[:saved.n_tokens].tolist(), prompt_tokens) > shared:
+            llm.load_state(saved)

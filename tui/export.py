@@ -1,0 +1,66 @@
+"""A conversation as Markdown (to read or share) or JSON (to process)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from tui import __version__
+from tui.store import Conversation, Message
+
+FORMATS = ("md", "json")
+ROLE_HEADINGS = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def to_json(conversation: Conversation, messages: list[Message]) -> str:
+    document = {
+        "format": "zootui-conversation",
+        "zootui_version": __version__,
+        "id": conversation.id,
+        "title": conversation.title,
+        "model": conversation.model,
+        "system_prompt": conversation.system_prompt,
+        "params": conversation.params,
+        "created_at": _timestamp(conversation.created_at),
+        "updated_at": _timestamp(conversation.updated_at),
+        "messages": [
+            {"id": message.id, "role": message.role, "content": message.content, "model": message.model,
+             "state": message.state, "stats": message.stats, "created_at": _timestamp(message.created_at)}
+            for message in messages
+        ],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def to_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    lines = [
+        "---",
+        f"title: {json.dumps(conversation.title, ensure_ascii=False)}",
+        f"model: {json.dumps(conversation.model, ensure_ascii=False)}",
+        f"created: {_timestamp(conversation.created_at)}",
+        f"exported_by: zootui {__version__}",
+        "---",
+        "",
+        f"# {conversation.title}",
+        "",
+    ]
+    if conversation.system_prompt:
+        lines += ["## System", "", conversation.system_prompt, ""]
+    for message in messages:
+        heading = ROLE_HEADINGS[message.role]
+        if message.state in ("stopped", "interrupted", "error"):
+            heading += f" ({message.state})"
+        lines += [f"## {heading}", "", message.content, ""]
+    return "\n".join(lines)
+
+
+def export(conversation: Conversation, messages: list[Message], format: str) -> str:
+    if format == "md":
+        return to_markdown(conversation, messages)
+    if format == "json":
+        return to_json(conversation, messages)
+    raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")

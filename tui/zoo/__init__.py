@@ -1,0 +1,1 @@
+"""The seed zoo: catalog, prompt formats and Hub downloads (no Textual here)."""

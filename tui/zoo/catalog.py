@@ -1,0 +1,334 @@
+"""The seed-zoo catalog: ``catalog.toml`` loaded into frozen, validated dataclasses.
+
+A bad entry fails the load with one line naming the system, the variant and the key.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tui.zoo.templates import FORMATS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed; the message is one line naming the entry and key."""
+
+
+class ReleaseForm(str, Enum):
+    """What the authors published."""
+
+    FULL = "full"
+    DELTA = "delta"
+    XOR = "xor"
+    LORA = "lora"
+    MULTIMODAL_ADAPTER = "multimodal-adapter"
+    NONE = "none"
+
+
+class Recipe(str, Enum):
+    """How the usable weights are rebuilt from what was published (functions of converters.recover)."""
+
+    NONE = "none"
+    ADD_DELTA = "add-delta"  # apply_delta
+    ADD_DELTA_ZERO_PAD = "add-delta-zero-pad"  # apply_delta(pad_rows="zero")
+    ADD_DELTA_MEAN_PAD = "add-delta-mean-pad"  # apply_delta(pad_rows="mean", dtype=float32, expected_sum=weight_sum)
+    XOR_FILES = "xor-files"  # xor_files
+    XOR_KEYSTREAM = "xor-keystream"  # decrypt_keystream
+    LORA_MERGE = "lora-merge"  # merge_lora(base, [*merge_first, adapter]) or write_lora_gguf
+    EASYLM_DIFF = "easylm-diff"  # not implemented: EasyLM msgpack checkpoints
+    MULTIMODAL_ADAPTER = "multimodal-adapter"  # not implemented: vision towers
+
+
+class Status(str, Enum):
+    """Whether zootui can run a variant today."""
+
+    SUPPORTED = "supported"
+    LOCAL_ONLY = "local-only"
+    """Nothing to download: the user imports a checkpoint directory."""
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One downloadable (or importable) model of a system."""
+
+    id: str
+    """Unique across the catalog, e.g. ``vicuna-7b-v1.1``."""
+    name: str
+    arch: str
+    """Hugging Face architecture class, or a description for composite multimodal models."""
+    license: str
+    gated: bool
+    release_form: ReleaseForm
+    recipe: Recipe
+    tokenizer: str
+    """Tokenizer kind and quirks (wrong config ids, added tokens)."""
+    status: Status
+    hub_id: str | None = None
+    files: tuple[str, ...] = ()
+    """``allow_patterns`` when the repo holds several models (Koala); empty means pick by format."""
+    parameters_b: float | None = None
+    download_gb: float | None = None
+    base: str | None = None
+    """The base model the recipe needs, in words."""
+    base_hub_id: str | None = None
+    merge_first: tuple[str, ...] = ()
+    """Adapters merged into the base, in order, before this variant's own (StackLLaMA's chain)."""
+    pad_token: str | None = None
+    """Token the recipe adds to the base before applying the delta."""
+    weight_sum: float | None = None
+    """Expected sum of all recovered tensors (Alpaca's integrity check)."""
+    vocab_size: int | None = None
+    prompt_format: str | None = None
+    """A key of ``tui.zoo.templates.FORMATS``; None when the model has no chat format."""
+    stop: tuple[str, ...] = ()
+    reason: str | None = None
+    """Why the status is not ``supported``."""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class System:
+    """A seed chat system from the 2023 survey, with its variants."""
+
+    id: str
+    name: str
+    upstream: str
+    summary: str
+    variants: tuple[Variant, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    systems: tuple[System, ...]
+
+    def variants(self) -> list[tuple[System, Variant]]:
+        return [(system, variant) for system in self.systems for variant in system.variants]
+
+    def variant(self, variant_id: str) -> tuple[System, Variant]:
+        for system, variant in self.variants():
+            if variant.id == variant_id:
+                return system, variant
+        raise KeyError(f"no catalog variant {variant_id!r}")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every variant flattened for ``zootui models --all --json``."""
+        return [
+            {
+                "id": variant.id,
+                "family": system.id,
+                "variant": variant.name,
+                "arch": variant.arch,
+                "release_form": variant.release_form.value,
+                "status": variant.status.value,
+                "reason": variant.reason,
+                "hub_id": variant.hub_id,
+                "parameters_b": variant.parameters_b,
+                "download_gb": variant.download_gb,
+                "license": variant.license,
+                "gated": variant.gated,
+                "recipe": variant.recipe.value,
+                "prompt_format": variant.prompt_format,
+            }
+            for system, variant in self.variants()
+        ]
+
+
+E = TypeVar("E", bound=Enum)
+
+
+class _Entry:
+    """Typed reads from one TOML table; every error names ``where`` and the key."""
+
+    def __init__(self, table: dict[str, Any], where: str, known: set[str]) -> None:
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise CatalogError(f"{where}: unknown key {unknown[0]!r}")
+        self.table = table
+        self.where = where
+
+    def _get(self, key: str, required: bool) -> Any:
+        if key not in self.table and required:
+            raise CatalogError(f"{self.where}: missing key {key!r}")
+        return self.table.get(key)
+
+    def _fail(self, key: str, expected: str) -> CatalogError:
+        return CatalogError(f"{self.where}: key {key!r} must be {expected}, got {self.table[key]!r}")
+
+    def text(self, key: str) -> str:
+        value = self._get(key, True)
+        if not isinstance(value, str) or not value:
+            raise self._fail(key, "a non-empty string")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._get(key, False)
+        if value is not None and not isinstance(value, str):
+            raise self._fail(key, "a string")
+        return value or None
+
+    def flag(self, key: str) -> bool:
+        value = self._get(key, True)
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false")
+        return value
+
+    def number(self, key: str) -> float | None:
+        value = self._get(key, False)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise self._fail(key, "a positive number")
+        return None if value is None else float(value)
+
+    def count(self, key: str) -> int | None:
+        value = self._get(key, False)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise self._fail(key, "a positive integer")
+        return value
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self._get(key, False)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise self._fail(key, "a list of non-empty strings")
+        return tuple(value)
+
+    def choice(self, key: str, options: type[E]) -> E:
+        value = self._get(key, True)
+        try:
+            return options(value)
+        except ValueError:
+            raise self._fail(key, "one of " + ", ".join(o.value for o in options)) from None
+
+
+_SYSTEM_KEYS = {"id", "name", "upstream", "summary", "defaults", "variants"}
+_VARIANT_KEYS = {name for name in Variant.__dataclass_fields__}
+
+
+def _read_variant(table: dict[str, Any], where: str) -> Variant:
+    entry = _Entry(table, where, _VARIANT_KEYS)
+    prompt_format = entry.optional_text("prompt_format")
+    if prompt_format is not None and prompt_format not in FORMATS:
+        raise CatalogError(f"{where}: key 'prompt_format' names no known format: {prompt_format!r}")
+    variant = Variant(
+        id=entry.text("id"),
+        name=entry.text("name"),
+        arch=entry.text("arch"),
+        license=entry.text("license"),
+        gated=entry.flag("gated"),
+        release_form=entry.choice("release_form", ReleaseForm),
+        recipe=entry.choice("recipe", Recipe),
+        tokenizer=entry.text("tokenizer"),
+        status=entry.choice("status", Status),
+        hub_id=entry.optional_text("hub_id"),
+        files=entry.texts("files"),
+        parameters_b=entry.number("parameters_b"),
+        download_gb=entry.number("download_gb"),
+        base=entry.optional_text("base"),
+        base_hub_id=entry.optional_text("base_hub_id"),
+        merge_first=entry.texts("merge_first"),
+        pad_token=entry.optional_text("pad_token"),
+        weight_sum=entry.number("weight_sum"),
+        vocab_size=entry.count("vocab_size"),
+        prompt_format=prompt_format,
+        stop=entry.texts("stop"),
+        reason=entry.optional_text("reason"),
+        notes=entry.texts("notes"),
+    )
+    _check_consistency(variant, where)
+    return variant
+
+
+def _check_consistency(variant: Variant, where: str) -> None:
+    """Rules that tie keys together, so a supported entry always carries what a job needs."""
+    if variant.status is Status.SUPPORTED:
+        if variant.reason:
+            raise CatalogError(f"{where}: key 'reason' is only for variants that are not supported")
+        if variant.hub_id is None:
+            raise CatalogError(f"{where}: missing key 'hub_id' (a supported variant is downloaded from the Hub)")
+        if variant.prompt_format is None:
+            raise CatalogError(f"{where}: missing key 'prompt_format' (a supported variant needs one to chat)")
+    elif not variant.reason:
+        raise CatalogError(f"{where}: missing key 'reason' (say why the variant is {variant.status.value})")
+    if variant.release_form is ReleaseForm.NONE and variant.hub_id is not None:
+        raise CatalogError(f"{where}: key 'hub_id' contradicts release_form 'none' (nothing was released)")
+    if variant.recipe not in (Recipe.NONE, Recipe.MULTIMODAL_ADAPTER) and not variant.base:
+        raise CatalogError(f"{where}: missing key 'base' (recipe {variant.recipe.value!r} starts from a base model)")
+    if variant.merge_first and variant.recipe is not Recipe.LORA_MERGE:
+        raise CatalogError(f"{where}: key 'merge_first' needs recipe 'lora-merge'")
+
+
+def _read_system(table: Any, index: int, seen: set[str]) -> System:
+    where = f"catalog systems[{index}]"
+    if not isinstance(table, dict):
+        raise CatalogError(f"{where}: must be a table")
+    entry = _Entry(table, f"{where} ({table.get('id', '?')})", _SYSTEM_KEYS)
+    system_id = entry.text("id")
+    where = f"catalog system {system_id!r}"
+    defaults = table.get("defaults", {})
+    variants = table.get("variants")
+    if not isinstance(defaults, dict):
+        raise CatalogError(f"{where}: key 'defaults' must be a table")
+    if not isinstance(variants, list) or not variants:
+        raise CatalogError(f"{where}: key 'variants' must list at least one [[systems.variants]] table")
+    _Entry(defaults, f"{where} defaults", _VARIANT_KEYS - {"id", "name"})
+    read: list[Variant] = []
+    for position, raw in enumerate(variants):
+        if not isinstance(raw, dict):
+            raise CatalogError(f"{where} variant {position}: must be a table")
+        variant = _read_variant({**defaults, **raw}, f"{where} variant {raw.get('id', position)!r}")
+        if variant.id in seen:
+            raise CatalogError(f"{where} variant {variant.id!r}: key 'id' repeats an earlier variant")
+        seen.add(variant.id)
+        read.append(variant)
+    return System(
+        id=system_id,
+        name=entry.text("name"),
+        upstream=entry.text("upstream"),
+        summary=entry.text("summary"),
+        variants=tuple(read),
+    )
+
+
+def parse_catalog(text: str) -> Catalog:
+    """Validate catalog TOML text; raises CatalogError with one line on the first problem."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise CatalogError(f"catalog is not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"systems"})
+    if unknown:
+        raise CatalogError(f"catalog: unknown top-level key {unknown[0]!r}")
+    systems = document.get("systems")
+    if not isinstance(systems, list) or not systems:
+        raise CatalogError("catalog: no [[systems]] entries")
+    seen_variants: set[str] = set()
+    read = [_read_system(table, index, seen_variants) for index, table in enumerate(systems)]
+    ids = [system.id for system in read]
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate:
+        raise CatalogError(f"catalog system {duplicate!r}: key 'id' repeats an earlier system")
+    return Catalog(tuple(read))
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """The catalog at ``path``, or the bundled seed zoo (parsed once)."""
+    if path is not None:
+        return parse_catalog(path.read_text("utf-8"))
+    return _bundled_catalog()
+
+
+@cache
+def _bundled_catalog() -> Catalog:
+    return parse_catalog(resources.files(__package__).joinpath("catalog.toml").read_text("utf-8"))

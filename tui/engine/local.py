@@ -50,6 +50,14 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     state_cache: Any = None  # llama_cpp.LlamaRAMCache, or None when disabled
     _pieces: dict[int, bytes] = field(default_factory=dict)
+    _prompt_tokenizer: Any = None
+
+    def prompt_tokenizer(self):
+        """The model's PromptTokenizer, built once: it scans the vocabulary for special tokens."""
+        if self._prompt_tokenizer is None:
+            from tui.zoo.templates import PromptTokenizer
+            self._prompt_tokenizer = PromptTokenizer(self.llm)
+        return self._prompt_tokenizer
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token, cached: detokenizing is on the per-token hot path."""
@@ -119,8 +127,19 @@ class ModelPool:
 @dataclass(frozen=True)
 class Prompt:
     tokens: list[int]
-    stop: tuple[str, ...]
     dropped_messages: int
+
+
+def _reuse_evaluated_prefix(llm, prompt_tokens: list[int]) -> list[int]:
+    """Keep the part of the evaluated history the prompt starts with; return the tokens still to evaluate.
+
+    The last prompt token is always evaluated again: sampling needs its fresh logits.
+    """
+    current = llm.input_ids[:llm.n_tokens].tolist()
+    shared = min(_common_prefix(current, prompt_tokens), len(prompt_tokens) - 1)
+    # Llama.eval drops the KV cache past n_tokens before it evaluates anything new.
+    llm.n_tokens = shared
+    return prompt_tokens[shared:]
 
 
 def _common_prefix(left, right) -> int:
@@ -151,16 +170,16 @@ class LocalEngine:
             self._restore_history(model, prompt.tokens)
             max_tokens = min(params.max_tokens, params.n_ctx - len(prompt.tokens))
             llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
-            perf_before = llama_cpp.llama_perf_context(llm._ctx.ctx)
+            to_evaluate = _reuse_evaluated_prefix(llm, prompt.tokens)
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            stops = StopScanner(prompt.stop + params.stop)
+            stops = StopScanner(params.stop)
             vocab = llm._model.vocab
             started = time.perf_counter()
             first_token_at = None
             completion_tokens = 0
             finish_reason = "length"
             at_start = True
-            tokens = llm.generate(prompt.tokens, top_k=params.top_k, top_p=params.top_p, min_p=0.05,
+            tokens = llm.generate(to_evaluate, reset=False, top_k=params.top_k, top_p=params.top_p, min_p=0.05,
                                   temp=params.temperature, repeat_penalty=params.repeat_penalty)
             try:
                 for token in tokens:
@@ -192,32 +211,22 @@ class LocalEngine:
                 tail = stops.flush() + decoder.decode(b"", final=True)
                 if tail:
                     yield tail
-            perf_after = llama_cpp.llama_perf_context(llm._ctx.ctx)
             first_token_at = first_token_at or ended
         yield ReplyStats(
             finish_reason=finish_reason, prompt_tokens=len(prompt.tokens),
-            prompt_tokens_evaluated=perf_after.n_p_eval - perf_before.n_p_eval,
+            prompt_tokens_evaluated=len(to_evaluate),
             completion_tokens=completion_tokens, seconds_to_first_token=first_token_at - started,
             decode_seconds=ended - first_token_at, context_size=params.n_ctx,
             dropped_messages=prompt.dropped_messages)
 
-    def _format(self, model: LoadedModel, messages: list[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-        llm = model.llm
-        vocab = llm._model
-        eos = llm.token_eos()
-        bos = llm.token_bos()
-        template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        formatter = Jinja2ChatFormatter(template=template,
-                                        eos_token=vocab.token_get_text(eos) if eos >= 0 else "",
-                                        bos_token=vocab.token_get_text(bos) if bos >= 0 else "")
+    def _format(self, model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
+        """Prompt tokens from the model's own chat template; message text never becomes control tokens."""
+        template = model.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         try:
-            result = formatter(messages=messages)
-        except Exception as error:  # a template is user data: any Jinja failure is reported, not raised
+            return model.prompt_tokenizer().tokenize(template, messages)
+        except Exception as error:  # a template is data from the file: any failure is reported, not raised
             raise EngineError(f"{model.path.name}: its chat template failed ({error}); "
                               f"re-convert the model with a working template.") from error
-        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
-        return tokens, tuple(stop for stop in (result.stop or []) if stop)
 
     def _fit_prompt(self, model: LoadedModel, messages: list[ChatMessage], params: SamplingParams) -> Prompt:
         """The prompt, leaving out the oldest turns when the conversation outgrows the context."""
@@ -226,9 +235,9 @@ class LocalEngine:
         # Leave room for at least a short reply.
         budget = params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
         for dropped in range(len(turns)):
-            tokens, stop = self._format(model, system + turns[dropped:])
+            tokens = self._format(model, system + turns[dropped:])
             if len(tokens) <= budget:
-                return Prompt(tokens, stop, dropped)
+                return Prompt(tokens, dropped)
         raise EngineError(f"the last message needs more than the {params.n_ctx}-token context allows; "
                           f"shorten it or raise the context length in the conversation settings.")
 

@@ -20,9 +20,10 @@ DATABASE_NAME = "zootui.sqlite3"
 
 MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: conversations, messages, search index, preferences.
+    # AUTOINCREMENT: an id, once exported or shown, never comes back for another message.
     """
     CREATE TABLE conversations (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         title TEXT NOT NULL,
         model TEXT NOT NULL,
         system_prompt TEXT NOT NULL DEFAULT '',
@@ -33,7 +34,7 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
         role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
         content TEXT NOT NULL,
@@ -276,7 +277,7 @@ class Store:
                 phrase = '"' + text.replace('"', '""') + '"'
                 rows = self._db.execute(
                     "SELECT m.id AS message_id, m.role, m.conversation_id, c.title,"
-                    " snippet(messages_fts, 0, '[', ']', '…', 12) AS snippet"
+                    " snippet(messages_fts, 0, '[', ']', '…', 64) AS snippet"
                     " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
                     " JOIN conversations c ON c.id = m.conversation_id"
                     " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?", (phrase, limit)).fetchall()

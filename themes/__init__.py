@@ -1,0 +1,1 @@
+"""zootui's own themes, as TOML files (one theme per file, named after it)."""

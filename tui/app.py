@@ -1,0 +1,213 @@
+"""The full-screen app: conversation tabs, search, themes, command palette."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from tui.chat import ChatService
+from tui.config import Settings, data_dir
+from tui.engine import Engines
+from tui.export import export
+from tui.files import write_atomically
+from tui.store import Conversation, Store
+from tui.theming import load_themes
+from tui.widgets.chat_pane import ChatPane
+from tui.zoo.library import library_models
+
+THEME_PREFERENCE = "theme"
+TAB_TITLE_LENGTH = 24
+
+
+def _pane_id(conversation_id: int) -> str:
+    return f"chat-{conversation_id}"
+
+
+def _tab_label(conversation: Conversation) -> str:
+    title = conversation.title
+    return title if len(title) <= TAB_TITLE_LENGTH else title[:TAB_TITLE_LENGTH - 1] + "…"
+
+
+class ZooApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "zootui"
+    BINDINGS = [
+        Binding("ctrl+n", "new_chat", "New chat"),
+        # Priority: the prompt box would take ctrl+w as delete-word (alt+backspace still does that).
+        Binding("ctrl+w", "close_chat", "Close chat", priority=True),
+        Binding("f2", "rename_chat", "Rename"),
+        Binding("ctrl+f", "search", "Search"),
+        Binding("ctrl+pageup,alt+left", "previous_chat", "Previous tab", show=False),
+        Binding("ctrl+pagedown,alt+right", "next_chat", "Next tab", show=False),
+    ]
+
+    def __init__(self, settings: Settings, store: Store, *, new_chat_model: str | None = None,
+                 config_warnings: Iterable[str] = (), engines: Engines | None = None):
+        super().__init__()
+        self.settings = settings
+        self.store = store
+        self.engines = engines or Engines(settings, data_dir())
+        self.service = ChatService(store, settings, self.engines)
+        self._new_chat_model = new_chat_model
+        self._startup_warnings = list(config_warnings)
+
+    def compose(self) -> ComposeResult:
+        yield TabbedContent(id="chats")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        themes, theme_warnings = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        self._startup_warnings += theme_warnings
+        self._apply_remembered_theme()
+        self.theme_changed_signal.subscribe(self, lambda theme: self.store.set_preference(THEME_PREFERENCE,
+                                                                                             theme.name))
+        interrupted = self.store.mark_interrupted_replies()
+        if interrupted:
+            self._startup_warnings.append(f"{interrupted} reply(ies) were cut off when zootui last stopped; "
+                                          f"what was generated is kept (ctrl+r regenerates).")
+        conversations = self.store.conversations(open_only=True)
+        for conversation in conversations:
+            await self._add_tab(conversation)
+        if not conversations or self._new_chat_model:
+            await self.action_new_chat(model=self._new_chat_model)
+        for warning in self._startup_warnings:
+            self.notify(warning, severity="warning", timeout=15)
+
+    def _apply_remembered_theme(self) -> None:
+        wanted = self.store.preference(THEME_PREFERENCE) or self.settings.ui.theme
+        if wanted in self.available_themes:
+            self.theme = wanted
+        else:
+            self._startup_warnings.append(f"theme {wanted!r} does not exist; pick one with ctrl+p → Theme.")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Over a dialog, the chat keys go to the dialog (ctrl+w deletes a word in its input).
+        if action == "close_chat":
+            return len(self.screen_stack) == 1
+        return True
+
+    @property
+    def tabs(self) -> TabbedContent:
+        return self.query_one("#chats", TabbedContent)
+
+    @property
+    def active_chat(self) -> ChatPane | None:
+        pane = self.tabs.active_pane
+        return pane.query_one(ChatPane) if pane is not None else None
+
+    def _chat_models(self) -> list[str]:
+        return [model.name for model in library_models(self.engines.data_dir)]
+
+    async def _add_tab(self, conversation: Conversation) -> None:
+        pane = TabPane(_tab_label(conversation), ChatPane(conversation, self.service, self._chat_models()),
+                       id=_pane_id(conversation.id))
+        await self.tabs.add_pane(pane)
+
+    def _open_tab_ids(self) -> list[int]:
+        return [int(pane.id.removeprefix("chat-")) for pane in self.tabs.query(TabPane)]
+
+    async def action_new_chat(self, model: str | None = None) -> None:
+        conversation = self.service.new_conversation(model=model)
+        await self._add_tab(conversation)
+        self.tabs.active = _pane_id(conversation.id)
+
+    async def action_close_chat(self) -> None:
+        chat = self.active_chat
+        if chat is None:
+            return
+        chat.stop_generation()
+        self.store.update_conversation(chat.conversation.id, is_open=False)
+        await self.tabs.remove_pane(_pane_id(chat.conversation.id))
+        self.store.set_tab_order(self._open_tab_ids())
+        if self.tabs.tab_count == 0:
+            await self.action_new_chat()
+        self.notify(f"Closed {chat.conversation.title!r}; ctrl+f finds it again.", timeout=4)
+
+    def action_rename_chat(self) -> None:
+        from tui.screens.rename import RenameScreen
+        chat = self.active_chat
+        if chat is None:
+            return
+
+        def rename(title: str | None) -> None:
+            if title:
+                chat.conversation = self.store.update_conversation(chat.conversation.id, title=title)
+                self.tabs.get_tab(_pane_id(chat.conversation.id)).label = _tab_label(chat.conversation)
+
+        self.push_screen(RenameScreen(chat.conversation.title), rename)
+
+    def action_search(self) -> None:
+        from tui.screens.search import SearchScreen
+
+        async def open_found(conversation_id: int | None) -> None:
+            if conversation_id is not None:
+                await self.open_conversation(conversation_id)
+
+        self.push_screen(SearchScreen(self.store), open_found)
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        if conversation_id not in self._open_tab_ids():
+            conversation = self.store.update_conversation(conversation_id, is_open=True)
+            await self._add_tab(conversation)
+            self.store.set_tab_order(self._open_tab_ids())
+        self.tabs.active = _pane_id(conversation_id)
+
+    def _switch_tab(self, step: int) -> None:
+        ids = [_pane_id(conversation_id) for conversation_id in self._open_tab_ids()]
+        if len(ids) > 1:
+            self.tabs.active = ids[(ids.index(self.tabs.active) + step) % len(ids)]
+
+    def action_previous_chat(self) -> None:
+        self._switch_tab(-1)
+
+    def action_next_chat(self) -> None:
+        self._switch_tab(1)
+
+    def export_active_chat(self, format: str) -> None:
+        chat = self.active_chat
+        if chat is None:
+            return
+        conversation = self.store.conversation(chat.conversation.id)
+        path = Path.cwd() / f"zootui-chat-{conversation.id}.{format}"
+        try:
+            write_atomically(path, export(conversation, self.store.messages(conversation.id), format))
+        except OSError as error:
+            self.notify(f"Could not write {path}: {error.strerror}; free space or change directory.",
+                        severity="error")
+            return
+        self.notify(f"Exported to {path}", title="Exported")
+
+    @on(ChatPane.TitleChanged)
+    def retitle_tab(self, event: ChatPane.TitleChanged) -> None:
+        self.tabs.get_tab(_pane_id(event.conversation.id)).label = _tab_label(event.conversation)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New chat", "Open a new conversation tab", self.action_new_chat)
+        yield SystemCommand("Close chat", "Close this tab (the conversation is kept)", self.action_close_chat)
+        yield SystemCommand("Rename chat", "Give this conversation a title", self.action_rename_chat)
+        yield SystemCommand("Search conversations", "Find text in every conversation", self.action_search)
+        yield SystemCommand("Export chat as Markdown", "Write this conversation to a .md file here",
+                            lambda: self.export_active_chat("md"))
+        yield SystemCommand("Export chat as JSON", "Write this conversation to a .json file here",
+                            lambda: self.export_active_chat("json"))
+        chat = self.active_chat
+        if chat is not None:
+            yield SystemCommand("Regenerate reply", "Replace the last reply with a new one", chat.action_regenerate)
+            yield SystemCommand("Edit last message", "Edit and resend your last message", chat.action_edit_last)
+            yield SystemCommand("Chat settings", "Model, system prompt and sampling of this tab",
+                                chat.action_toggle_settings)
+
+    def on_unmount(self) -> None:
+        for chat in self.query(ChatPane):
+            chat.stop_generation()
+        self.workers.cancel_all()
+        self.engines.close()

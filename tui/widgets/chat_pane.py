@@ -1,0 +1,274 @@
+"""One conversation tab: its messages, the prompt, its settings, and the reply worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Label
+
+from tui.chat import ChatService, Reply
+from tui.engine import EngineError, ReplyStats
+from tui.store import Conversation
+from tui.widgets.message import MessageView
+from tui.widgets.prompt import PromptArea
+from tui.widgets.settings_panel import SettingsPanel
+
+# Tokens reach the screen in batches at about screen refresh rate, not one message per token.
+BATCH_INTERVAL = 1 / 30
+
+
+class DeltaBatcher:
+    """Collects text from the generation thread and hands it on at most every BATCH_INTERVAL."""
+
+    def __init__(self, send: Callable[[str], None]):
+        self._send = send
+        self._parts: list[str] = []
+        self._sent_at = 0.0
+
+    def add(self, text: str) -> None:
+        self._parts.append(text)
+        now = time.monotonic()
+        if now - self._sent_at >= BATCH_INTERVAL:
+            self.flush()
+            self._sent_at = now
+
+    def flush(self) -> None:
+        if self._parts:
+            text = "".join(self._parts)
+            self._parts.clear()
+            self._send(text)
+
+
+class ChatPane(Vertical):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop reply"),
+        Binding("ctrl+r", "regenerate", "Regenerate"),
+        # Priority: in the prompt box ctrl+e would move to the end of the line (the End key still does).
+        Binding("ctrl+e", "edit_last", "Edit last", priority=True),
+        Binding("ctrl+s", "toggle_settings", "Settings"),
+    ]
+
+    @dataclass
+    class ReplyDelta(Message):
+        text: str
+
+    @dataclass
+    class ReplyDone(Message):
+        reply: Reply
+
+    @dataclass
+    class ReplyFailed(Message):
+        error: str
+
+    @dataclass
+    class TitleChanged(Message):
+        pane: "ChatPane"
+        conversation: Conversation
+
+    def __init__(self, conversation: Conversation, service: ChatService, models: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.conversation = conversation
+        self.service = service
+        self._models = models
+        self._loaded = False
+        self._cancel: threading.Event | None = None
+        self._reply_view: MessageView | None = None
+        self._editing = False
+
+    @property
+    def generating(self) -> bool:
+        return self._cancel is not None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(classes="conversation"):
+                yield VerticalScroll(classes="messages")
+                yield Label("", classes="status")
+                yield PromptArea(classes="prompt")
+            yield SettingsPanel(self.conversation.model, self._models, self.conversation.system_prompt,
+                                self.service.params(self.conversation), classes="settings")
+
+    async def on_show(self) -> None:
+        # Past messages are mounted when a tab is first shown, so many open tabs start fast.
+        if not self._loaded:
+            self._loaded = True
+            views = [MessageView(message.role, message.content, state=message.state, message_id=message.id,
+                                 footer=_figures(message.stats)) for message in
+                     self.service.store.messages(self.conversation.id)]
+            messages = self.query_one(".messages", VerticalScroll)
+            await messages.mount_all(views)
+            messages.scroll_end(animate=False)
+            self._show_status()
+        self.query_one(PromptArea).focus()
+
+    def _show_status(self, note: str = "") -> None:
+        parts = [self.conversation.model]
+        if note:
+            parts.append(note)
+        self.query_one(".status", Label).update(" · ".join(parts))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.generating or self._editing
+        if action in ("regenerate", "edit_last"):
+            return not self.generating
+        return True
+
+    @on(PromptArea.Submitted)
+    async def send(self, event: PromptArea.Submitted) -> None:
+        event.stop()
+        if self.generating:
+            self.notify("A reply is still streaming: wait for it or press escape to stop it.", severity="warning")
+            return
+        prompt = event.prompt
+        text = prompt.text
+        prompt.clear()
+        if self._editing:
+            self._editing = False
+            await self._remove_views_from(self._last_view("user"))
+            message = self.service.replace_last_user_message(self.conversation, text)
+        else:
+            message = self.service.add_user_message(self.conversation, text)
+            self._refresh_title()
+        await self.query_one(".messages", VerticalScroll).mount(
+            MessageView("user", text, message_id=message.id))
+        await self._start_reply()
+
+    def _refresh_title(self) -> None:
+        updated = self.service.store.conversation(self.conversation.id)
+        if updated.title != self.conversation.title:
+            self.conversation = updated
+            self.post_message(self.TitleChanged(self, updated))
+
+    def _last_view(self, role: str) -> MessageView | None:
+        return next((view for view in reversed(list(self.query(MessageView))) if view.role == role), None)
+
+    async def _remove_views_from(self, first: MessageView | None) -> None:
+        """Remove a message view and every view after it."""
+        if first is None:
+            return
+        views = list(self.query(MessageView))
+        await self.query_one(".messages", VerticalScroll).remove_children(views[views.index(first):])
+
+    async def _start_reply(self) -> None:
+        messages = self.query_one(".messages", VerticalScroll)
+        self._reply_view = MessageView("assistant", state="streaming")
+        await messages.mount(self._reply_view)
+        messages.anchor()
+        self._cancel = threading.Event()
+        self._show_status("generating… (escape stops)")
+        self.refresh_bindings()
+        self._generate(self._cancel)
+
+    @work(thread=True, exit_on_error=False, group="reply", description="Generating a reply")
+    def _generate(self, cancel: threading.Event) -> None:
+        batcher = DeltaBatcher(lambda text: self.post_message(self.ReplyDelta(text)))
+        try:
+            reply = self.service.reply(self.conversation, cancel, batcher.add)
+        except EngineError as error:
+            batcher.flush()
+            self.post_message(self.ReplyFailed(str(error)))
+            return
+        except Exception as error:  # an engine bug must not leave the tab stuck in "generating"
+            batcher.flush()
+            self.post_message(self.ReplyFailed(f"the reply failed unexpectedly: {error!r}"))
+            raise
+        batcher.flush()
+        self.post_message(self.ReplyDone(reply))
+
+    async def on_chat_pane_reply_delta(self, event: ReplyDelta) -> None:
+        if self._reply_view is not None:
+            await self._reply_view.append(event.text)
+
+    async def on_chat_pane_reply_done(self, event: ReplyDone) -> None:
+        view, self._reply_view, self._cancel = self._reply_view, None, None
+        reply = event.reply
+        summary = reply.stats.summary() if reply.stats else ""
+        if view is not None:
+            view.message_id = reply.message.id
+            await view.finish()
+            view.set_footer(summary, state=reply.message.state)
+        self._show_status(f"last reply: {summary}" if summary else "")
+        self.refresh_bindings()
+
+    async def on_chat_pane_reply_failed(self, event: ReplyFailed) -> None:
+        view, self._reply_view, self._cancel = self._reply_view, None, None
+        if view is not None:
+            if view.content:
+                await view.finish()
+                view.set_footer("", state="error")
+            else:
+                await view.remove()
+        self._show_status(f"error: {event.error}")
+        self.notify(event.error, title="Reply failed", severity="error", timeout=10)
+        self.refresh_bindings()
+
+    def action_stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self._show_status("stopping…")
+        elif self._editing:
+            self._editing = False
+            self.query_one(PromptArea).clear()
+            self._show_status("edit cancelled")
+
+    async def action_regenerate(self) -> None:
+        try:
+            self.service.prepare_regenerate(self.conversation)
+        except EngineError as error:
+            self.notify(str(error), severity="warning")
+            return
+        views = list(self.query(MessageView))
+        last_user = self._last_view("user")
+        if last_user is not None and last_user is not views[-1]:
+            await self._remove_views_from(views[views.index(last_user) + 1])
+        await self._start_reply()
+
+    def action_edit_last(self) -> None:
+        last_user = self.service.last_user_message(self.conversation.id)
+        if last_user is None:
+            self.notify("There is no message of yours to edit yet.", severity="warning")
+            return
+        prompt = self.query_one(PromptArea)
+        prompt.text = last_user.content
+        prompt.move_cursor(prompt.document.end)
+        prompt.focus()
+        self._editing = True
+        self._show_status("editing your last message: enter resends it, escape cancels")
+        self.refresh_bindings()
+
+    def action_toggle_settings(self) -> None:
+        panel = self.query_one(SettingsPanel)
+        panel.toggle_class("visible")
+        if panel.has_class("visible"):
+            panel.focus()
+        else:
+            self.query_one(PromptArea).focus()
+
+    @on(SettingsPanel.Changed)
+    def save_settings(self, event: SettingsPanel.Changed) -> None:
+        event.stop()
+        self.conversation = self.service.store.update_conversation(self.conversation.id, **event.changes)
+        self._show_status("settings saved" if "model" not in event.changes else "model changed")
+
+    def stop_generation(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+
+def _figures(stats: dict | None) -> str:
+    if not stats:
+        return ""
+    known = {field: stats[field] for field in ReplyStats.__dataclass_fields__ if field in stats}
+    try:
+        return ReplyStats(**known).summary()
+    except TypeError:  # stats written by another version
+        return ""

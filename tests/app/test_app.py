@@ -1,0 +1,268 @@
+"""The app, driven through Textual's Pilot with real keys, the real default model and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from textual.widgets import Input, TabbedContent
+
+from tui.app import ZooApp
+from tui.store import DATABASE_NAME, Store
+from tui.widgets.chat_pane import ChatPane
+from tui.widgets.message import MessageView
+from tui.widgets.prompt import PromptArea
+
+SIZE = (110, 36)
+
+
+def make_app(settings, data_dir, **kwargs) -> ZooApp:
+    return ZooApp(settings, Store(data_dir / DATABASE_NAME), **kwargs)
+
+
+async def wait_until(pilot, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+async def send(pilot, text: str) -> ChatPane:
+    """Type a message, press enter, and wait until its reply is complete (a short reply may beat any poll)."""
+    app = pilot.app
+    chat = app.active_chat
+    before = len(views(chat))
+    await pilot.click(PromptArea)
+    await pilot.press(*text)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: len(views(chat)) == before + 2 and not chat.generating
+                     and views(chat)[-1].state != "streaming")
+    await pilot.pause()
+    return chat
+
+
+def views(chat: ChatPane) -> list[MessageView]:
+    return list(chat.query(MessageView))
+
+
+async def test_first_launch_chats_at_once_and_saves(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.tabs.tab_count == 1
+        chat = await send(pilot, "What is the capital of France?")
+        user, reply = views(chat)
+        assert user.content == "What is the capital of France?"
+        assert "Paris" in reply.content
+        assert "tok/s" in str(chat.query_one(".status").render())
+        assert "context" in reply._footer()
+        assert app.tabs.get_tab(app.tabs.active).label.plain.startswith("What is the capital")
+    store = Store(isolated_dirs / DATABASE_NAME)
+    [conversation] = store.conversations()
+    assert [m.content for m in store.messages(conversation.id)] == [user.content, reply.content]
+    store.close()
+
+
+async def test_tabs_are_created_renamed_closed_and_restored(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "Hello there")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.tabs.tab_count == 2
+        await pilot.press("f2")
+        await pilot.pause()
+        rename = app.screen.query_one(Input)
+        rename.value = ""
+        await pilot.press(*"Second", "enter")
+        await pilot.pause()
+        assert app.tabs.get_tab(app.tabs.active).label.plain == "Second"
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 3 and app.active_chat.conversation.id == 3)
+        await pilot.press("ctrl+w")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+        assert 3 not in [conversation.id for conversation in app.store.conversations(open_only=True)]
+        await pilot.press("ctrl+pageup")
+        await pilot.pause()
+        assert app.active_chat.conversation.title == "Hello there"
+    restarted = make_app(fast_settings, isolated_dirs)
+    async with restarted.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        titles = [restarted.tabs.get_tab(pane).label.plain for pane in restarted.tabs.query("TabPane")]
+        assert titles == ["Hello there", "Second"]
+        chat = restarted.active_chat
+        await wait_until(pilot, lambda: len(views(chat)) == 2)
+        assert views(chat)[0].content == "Hello there"
+
+
+async def test_tabs_switch_by_mouse(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        first = app.tabs.active
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.tabs.active != first
+        await pilot.click(f"#--content-tab-{first}")
+        await pilot.pause()
+        assert app.tabs.active == first
+
+
+async def test_escape_stops_a_reply_and_keeps_it(fast_settings, isolated_dirs):
+    from tui.config import with_overrides
+    settings = with_overrides(fast_settings, "chat", max_tokens=400)
+    app = make_app(settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await pilot.click(PromptArea)
+        await pilot.press(*"Write a long story about a zoo.", "enter")
+        await wait_until(pilot, lambda: chat._reply_view is not None and len(chat._reply_view.content) > 20)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not chat.generating)
+        reply = views(chat)[-1]
+        assert reply.state == "stopped" and "stopped" in reply._footer()
+    store = Store(isolated_dirs / DATABASE_NAME)
+    saved = store.messages(1)[-1]
+    assert saved.state == "stopped" and saved.content == reply.content and saved.stats["completion_tokens"] < 400
+    store.close()
+
+
+async def test_regenerate_and_edit_last_message(fast_settings, isolated_dirs):
+    from tui.config import with_overrides
+    settings = with_overrides(fast_settings, "chat", temperature=1.0, seed=-1)
+    app = make_app(settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await send(pilot, "Tell me a fact about llamas.")
+        first_reply = views(chat)[-1]
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: not chat.generating and views(chat)[-1] is not first_reply)
+        await wait_until(pilot, lambda: not chat.generating)
+        assert len(views(chat)) == 2 and views(chat)[-1].content
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        prompt = chat.query_one(PromptArea)
+        assert prompt.text == "Tell me a fact about llamas."
+        prompt.text = "Tell me a fact about alpacas."
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not chat.generating and len(views(chat)) == 2 and views(chat)[-1].content)
+        assert views(chat)[0].content == "Tell me a fact about alpacas."
+    store = Store(isolated_dirs / DATABASE_NAME)
+    assert [m.role for m in store.messages(1)] == ["user", "assistant"]
+    assert store.messages(1)[0].content == "Tell me a fact about alpacas."
+    store.close()
+
+
+async def test_copy_message_and_code_block(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    store = app.store
+    conversation = store.create_conversation("code", "smollm2-135m-instruct")
+    store.add_message(conversation.id, "user", "show code")
+    store.add_message(conversation.id, "assistant", "Here:\n\n```python\nprint('zoo')\n```\n\nand\n\n```\nls\n```\n")
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await wait_until(pilot, lambda: len(views(chat)) == 2)
+        await pilot.pause()
+        reply = views(chat)[-1]
+        reply.focus()
+        await pilot.pause()
+        await pilot.press("c")
+        assert app.clipboard == reply.content
+        await pilot.press("b")
+        assert app.clipboard == "print('zoo')"
+        await pilot.press("b")
+        assert app.clipboard == "ls"
+        notices = [notification.message for notification in app._notifications]
+        assert any("OSC 52" in notice and "14 characters" not in notice for notice in notices)
+        await pilot.click("MarkdownFence")
+        assert app.clipboard == "print('zoo')"
+
+
+async def test_search_opens_a_closed_conversation(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    store = app.store
+    old = store.create_conversation("Old talk about pandas", "smollm2-135m-instruct")
+    store.add_message(old.id, "user", "Giant pandas eat bamboo all day.")
+    store.update_conversation(old.id, is_open=False)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.tabs.tab_count == 1
+        await pilot.press("ctrl+f")
+        await pilot.press(*"bamboo")
+        await wait_until(pilot, lambda: app.screen.query_one("OptionList").option_count == 1)
+        await pilot.press("enter", "enter")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+        await wait_until(pilot, lambda: app.active_chat.conversation.id == old.id, timeout=5)
+        assert len(app.screen_stack) == 1
+
+
+async def test_settings_panel_saves_per_conversation(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        temperature = chat.query_one("#param-temperature", Input)
+        temperature.value = ""
+        await pilot.click("#param-temperature")
+        await pilot.press(*"0.25")
+        await pilot.pause()
+        max_tokens = chat.query_one("#param-max_tokens", Input)
+        max_tokens.value = "-5"
+        await pilot.pause()
+        system = chat.query_one("#system-prompt")
+        system.text = "You are a zoo keeper."
+        await pilot.pause()
+    store = Store(isolated_dirs / DATABASE_NAME)
+    conversation = store.conversation(1)
+    assert conversation.params["temperature"] == 0.25
+    assert conversation.params["max_tokens"] == fast_settings.chat.max_tokens, "invalid values are not saved"
+    assert conversation.system_prompt == "You are a zoo keeper."
+    store.close()
+
+
+async def test_theme_is_remembered(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        assert "zoo-savanna" in app.available_themes
+        app.theme = "zoo-savanna"
+        await pilot.pause()
+    restarted = make_app(fast_settings, isolated_dirs)
+    async with restarted.run_test(size=SIZE) as pilot:
+        assert restarted.theme == "zoo-savanna"
+
+
+async def test_config_warnings_and_interrupted_replies_are_shown(fast_settings, isolated_dirs):
+    store = Store(isolated_dirs / DATABASE_NAME)
+    conversation = store.create_conversation("cut", "smollm2-135m-instruct")
+    store.add_message(conversation.id, "assistant", "half", state="streaming")
+    store.close()
+    app = make_app(fast_settings, isolated_dirs, config_warnings=["config.toml: [chat] temperature is bad"])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        notices = [notification.message for notification in app._notifications]
+        assert "config.toml: [chat] temperature is bad" in notices
+        assert any("cut off" in notice for notice in notices)
+        await wait_until(pilot, lambda: len(views(app.active_chat)) == 1)
+        assert views(app.active_chat)[0].state == "interrupted"
+
+
+async def test_export_from_the_app(fast_settings, isolated_dirs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "Hi")
+        app.export_active_chat("md")
+        app.export_active_chat("json")
+    assert (tmp_path / "zootui-chat-1.md").read_text().startswith("---\ntitle: \"Hi\"")
+    assert (tmp_path / "zootui-chat-1.json").exists()
+
+
+async def test_engine_error_is_shown_and_the_tab_recovers(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        chat.conversation = app.store.update_conversation(chat.conversation.id, model="remote:x")
+        await pilot.click(PromptArea)
+        await pilot.press(*"hi", "enter")
+        await wait_until(pilot, lambda: not chat.generating and "error" in str(chat.query_one(".status").render()))
+        assert [view.role for view in views(chat)] == ["user"]
+        assert any(n.severity == "error" for n in app._notifications)

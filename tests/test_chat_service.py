@@ -1,0 +1,86 @@
+import threading
+
+import pytest
+
+from tui.chat import DEFAULT_TITLE, ChatService
+from tui.engine import EngineError, Engines
+from tui.store import Store
+
+
+@pytest.fixture
+def service(fast_settings, isolated_dirs):
+    store = Store(isolated_dirs / "zootui.sqlite3")
+    engines = Engines(fast_settings, isolated_dirs)
+    yield ChatService(store, fast_settings, engines)
+    engines.close()
+    store.close()
+
+
+def test_a_reply_is_saved_with_its_figures(service):
+    conversation = service.new_conversation(system_prompt="You are terse.")
+    assert conversation.title == DEFAULT_TITLE
+    service.add_user_message(conversation, "What colour is the sky?")
+    streamed = []
+    reply = service.reply(conversation, threading.Event(), streamed.append)
+    assert "".join(streamed) == reply.message.content != ""
+    [user, assistant] = service.store.messages(conversation.id)
+    assert (user.role, assistant.role, assistant.state) == ("user", "assistant", "done")
+    assert assistant.content == reply.message.content
+    assert assistant.stats["completion_tokens"] == reply.stats.completion_tokens
+    assert service.store.conversation(conversation.id).title == "What colour is the sky?"
+
+
+def test_history_has_the_system_prompt_first_and_skips_failed_replies(service):
+    conversation = service.new_conversation(system_prompt="Be kind.")
+    service.add_user_message(conversation, "hi")
+    service.store.add_message(conversation.id, "assistant", "broken half", state="error")
+    assert service.history(service.store.conversation(conversation.id)) == [
+        {"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]
+
+
+def test_stopped_reply_keeps_its_text(service):
+    conversation = service.new_conversation()
+    service.add_user_message(conversation, "Write a long story about a zoo keeper.")
+    cancel = threading.Event()
+    chunks = []
+
+    def stop_after_a_few(text):
+        chunks.append(text)
+        if len(chunks) == 4:
+            cancel.set()
+
+    service.store.update_conversation(conversation.id, params={**conversation.params, "max_tokens": 200})
+    reply = service.reply(conversation, cancel, stop_after_a_few)
+    saved = service.store.messages(conversation.id)[-1]
+    assert saved.state == "stopped" and saved.content == reply.message.content == "".join(chunks)
+
+
+def test_regenerate_replaces_the_last_reply(service):
+    conversation = service.new_conversation()
+    service.add_user_message(conversation, "Say a number.")
+    first = service.reply(conversation, threading.Event()).message
+    service.prepare_regenerate(conversation)
+    assert [m.role for m in service.store.messages(conversation.id)] == ["user"]
+    second = service.reply(conversation, threading.Event()).message
+    assert [m.id for m in service.store.messages(conversation.id)][-1] == second.id != first.id
+
+
+def test_edit_and_resend_replaces_the_last_exchange(service):
+    conversation = service.new_conversation()
+    service.add_user_message(conversation, "Hello")
+    service.reply(conversation, threading.Event())
+    service.replace_last_user_message(conversation, "Hello again")
+    assert [(m.role, m.content) for m in service.store.messages(conversation.id)] == [("user", "Hello again")]
+
+
+def test_regenerate_without_a_message_is_a_clear_error(service):
+    with pytest.raises(EngineError, match="send a message first"):
+        service.prepare_regenerate(service.new_conversation())
+
+
+def test_engine_error_leaves_no_empty_reply_behind(service, tmp_path):
+    conversation = service.new_conversation(model=str(tmp_path / "missing.gguf"))
+    service.add_user_message(conversation, "hi")
+    with pytest.raises(EngineError):
+        service.reply(conversation, threading.Event())
+    assert [m.role for m in service.store.messages(conversation.id)] == ["user"]

@@ -1,0 +1,153 @@
+import threading
+
+import pytest
+
+from tui.config import with_overrides
+from tui.engine import EngineError, Engines, ReplyStats, SamplingParams, StopScanner
+
+
+def collect(events):
+    text, stats = [], None
+    for event in events:
+        if isinstance(event, ReplyStats):
+            stats = event
+        else:
+            text.append(event)
+    return "".join(text), stats
+
+
+def test_stop_scanner_never_emits_part_of_a_stop_string():
+    scanner = StopScanner(["### Human:", "</s>"])
+    out = [scanner.feed(piece) for piece in ["Hello ", "there #", "## Hu", "man: ignored"]]
+    assert "".join(out) == "Hello there "
+    assert scanner.stopped
+
+
+def test_stop_scanner_releases_held_text_that_was_not_a_stop():
+    scanner = StopScanner(["</s>"])
+    assert scanner.feed("a <") == "a "
+    assert scanner.feed("b") == "<b"
+    assert scanner.feed("</") == ""
+    assert scanner.flush() == "</"
+    assert not scanner.stopped
+
+
+@pytest.fixture
+def engines(fast_settings, isolated_dirs):
+    engines = Engines(fast_settings, isolated_dirs)
+    yield engines
+    engines.close()
+
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=16, n_ctx=1024, seed=1)
+
+
+def test_local_reply_streams_text_and_figures(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    text, stats = collect(engine.stream([{"role": "user", "content": "What is the capital of France?"}],
+                                        GREEDY, threading.Event()))
+    assert "Paris" in text
+    assert stats.completion_tokens > 0 and stats.tokens_per_second > 0
+    assert stats.prompt_tokens_evaluated == stats.prompt_tokens
+    assert stats.context_size == 1024 and stats.context_used == stats.prompt_tokens + stats.completion_tokens
+
+
+def test_greedy_replies_are_reproducible(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    messages = [{"role": "user", "content": "Name three animals."}]
+    first, _ = collect(engine.stream(messages, GREEDY, threading.Event()))
+    second, _ = collect(engine.stream(messages, GREEDY, threading.Event()))
+    assert first == second and first
+
+
+def test_max_tokens_limits_the_reply(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    params = SamplingParams(temperature=0.0, max_tokens=3, n_ctx=1024)
+    _, stats = collect(engine.stream([{"role": "user", "content": "Write a long story."}], params, threading.Event()))
+    assert stats.completion_tokens == 3 and stats.finish_reason == "length"
+
+
+def test_cancel_stops_soon_and_keeps_the_text(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    cancel = threading.Event()
+    params = SamplingParams(temperature=0.0, max_tokens=200, n_ctx=1024)
+    pieces = []
+    stats = None
+    for event in engine.stream([{"role": "user", "content": "Write a long story about a zoo."}], params, cancel):
+        if isinstance(event, ReplyStats):
+            stats = event
+        else:
+            pieces.append(event)
+            if len(pieces) == 5:
+                cancel.set()
+    assert stats.finish_reason == "cancelled"
+    assert 5 <= stats.completion_tokens <= 6
+    assert "".join(pieces)
+
+
+def test_second_turn_evaluates_only_the_new_tokens(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    history = [{"role": "user", "content": "Tell me about llamas in one sentence."}]
+    reply, first = collect(engine.stream(history, GREEDY, threading.Event()))
+    history += [{"role": "assistant", "content": reply}, {"role": "user", "content": "And alpacas?"}]
+    _, second = collect(engine.stream(history, GREEDY, threading.Event()))
+    new_tokens = second.prompt_tokens - (first.prompt_tokens + first.completion_tokens)
+    assert second.prompt_tokens_evaluated <= new_tokens + 2
+    assert second.prompt_tokens_evaluated < second.prompt_tokens / 2
+
+
+def test_switching_back_to_a_conversation_restores_its_history(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    long_a = [{"role": "user", "content": "Remember this list: " + ", ".join(f"item {i}" for i in range(60))}]
+    reply_a, _ = collect(engine.stream(long_a, GREEDY, threading.Event()))
+    other = [{"role": "user", "content": "Something unrelated: what is 2+2?"}]
+    collect(engine.stream(other, GREEDY, threading.Event()))
+    back = long_a + [{"role": "assistant", "content": reply_a}, {"role": "user", "content": "Thanks."}]
+    _, stats = collect(engine.stream(back, GREEDY, threading.Event()))
+    assert stats.prompt_tokens > 150
+    assert stats.prompt_tokens_evaluated < 20
+
+
+def test_state_cache_off_means_full_re_evaluation(fast_settings, isolated_dirs):
+    settings = with_overrides(fast_settings, "engine", state_cache_mb=0)
+    engines = Engines(settings, isolated_dirs)
+    try:
+        engine = engines.for_model("smollm2-135m-instruct")
+        long_a = [{"role": "user", "content": "Remember: " + ", ".join(f"item {i}" for i in range(60))}]
+        reply_a, _ = collect(engine.stream(long_a, GREEDY, threading.Event()))
+        collect(engine.stream([{"role": "user", "content": "2+2?"}], GREEDY, threading.Event()))
+        back = long_a + [{"role": "assistant", "content": reply_a}, {"role": "user", "content": "Thanks."}]
+        _, stats = collect(engine.stream(back, GREEDY, threading.Event()))
+        assert stats.prompt_tokens_evaluated > 100
+    finally:
+        engines.close()
+
+
+def test_oldest_turns_give_way_when_the_context_is_full(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    filler = " ".join(["The zoo has many animals."] * 40)
+    history = [{"role": "system", "content": "Be brief."}]
+    for _ in range(4):
+        history += [{"role": "user", "content": filler}, {"role": "assistant", "content": filler}]
+    history.append({"role": "user", "content": "Say hi."})
+    params = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=512)
+    _, stats = collect(engine.stream(history, params, threading.Event()))
+    assert stats.dropped_messages >= 2
+    assert stats.prompt_tokens + 8 <= 512
+
+
+def test_a_message_longer_than_the_context_is_a_clear_error(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    params = SamplingParams(n_ctx=256, max_tokens=8)
+    with pytest.raises(EngineError, match="context"):
+        collect(engine.stream([{"role": "user", "content": "word " * 400}], params, threading.Event()))
+
+
+def test_unknown_model_and_corrupt_file_are_clear_errors(engines, tmp_path):
+    with pytest.raises(EngineError, match="zootui models"):
+        engines.for_model("no-such-model")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    engine = engines.for_model(str(broken))
+    with pytest.raises(EngineError, match="could not load"):
+        collect(engine.stream([{"role": "user", "content": "hi"}], GREEDY, threading.Event()))

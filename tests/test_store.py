@@ -1,0 +1,111 @@
+import sqlite3
+
+import pytest
+
+from tui.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "zootui.sqlite3")
+    yield store
+    store.close()
+
+
+def test_new_database_is_at_the_current_schema_in_wal_mode(store):
+    assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+    journal = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+
+
+def test_reopening_keeps_everything(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    first = Store(path)
+    conversation = first.create_conversation("Hello", "smollm2-135m-instruct", "be brief", {"temperature": 0.1})
+    first.add_message(conversation.id, "user", "hi")
+    first.close()
+    second = Store(path)
+    [again] = second.conversations()
+    assert (again.title, again.system_prompt, again.params) == ("Hello", "be brief", {"temperature": 0.1})
+    assert [m.content for m in second.messages(again.id)] == ["hi"]
+
+
+def test_newer_schema_is_refused_with_a_fix(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer zootui"):
+        Store(path)
+
+
+def test_corrupt_file_is_reported_not_overwritten(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="move it aside"):
+        Store(path)
+    assert path.read_bytes().startswith(b"this is not a database")
+
+
+def test_tabs_keep_their_order_and_closed_ones_leave_the_open_list(store):
+    a = store.create_conversation("a", "m")
+    b = store.create_conversation("b", "m")
+    c = store.create_conversation("c", "m")
+    store.set_tab_order([c.id, a.id, b.id])
+    store.update_conversation(a.id, is_open=False)
+    assert [conv.id for conv in store.conversations(open_only=True)] == [c.id, b.id]
+    assert {conv.id for conv in store.conversations()} == {a.id, b.id, c.id}
+
+
+def test_search_finds_substrings_in_any_script_with_snippets(store):
+    conversation = store.create_conversation("zoo", "m")
+    store.add_message(conversation.id, "user", "How do I quantize Vicuna to q4_k_m?")
+    store.add_message(conversation.id, "assistant", "用 llama.cpp 量化模型，然后聊天。")
+    [hit] = store.search("quantize vicuna")
+    assert hit.conversation_id == conversation.id and hit.role == "user"
+    assert "[quantize Vicuna]" in hit.snippet
+    [chinese] = store.search("量化模型")
+    assert chinese.role == "assistant"
+    assert store.search("no such words here") == []
+
+
+def test_short_queries_and_fts_syntax_are_plain_text(store):
+    conversation = store.create_conversation("zoo", "m")
+    store.add_message(conversation.id, "user", 'say "OR" AND NOT * 猫')
+    assert len(store.search("猫")) == 1
+    assert len(store.search('"OR" AND NOT *')) == 1
+    assert store.search("100%") == []
+
+
+def test_search_sees_updates_and_deletes(store):
+    conversation = store.create_conversation("zoo", "m")
+    message = store.add_message(conversation.id, "assistant", "", state="streaming")
+    store.update_message(message.id, content="partial streamed text")
+    assert len(store.search("streamed")) == 1
+    store.delete_conversation(conversation.id)
+    assert store.search("streamed") == []
+    assert store.messages(conversation.id) == []
+
+
+def test_streaming_replies_left_behind_are_marked_interrupted(store):
+    conversation = store.create_conversation("zoo", "m")
+    message = store.add_message(conversation.id, "assistant", "half a rep", state="streaming")
+    assert store.mark_interrupted_replies() == 1
+    [kept] = store.messages(conversation.id)
+    assert (kept.id, kept.content, kept.state) == (message.id, "half a rep", "interrupted")
+
+
+def test_delete_messages_from_removes_the_tail_only(store):
+    conversation = store.create_conversation("zoo", "m")
+    ids = [store.add_message(conversation.id, role, text).id
+           for role, text in (("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4"))]
+    store.delete_messages_from(conversation.id, ids[2])
+    assert [m.content for m in store.messages(conversation.id)] == ["1", "2"]
+
+
+def test_preferences(store):
+    assert store.preference("theme") is None
+    store.set_preference("theme", "zoo-savanna")
+    store.set_preference("theme", "nord")
+    assert store.preference("theme") == "nord"

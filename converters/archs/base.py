@@ -1,0 +1,122 @@
+"""What every architecture module provides, and the tensor planning they share.
+
+An architecture reads its hyper-parameters from config.json (accepting the key spellings of old and
+new transformers releases), writes its GGUF keys, declares the tensor shapes it expects and the
+tensors llama.cpp requires, and describes any transform as a reordering of rows: that keeps every
+transform streamable, because a row reorder can be applied to one slice of rows at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import gguf
+import numpy as np
+
+from ..errors import ConversionError
+
+T = gguf.MODEL_TENSOR
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    source: str  # tensor name in the checkpoint
+    name: str  # GGUF tensor name
+    shape: tuple[int, ...]
+    row_order: np.ndarray | None = None  # output row i is source row row_order[i]
+
+
+class Architecture:
+    hf_architectures: ClassVar[tuple[str, ...]]
+    gguf_arch: ClassVar[gguf.MODEL_ARCH]
+    default_pre: ClassVar[str] = "gpt-2"  # llama.cpp pre-tokenizer when a BPE tokenizer does not reveal its own
+    dropped_suffixes: ClassVar[tuple[str, ...]] = ()  # buffers that are not weights (masks, rotary caches)
+    name_prefix: ClassVar[str] = ""  # stripped before mapping names (gguf's maps know BLOOM's names without it)
+    has_biases: ClassVar[bool] = False  # llama.cpp requires a bias beside every weight but the embedding and output
+    block_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]]  # required in every block
+    global_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]]  # required once
+    optional_global_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = (T.OUTPUT,)
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.n_layer = self.hparam("num_hidden_layers", "n_layer")
+        self.name_map = gguf.get_tensor_name_map(self.gguf_arch, self.n_layer)
+
+    @property
+    def arch_name(self) -> str:
+        return gguf.MODEL_ARCH_NAMES[self.gguf_arch]
+
+    def hparam(self, *keys: str, default=_MISSING):
+        """The first of `keys` present in config.json (old and new spellings), or `default`."""
+        for key in keys:
+            if self.config.get(key) is not None:
+                return self.config[key]
+        if default is _MISSING:
+            raise ConversionError(f"config.json lacks {keys[0]} (needed for {self.hf_architectures[0]}); add it from the model card")
+        return default
+
+    # --- per-architecture parts ---------------------------------------------------------------
+
+    def add_hparams(self, writer: gguf.GGUFWriter, n_vocab: int) -> None:
+        raise NotImplementedError
+
+    def weight_shapes(self, n_vocab: int) -> dict[gguf.MODEL_TENSOR, tuple[int, ...]]:
+        """HF (out, in) shape of each tensor type's weight; a bias has the weight's first dimension."""
+        raise NotImplementedError
+
+    def row_order(self, tensor: gguf.MODEL_TENSOR, rows: int) -> np.ndarray | None:
+        return None
+
+    # --- shared planning ----------------------------------------------------------------------
+
+    def vocab_rows(self, checkpoint) -> int:
+        """The model's vocabulary size: the token embedding's rows (configs are sometimes stale)."""
+        for name in checkpoint.names():
+            found = self.name_map.get_type_and_name(name.removeprefix(self.name_prefix), try_suffixes=(".weight",))
+            if found and found[0] == T.TOKEN_EMBD:
+                return checkpoint.info(name).shape[0]
+        raise ConversionError(f"{checkpoint.directory} has no token embedding tensor; the checkpoint is incomplete")
+
+    def plan(self, checkpoint) -> list[PlannedTensor]:
+        n_vocab = self.vocab_rows(checkpoint)
+        shapes = self.weight_shapes(n_vocab)
+        planned = []
+        for source in checkpoint.names():
+            if source.endswith(self.dropped_suffixes):
+                continue
+            found = self.name_map.get_type_and_name(source.removeprefix(self.name_prefix), try_suffixes=(".weight", ".bias"))
+            if found is None or found[0] not in shapes:
+                raise ConversionError(
+                    f"unexpected tensor {source} for {self.hf_architectures[0]}; the checkpoint is a variant this converter does not know"
+                )
+            tensor_type, name = found
+            shape = checkpoint.info(source).shape
+            expected = shapes[tensor_type] if name.endswith(".weight") else shapes[tensor_type][:1]
+            if shape != expected:
+                raise ConversionError(
+                    f"shape mismatch: {source} is {list(shape)}, config.json implies {list(expected)}; the weights and config.json disagree"
+                )
+            planned.append(PlannedTensor(source, name, shape, self.row_order(tensor_type, shape[0])))
+        self._check_complete(planned)
+        return planned
+
+    def _check_complete(self, planned: list[PlannedTensor]) -> None:
+        have = {p.name for p in planned}
+
+        def suffixes(tensor: gguf.MODEL_TENSOR) -> tuple[str, ...]:
+            return (".weight", ".bias") if self.has_biases and tensor not in (T.TOKEN_EMBD, T.OUTPUT) else (".weight",)
+
+        required = [gguf.TENSOR_NAMES[t] + s for t in self.global_tensors for s in suffixes(t)]
+        required += [gguf.TENSOR_NAMES[t].format(bid=b) + s for b in range(self.n_layer) for t in self.block_tensors for s in suffixes(t)]
+        missing = [name for name in required if name not in have]
+        if missing:
+            raise ConversionError(
+                f"the checkpoint lacks {len(missing)} required tensor(s), first {missing[0]}; a shard is missing or truncated, re-download it"
+            )
+
+
+def fused_qkv_order(rows: int, n_head: int) -> np.ndarray:
+    """Row order turning a fused QKV stored per head, (n_head, 3, head_dim), into llama.cpp's [all Q | all K | all V]."""
+    return np.arange(rows).reshape(n_head, 3, rows // n_head // 3).swapaxes(0, 1).reshape(-1)

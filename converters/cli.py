@@ -1,0 +1,68 @@
+"""`zootui convert` and `python -m converters`: one implementation for both."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from .convert import OUTTYPES, convert
+from .errors import ConversionCancelled, ConversionError
+from .progress import ConsoleProgress
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src_dir", metavar="SRC_DIR", type=Path, help="Hugging Face checkpoint directory (config.json + weights + tokenizer)")
+    parser.add_argument("--outtype", default="q4_k_m", type=str.lower, metavar="TYPE", help=f"output type: {', '.join(OUTTYPES)} (default: q4_k_m)")
+    parser.add_argument("-o", "--output", type=Path, metavar="OUT.gguf", help="output file (default: ./<SRC_DIR name>-<TYPE>.gguf)")
+    parser.add_argument("--chat-template", type=Path, metavar="FILE", help="Jinja chat template to embed as tokenizer.chat_template")
+    parser.add_argument("--eos-token", metavar="TEXT", help='end-of-sequence token by its text, overriding the tokenizer\'s (e.g. "### End" for Dolly v2)')
+    parser.add_argument("--repo", metavar="ORG/NAME", help="source repository recorded in the GGUF metadata")
+    parser.add_argument("--revision", metavar="REV", help="source revision recorded in the GGUF metadata")
+    parser.add_argument("--threads", type=int, metavar="N", help="quantizer threads (default: all cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    prefix = getattr(args, "prog", "converters")
+    output = args.output or Path.cwd() / f"{args.src_dir.resolve().name}-{args.outtype}.gguf"
+    provenance = {key: value for key, value in (("repo", args.repo), ("revision", args.revision)) if value}
+    cancel = threading.Event()
+    try:
+        template = args.chat_template.read_text(encoding="utf-8") if args.chat_template else None
+        path = convert(
+            args.src_dir,
+            output,
+            outtype=args.outtype,
+            chat_template=template,
+            provenance=provenance,
+            progress=ConsoleProgress(),
+            cancel=cancel,
+            eos_token=args.eos_token,
+            nthreads=args.threads,
+        )
+    except OSError as exc:
+        print(f"{prefix}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ConversionCancelled as exc:
+        print(f"{prefix}: cancelled: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ConversionError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        cancel.set()
+        print(f"{prefix}: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(path.resolve())
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m converters") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Convert a Hugging Face checkpoint to GGUF for llama.cpp.")
+    add_arguments(parser)
+    parser.set_defaults(prog=prog)
+    return run(parser.parse_args(argv))

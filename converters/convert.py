@@ -1,0 +1,283 @@
+"""Hugging Face checkpoint directory -> one GGUF file, streamed a slice of rows at a time.
+
+f32, f16, bf16 and q8_0 are written directly. Other types are written as an f16 (bf16 for bf16
+checkpoints) intermediate beside the output and quantized by llama.cpp in a subprocess. Every file
+appears under its final name only when complete (temporary name, then os.replace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shutil
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import gguf
+import numpy as np
+
+from . import __version__
+from .archs import Architecture, PlannedTensor, architecture_for
+from .checkpoint import Checkpoint, bf16_to_f32, open_checkpoint
+from .errors import ConversionCancelled, ConversionError
+from .progress import Progress, ProgressCallback
+from .quantize import QUANT_SPECS, check_qtype, quantize
+from .tokenizer import load_vocab
+
+Q = gguf.GGMLQuantizationType
+DIRECT_TYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
+    "f32": (Q.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+OUTTYPES = tuple(DIRECT_TYPES) + tuple(name for name in QUANT_SPECS if name not in DIRECT_TYPES)
+INPUT_METADATA_FILES = (
+    "config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+_CHUNK_BYTES = 8 * 2**20  # rows converted per step; bounds the working set of one tensor
+_HASH_PLACEHOLDER = "?" * 64  # not hex, so it can never be mistaken for a digest
+_SPACE_MARGIN = 64 * 2**20
+_HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<revision>[0-9a-f]{40})$")
+
+
+@dataclass(frozen=True)
+class _OutTensor:
+    plan: PlannedTensor
+    qtype: gguf.GGMLQuantizationType
+    nbytes: int
+
+
+def _out_type(p: PlannedTensor, target: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
+    """Norms and biases stay f32 (as llama.cpp's converter keeps them); rows a block type cannot split fall back to f16."""
+    if len(p.shape) < 2:
+        return Q.F32
+    block, _ = gguf.GGML_QUANT_SIZES[target]
+    return target if p.shape[-1] % block == 0 else Q.F16
+
+
+def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    return math.prod(shape) // block * type_size
+
+
+def _encode(rows: np.ndarray, is_bf16: bool, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """Converts a slice of source rows to the bytes of `qtype`."""
+    if is_bf16 and qtype == Q.BF16:
+        return rows  # already bfloat16 bits: copy exactly
+    values = bf16_to_f32(rows) if is_bf16 else rows
+    if qtype == Q.F32:
+        return values.astype(np.float32, copy=False)
+    if qtype == Q.F16:
+        return values.astype(np.float16, copy=False)
+    return gguf.quants.quantize(values.astype(np.float32, copy=False), qtype)
+
+
+def input_files(checkpoint: Checkpoint) -> list[Path]:
+    """Every file the conversion reads: config, index, weights and tokenizer files."""
+    present = [checkpoint.directory / name for name in INPUT_METADATA_FILES if (checkpoint.directory / name).is_file()]
+    return sorted(set(present + checkpoint.files()), key=lambda p: p.name)
+
+
+def _sha256(path: Path, stop: Callable[[], bool]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        buffer = bytearray(4 * 2**20)
+        view = memoryview(buffer)
+        while n := f.readinto(buffer):
+            if stop():
+                return _HASH_PLACEHOLDER
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def provenance_from_path(directory: Path) -> dict:
+    """Repo and revision when the directory is a Hugging Face cache snapshot."""
+    match = _HF_CACHE_SNAPSHOT.search(directory.resolve().as_posix())
+    if not match:
+        return {}
+    return {"repo": f"{match['org']}/{match['name']}", "revision": match["revision"]}
+
+
+def _human(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+class _Writer:
+    """Writes one GGUF: metadata through gguf.GGUFWriter, then tensor data streamed slice by slice."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        arch: Architecture,
+        tensors: list[_OutTensor],
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.arch = arch
+        self.tensors = tensors
+        self.progress = progress
+        self.cancel = cancel
+        self.bytes_total = sum(checkpoint.info(t.plan.source).nbytes for t in tensors)
+        self.bytes_done = 0
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _report(self, tensor: str) -> None:
+        if self.progress is not None:
+            self.progress(Progress(self.bytes_done, self.bytes_total, tensor, "convert"))
+
+    def write(self, path: Path, metadata: Callable[[gguf.GGUFWriter], None], files: list[Path]) -> None:
+        writer = gguf.GGUFWriter(path, self.arch.arch_name)
+        try:
+            metadata(writer)
+            # Digests are computed while the tensors stream (hashlib releases the GIL), then patched
+            # into the already-written metadata, where placeholders of equal length hold their place.
+            writer.add_array("zootui.source.sha256", [f"{_HASH_PLACEHOLDER}  {f.name}" for f in files])
+            for t in self.tensors:
+                raw_dtype = None if t.qtype in (Q.F32, Q.F16) else t.qtype
+                dtype = {Q.F32: np.float32, Q.F16: np.float16, Q.BF16: np.uint16}.get(t.qtype, np.uint8)
+                shape = t.plan.shape if dtype is not np.uint8 else gguf.quant_shape_to_byte_shape(t.plan.shape, t.qtype)
+                writer.add_tensor_info(t.plan.name, shape, np.dtype(dtype), t.nbytes, raw_dtype=raw_dtype)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            metadata_end = writer.fout[0].tell()
+            writer.write_ti_data_to_file()
+            failed = threading.Event()  # don't keep reading a large checkpoint for a file that will be deleted
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                digests: list[Future[str]] = [pool.submit(_sha256, f, lambda: failed.is_set() or self._cancelled()) for f in files]
+                try:
+                    self._write_data(writer, writer.fout[0])
+                except BaseException:
+                    failed.set()
+                    raise
+                results = [d.result() for d in digests]
+                if self._cancelled():
+                    raise ConversionCancelled()
+                out = writer.fout[0]
+                out.flush()
+                self._patch_digests(path, out, metadata_end, files, results)
+        finally:
+            writer.close()
+
+    def _write_data(self, writer: gguf.GGUFWriter, out) -> None:
+        writer.write_padding(out, out.tell())
+        self._report("")
+        for t in self.tensors:
+            info = self.checkpoint.info(t.plan.source)
+            source = self.checkpoint.load_raw(t.plan.source)
+            rows = source.shape[0]
+            row_bytes = max(1, info.nbytes // max(rows, 1))
+            step = max(1, _CHUNK_BYTES // row_bytes)
+            for start in range(0, rows, step):
+                if self._cancelled():
+                    raise ConversionCancelled()
+                index = slice(start, start + step) if t.plan.row_order is None else t.plan.row_order[start : start + step]
+                encoded = _encode(source[index], info.is_bf16, t.qtype)
+                out.write(np.ascontiguousarray(encoded).data)
+                self.checkpoint.release(t.plan.source)
+                self.bytes_done += min(step, rows - start) * row_bytes
+                self._report(t.plan.name)
+            writer.write_padding(out, t.nbytes)
+            del source
+
+    @staticmethod
+    def _patch_digests(path: Path, out, metadata_end: int, files: list[Path], digests: list[str]) -> None:
+        with open(path, "rb") as f:
+            head = f.read(metadata_end)
+        for file, digest in zip(files, digests):
+            placeholder = f"{_HASH_PLACEHOLDER}  {file.name}".encode()
+            position = head.find(placeholder)
+            if position < 0 or head.find(placeholder, position + 1) >= 0:
+                raise RuntimeError(f"cannot place the digest of {file.name} in the GGUF metadata")
+            out.seek(position)
+            out.write(digest.encode())
+        out.seek(0, os.SEEK_END)
+
+
+def convert(
+    src_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    outtype: str = "q4_k_m",
+    chat_template: str | None = None,
+    provenance: dict | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    eos_token: str | None = None,
+    nthreads: int | None = None,
+) -> Path:
+    """Converts the checkpoint in `src_dir` to a GGUF at `out_path` and returns that path.
+
+    `provenance` may give "repo" and "revision" (inferred for Hugging Face cache snapshots);
+    `eos_token` overrides the end-of-sequence token by its text (Dolly v2 ends replies with "### End").
+    Raises ConversionError (one line, for the user) and ConversionCancelled when `cancel` is set.
+    """
+    outtype = outtype.lower()
+    if outtype not in DIRECT_TYPES:
+        check_qtype(outtype)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open_checkpoint(src_dir) as checkpoint:
+        arch = architecture_for(checkpoint.config)
+        plan = arch.plan(checkpoint)
+        n_vocab = arch.vocab_rows(checkpoint)
+        vocab = load_vocab(checkpoint.directory, n_vocab, checkpoint.config, arch.default_pre, chat_template, eos_token)
+        any_bf16 = any(checkpoint.info(p.source).is_bf16 for p in plan)
+        if outtype in DIRECT_TYPES:
+            target, file_type = DIRECT_TYPES[outtype]
+        else:  # the quantizer's input: lossless for f16 checkpoints, and bf16 ones keep their range
+            target, file_type = DIRECT_TYPES["bf16" if any_bf16 else "f16"]
+        tensors = [_OutTensor(p, q := _out_type(p, target), _nbytes(p.shape, q)) for p in plan]
+        gguf_bytes = sum(t.nbytes for t in tensors)
+        needed = gguf_bytes + _SPACE_MARGIN
+        if outtype not in DIRECT_TYPES:
+            needed += sum(math.prod(p.shape) for p in plan) * QUANT_SPECS[outtype][1] // 8
+        free = shutil.disk_usage(out_path.parent).free
+        if free < needed:
+            raise ConversionError(f"not enough disk space in {out_path.parent}: need {_human(needed)}, {_human(free)} free; free some space or choose another -o")
+
+        source = {**provenance_from_path(checkpoint.directory), **(provenance or {})}
+        name = source.get("repo", checkpoint.directory.name)
+
+        def metadata(writer: gguf.GGUFWriter) -> None:
+            writer.add_type(gguf.GGUFType.MODEL)
+            writer.add_name(name.split("/")[-1])
+            writer.add_file_type(file_type)
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            arch.add_hparams(writer, n_vocab)
+            vocab.add_to(writer)
+            if "repo" in source:
+                writer.add_source_repo_url(f"https://huggingface.co/{source['repo']}")
+                writer.add_string("zootui.source.repo", source["repo"])
+            if source.get("revision"):
+                writer.add_string("zootui.source.revision", source["revision"])
+            writer.add_string("zootui.converter.version", __version__)
+
+        token = uuid.uuid4().hex[:8]
+        direct_path = out_path.with_name(f".{out_path.name}.{token}.partial")
+        try:
+            _Writer(checkpoint, arch, tensors, progress, cancel).write(direct_path, metadata, input_files(checkpoint))
+            if outtype in DIRECT_TYPES:
+                os.replace(direct_path, out_path)
+            else:
+                quantize(direct_path, out_path, outtype, progress=progress, cancel=cancel, nthreads=nthreads)
+        finally:
+            direct_path.unlink(missing_ok=True)
+    return out_path

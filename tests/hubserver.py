@@ -1,0 +1,255 @@
+"""A small Hugging Face Hub on 127.0.0.1 for tests (stdlib only).
+
+It answers the requests huggingface_hub makes to download a model repo:
+
+- ``GET /api/models/{repo}/revision/{rev}[?blobs=true]``: repo info with ``sha``, ``gated`` and
+  ``siblings`` (size, blobId, and ``lfs.sha256`` for LFS files).
+- ``HEAD``/``GET /{repo}/resolve/{rev}/{path}``: the file, with ``X-Repo-Commit``, ``ETag``
+  (sha256 for LFS files, git blob sha1 otherwise), ``X-Linked-Etag``/``X-Linked-Size`` for LFS
+  files, and ``Range: bytes=N-`` answered with 206.
+
+Errors carry the ``X-Error-Code`` huggingface_hub maps to exceptions: ``RepoNotFound`` (404),
+``GatedRepo`` (401 without a token, 403 with one), ``RevisionNotFound`` and ``EntryNotFound``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class HubFile:
+    content: bytes
+    lfs: bool
+    advertised_size: int | None = None
+    served: bytes | None = None
+
+    @property
+    def etag(self) -> str:
+        if self.lfs:
+            return hashlib.sha256(self.content).hexdigest()
+        return hashlib.sha1(b"blob %d\0" % len(self.content) + self.content).hexdigest()
+
+
+@dataclass
+class HubRepo:
+    repo_id: str
+    files: dict[str, HubFile]
+    gated: bool = False
+    commit: str = ""
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha1(self.repo_id.encode())
+        for name in sorted(self.files):
+            digest.update(name.encode() + self.files[name].content)
+        self.commit = digest.hexdigest()
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Names lower-cased."""
+
+
+@dataclass
+class _State:
+    repos: dict[str, HubRepo] = field(default_factory=dict)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    cuts: dict[tuple[str, str], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/]+)$")
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+class HubServer:
+    """Run with ``with HubServer() as hub:``; point ``HF_ENDPOINT`` at ``hub.url``."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self._state))
+        self._server.daemon_threads = True
+        # A short poll interval keeps shutdown (once per test) fast.
+        serve = partial(self._server.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, name="hubserver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> HubServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        lfs: Collection[str] = (),
+        gated: bool = False,
+        advertised_sizes: Mapping[str, int] | None = None,
+        served_instead: Mapping[str, bytes] | None = None,
+    ) -> HubRepo:
+        """Publish a repo. ``advertised_sizes`` and ``served_instead`` make the server lie about a
+        file's size in the repo info, or send other bytes than the metadata describes."""
+        sizes = advertised_sizes or {}
+        served = served_instead or {}
+        repo = HubRepo(
+            repo_id,
+            {
+                name: HubFile(content, name in lfs, sizes.get(name), served.get(name))
+                for name, content in files.items()
+            },
+            gated=gated,
+        )
+        with self._state.lock:
+            self._state.repos[repo_id] = repo
+        return repo
+
+    def cut_next_download(self, repo_id: str, path: str, after_bytes: int) -> None:
+        """Close the connection after ``after_bytes`` of the next GET of this file."""
+        with self._state.lock:
+            self._state.cuts[(repo_id, path)] = after_bytes
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._state.lock:
+            return list(self._state.requests)
+
+
+def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: tests read ``HubServer.requests`` instead."""
+
+        def do_GET(self) -> None:
+            self._dispatch(send_body=True)
+
+        def do_HEAD(self) -> None:
+            self._dispatch(send_body=False)
+
+        def _dispatch(self, send_body: bool) -> None:
+            path = urlsplit(self.path).path
+            with state.lock:
+                state.requests.append(RecordedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
+            if match := _INFO.match(path):
+                self._repo_info(match["repo"], unquote(match["rev"]), send_body)
+            elif match := _RESOLVE.match(path):
+                self._resolve(match["repo"], unquote(match["rev"]), unquote(match["path"]), send_body)
+            else:
+                self._error(404, "RepoNotFound", "Not found", send_body)
+
+        def _find(self, repo_id: str, revision: str, send_body: bool) -> HubRepo | None:
+            repo = state.repos.get(repo_id)
+            if repo is None:
+                self._error(404, "RepoNotFound", "Repository not found", send_body)
+            elif revision not in ("main", repo.commit):
+                self._error(404, "RevisionNotFound", "Invalid rev id", send_body, repo)
+            else:
+                return repo
+            return None
+
+        def _repo_info(self, repo_id: str, revision: str, send_body: bool) -> None:
+            repo = self._find(repo_id, revision, send_body)
+            if repo is None:
+                return
+            siblings = []
+            for name, hub_file in sorted(repo.files.items()):
+                size = hub_file.advertised_size or len(hub_file.content)
+                sibling: dict[str, object] = {"rfilename": name, "size": size, "blobId": hub_file.etag}
+                if hub_file.lfs:
+                    sibling["lfs"] = {"sha256": hub_file.etag, "size": size, "pointerSize": 134}
+                siblings.append(sibling)
+            info = {
+                "_id": repo.commit[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": repo.commit,
+                "private": False,
+                "gated": "manual" if repo.gated else False,
+                "disabled": False,
+                "siblings": siblings,
+            }
+            body = json.dumps(info).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def _resolve(self, repo_id: str, revision: str, path: str, send_body: bool) -> None:
+            repo = self._find(repo_id, revision, send_body)
+            if repo is None:
+                return
+            if repo.gated:
+                # The Hub answers 401 to anonymous requests and 403 to tokens without access.
+                status = 403 if "authorization" in {k.lower() for k in self.headers} else 401
+                message = f"Access to model {repo_id} is restricted. You must have access to it and be authenticated."
+                self._error(status, "GatedRepo", message, send_body, repo)
+                return
+            hub_file = repo.files.get(path)
+            if hub_file is None:
+                self._error(404, "EntryNotFound", "Entry not found", send_body, repo)
+                return
+            content = hub_file.content if hub_file.served is None else hub_file.served
+            start = 0
+            if (requested := _RANGE.match(self.headers.get("Range", ""))) is not None:
+                start = int(requested.group(1))
+            self.send_response(206 if start else 200)
+            self.send_header("X-Repo-Commit", repo.commit)
+            self.send_header("ETag", f'"{hub_file.etag}"')
+            if hub_file.lfs:
+                self.send_header("X-Linked-Etag", f'"{hub_file.etag}"')
+                self.send_header("X-Linked-Size", str(len(content)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(len(content) - start))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+            self.end_headers()
+            if not send_body:
+                return
+            with state.lock:
+                cut = state.cuts.pop((repo_id, path), None)
+            if cut is None:
+                self.wfile.write(content[start:])
+                return
+            self.wfile.write(content[start : start + cut])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+        def _error(self, status: int, code: str, message: str, send_body: bool, repo: HubRepo | None = None) -> None:
+            body = json.dumps({"error": message}).encode()
+            self.send_response(status)
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", message)
+            if repo is not None:
+                self.send_header("X-Repo-Commit", repo.commit)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+    return Handler

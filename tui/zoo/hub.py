@@ -1,0 +1,294 @@
+"""Downloads from the Hugging Face Hub, through huggingface_hub and into its standard cache.
+
+``download`` picks the files a model needs, checks the disk before it starts, reports progress
+per file, and verifies the sha256 of every LFS file it fetched against the Hub's metadata.
+Interrupted transfers resume: huggingface_hub retries a dropped connection with a Range request,
+and a run that was stopped skips the files already in the cache.
+
+Every failure a user can act on surfaces as ``HubError`` with one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn
+
+import httpx2
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.hf_api import RepoSibling
+from huggingface_hub.utils import tqdm as hf_tqdm
+
+
+class HubError(Exception):
+    """A download failed for a reason the user can act on; the message is one line."""
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Bytes received so far, for the file in flight and for the whole download."""
+
+    filename: str
+    file_done: int
+    file_total: int
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A downloaded revision: ``directory`` is huggingface_hub's snapshot folder in its cache."""
+
+    repo_id: str
+    commit: str
+    directory: Path
+    files: tuple[str, ...]
+
+
+# Weight formats other runtimes use and zootui never reads.
+_FOREIGN_WEIGHTS = ("*.h5", "*.msgpack", "*.ckpt", "*.onnx", "*.onnx_data", "onnx/*", "*.ot", "*.tflite", "*.gguf")
+_PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth")
+_PICKLE_INDEX = "pytorch_model.bin.index.json"
+_LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
+_OFFLINE = "cannot download {repo_id}: offline mode is on (HF_HUB_OFFLINE); unset it to download"
+
+
+def select_files(filenames: Iterable[str], patterns: Iterable[str] = ()) -> list[str]:
+    """The files to fetch from a repo listing.
+
+    With ``patterns`` (a catalog variant's ``files``), exactly the matching files. Otherwise
+    everything except other frameworks' weights, and, when the repo has safetensors, its pickled
+    weights too (safetensors load without unpickling and memory-map).
+    """
+    names = sorted(filenames)
+    wanted = tuple(patterns)
+    if wanted:
+        return [n for n in names if _matches(n, wanted)]
+    has_safetensors = any(n.endswith(".safetensors") for n in names)
+    skipped = _FOREIGN_WEIGHTS + ((*_PICKLED_WEIGHTS, _PICKLE_INDEX) if has_safetensors else ())
+    return [n for n in names if not _matches(n, skipped)]
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.rsplit("/", 1)[-1], p) for p in patterns)
+
+
+def download(
+    repo_id: str,
+    *,
+    revision: str = "main",
+    patterns: Iterable[str] = (),
+    cache_dir: Path | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Snapshot:
+    """Fetch the files of ``repo_id`` that zootui needs into the Hub cache.
+
+    ``endpoint`` defaults to ``HF_ENDPOINT`` read now (huggingface_hub reads it only at import);
+    ``token`` defaults to the standard login (``HF_TOKEN`` or ``hf auth login``).
+    """
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    if _offline():
+        raise HubError(_OFFLINE.format(repo_id=repo_id))
+    siblings, commit, gated = _repo_listing(repo_id, revision, endpoint, token)
+    wanted = set(select_files((s.rfilename for s in siblings), patterns))
+    chosen = [s for s in siblings if s.rfilename in wanted]
+    if not chosen:
+        raise HubError(f"{repo_id} has no files zootui can use at {revision}")
+    missing = [s for s in chosen if not _cached(repo_id, s.rfilename, commit, cache_dir)]
+    _check_disk_space(repo_id, missing, cache_dir)
+    if gated and missing:
+        _check_access(repo_id, missing[0].rfilename, commit, endpoint, token)
+    total = sum(s.size or 0 for s in chosen)
+    report = _Progress(on_progress, total=total, done=total - sum(s.size or 0 for s in missing))
+    for sibling in missing:
+        path = _fetch(repo_id, sibling, commit, cache_dir, endpoint, token, report)
+        _verify(sibling, Path(path))
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    directory = cache / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / commit
+    return Snapshot(repo_id, commit, directory, tuple(s.rfilename for s in chosen))
+
+
+def _offline() -> bool:
+    # Read at call time, with huggingface_hub's spelling of true, so a setting made after start counts.
+    return any(
+        os.environ.get(variable, "").upper() in {"1", "ON", "YES", "TRUE"}
+        for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _repo_listing(
+    repo_id: str, revision: str, endpoint: str | None, token: str | bool | None
+) -> tuple[list[RepoSibling], str, bool]:
+    """Files with sizes and LFS hashes, the commit the revision points at, and whether it is gated."""
+    try:
+        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, files_metadata=True)
+    except _TRANSLATED as error:
+        _raise_translated(error, repo_id, revision, endpoint)
+    if info.sha is None or info.siblings is None:
+        raise HubError(f"the Hub at {endpoint or 'huggingface.co'} sent no file list for {repo_id}")
+    return list(info.siblings), info.sha, bool(info.gated)
+
+
+# What huggingface_hub raises for the failures ``_raise_translated`` words for users.
+_TRANSLATED = (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException)
+
+
+def _raise_translated(error: Exception, repo_id: str, revision: str, endpoint: str | None) -> NoReturn:
+    """Raise one actionable line for the failures users meet; anything else propagates unchanged."""
+    if isinstance(error, GatedRepoError):
+        message = f"{repo_id} is gated: accept its terms at https://huggingface.co/{repo_id}, then {_LOGIN_HINT}"
+    elif isinstance(error, RevisionNotFoundError):
+        message = f"{repo_id} has no revision {revision!r}"
+    elif isinstance(error, RepositoryNotFoundError):
+        message = f"{repo_id} was not found on the Hub (if it is private, {_LOGIN_HINT})"
+    elif isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        message = _OFFLINE.format(repo_id=repo_id)
+    elif isinstance(error, (httpx2.ConnectError, httpx2.TimeoutException)):
+        message = (
+            f"cannot reach {endpoint or 'huggingface.co'} to download {repo_id}: "
+            "check the network, or set HF_HUB_OFFLINE=1 to work from the cache"
+        )
+    elif isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code == 401:
+        message = f"the Hub refused the credentials for {repo_id}: {_LOGIN_HINT} again"
+    else:
+        raise error
+    raise HubError(message) from error
+
+
+def _cached(repo_id: str, filename: str, commit: str, cache_dir: Path | None) -> str | None:
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit)
+    return found if isinstance(found, str) else None
+
+
+def _check_disk_space(repo_id: str, missing: list[RepoSibling], cache_dir: Path | None) -> None:
+    needed = sum(s.size or 0 for s in missing)
+    target = Path(cache_dir or constants.HF_HUB_CACHE)
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise HubError(
+            f"not enough disk space for {repo_id}: it needs {_gigabytes(needed)} more in {target}, "
+            f"which has {_gigabytes(free)} free"
+        )
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 1e9:.1f} GB"
+
+
+def _check_access(repo_id: str, filename: str, commit: str, endpoint: str | None, token: str | bool | None) -> None:
+    """Ask for one file's metadata so a gated repo fails before any transfer starts."""
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=commit, endpoint=endpoint), token=token)
+    except _TRANSLATED as error:
+        _raise_translated(error, repo_id, commit, endpoint)
+
+
+class _Progress:
+    """Totals across files, fed by one ``_FileProgressBar`` per file."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int, done: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = done
+
+    def advance(self, filename: str, file_done: int, file_total: int, step: int) -> None:
+        self.done += step
+        if self.callback is not None:
+            self.callback(DownloadProgress(filename, file_done, file_total, self.done, self.total))
+
+
+class _FileProgressBar(hf_tqdm):
+    """huggingface_hub's progress bar, silenced, turning its updates into ``DownloadProgress`` calls.
+
+    huggingface_hub creates one (``tqdm_class``) per transfer and feeds it byte counts, negative
+    when a server ignored a resume Range and the file restarts. ``for_file`` binds the file.
+    """
+
+    progress: ClassVar[_Progress]
+    filename: ClassVar[str]
+    file_total: ClassVar[int]
+
+    @classmethod
+    def for_file(cls, progress: _Progress, filename: str, file_total: int) -> type[_FileProgressBar]:
+        return type(cls.__name__, (cls,), {"progress": progress, "filename": filename, "file_total": file_total})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+        self._file_done = int(kwargs.get("initial") or 0)
+
+    def update(self, n: float | None = 1) -> bool | None:
+        step = int(n or 0)
+        self._file_done += step
+        self.progress.advance(self.filename, self._file_done, self.file_total, step)
+        return super().update(n)
+
+    # Having these makes huggingface_hub report network bytes to this same bar instead of creating
+    # a second one (Xet downloads); only the file bytes in ``update`` count, so both are no-ops.
+    def update_transfer(self, n: float | None = 1) -> None:
+        """Network bytes, which Xet may fetch more or fewer of than the file holds: ignored."""
+
+    def set_transfer_postfix_str(self, postfix: str, refresh: bool = False) -> None:
+        """Transfer speed text for a console bar: ignored."""
+
+
+def _fetch(
+    repo_id: str,
+    sibling: RepoSibling,
+    commit: str,
+    cache_dir: Path | None,
+    endpoint: str | None,
+    token: str | bool | None,
+    progress: _Progress,
+) -> str:
+    bar = _FileProgressBar.for_file(progress, sibling.rfilename, sibling.size or 0)
+    try:
+        return hf_hub_download(
+            repo_id,
+            sibling.rfilename,
+            revision=commit,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            token=token,
+            tqdm_class=bar,
+        )
+    except _TRANSLATED as error:
+        _raise_translated(error, repo_id, commit, endpoint)
+
+
+def _verify(sibling: RepoSibling, path: Path) -> None:
+    """Compare an LFS file with the sha256 the Hub lists; a damaged copy is removed from the cache."""
+    if sibling.lfs is None:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != sibling.lfs.sha256:
+        blob = path.resolve()
+        path.unlink()
+        blob.unlink(missing_ok=True)
+        raise HubError(
+            f"{sibling.rfilename} does not match the Hub's sha256 (expected {sibling.lfs.sha256[:12]}…, "
+            f"got {digest.hexdigest()[:12]}…); the damaged copy was removed, run the download again"
+        )

@@ -1,6 +1,5 @@
 """The remote backend against a real OpenAI-compatible server: llama-cpp-python's own, on 127.0.0.1."""
 
-import json
 import socket
 import subprocess
 import sys

@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 
-import pytest
-from textual.widgets import Input, TabbedContent
+from textual.widgets import Input
 
 from tui.app import ZooApp
 from tui.store import DATABASE_NAME, Store
-from tui.widgets.chat_pane import ChatPane
-from tui.widgets.message import MessageView
+from support import SIZE, send, views, wait_until
 from tui.widgets.prompt import PromptArea
-
-SIZE = (110, 36)
-
 
 def make_app(settings, data_dir, **kwargs) -> ZooApp:
     return ZooApp(settings, Store(data_dir / DATABASE_NAME), **kwargs)
-
-
-async def wait_until(pilot, condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.05)
-
-
-async def send(pilot, text: str) -> ChatPane:
-    """Type a message, press enter, and wait until its reply is complete (a short reply may beat any poll)."""
-    app = pilot.app
-    chat = app.active_chat
-    before = len(views(chat))
-    await pilot.click(PromptArea)
-    await pilot.press(*text)
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: len(views(chat)) == before + 2 and not chat.generating
-                     and views(chat)[-1].state != "streaming")
-    await pilot.pause()
-    return chat
-
-
-def views(chat: ChatPane) -> list[MessageView]:
-    return list(chat.query(MessageView))
 
 
 async def test_first_launch_chats_at_once_and_saves(fast_settings, isolated_dirs):
@@ -106,6 +73,25 @@ async def test_tabs_switch_by_mouse(fast_settings, isolated_dirs):
         await pilot.click(f"#--content-tab-{first}")
         await pilot.pause()
         assert app.tabs.active == first
+
+
+async def test_tabs_are_opened_renamed_and_closed_from_the_footer_by_mouse(fast_settings, isolated_dirs):
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=(160, 36)) as pilot:
+        def footer_key(action: str) -> FooterKey:
+            return next(key for key in app.query(FooterKey) if key.action == action)
+
+        await pilot.click(footer_key("new_chat"))
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+        await pilot.click(footer_key("rename_chat"))
+        await wait_until(pilot, lambda: len(app.screen_stack) == 2)
+        app.screen.query_one(Input).value = "Clicked"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.tabs.get_tab(app.tabs.active).label.plain == "Clicked")
+        await pilot.click(footer_key("close_chat"))
+        await wait_until(pilot, lambda: app.tabs.tab_count == 1)
 
 
 async def test_escape_stops_a_reply_and_keeps_it(fast_settings, isolated_dirs):

@@ -119,14 +119,18 @@ async def through_the_app(settings: Settings, tokens: int) -> dict:
 
     async def send(pilot, text: str) -> dict:
         chat = app.active_chat
-        chat.query_one(PromptArea).text = text
-        chat.query_one(PromptArea).focus()
-        await pilot.press("enter")
-        while not chat.generating:
-            await asyncio.sleep(0.01)
-        while chat.generating:
-            await asyncio.sleep(0.01)
+        before = len(store.messages(chat.conversation.id))
+        prompt = chat.query_one(PromptArea)
+        prompt.focus()
+        prompt.text = text
         await pilot.pause()
+        await pilot.press("enter")
+        # Waiting on the worker rather than polling keeps the bench's own work off the UI thread's account.
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        messages = store.messages(chat.conversation.id)
+        if len(messages) < before + 2 or messages[-1].stats is None:
+            raise RuntimeError(f"the app did not finish its reply: {[n.message for n in app._notifications]}")
         return store.messages(chat.conversation.id)[-1].stats
 
     async with app.run_test(size=(120, 40)) as pilot:
@@ -162,12 +166,16 @@ def version_seconds(runs: int = 10) -> float:
 
 FIRST_FRAME_PROBE = """
 import sys, time
+from pathlib import Path
 from tui.cli import main
 import tui.app
 
 class FirstFrame(tui.app.ZooApp):
-    async def on_mount(self):
-        await super().on_mount()
+    # Textual reads CSS_PATH relative to the class's own file; this class lives in no file.
+    CSS_PATH = str(Path(tui.app.__file__).with_name("app.tcss"))
+
+    def on_mount(self):
+        # Textual runs ZooApp's own on_mount as well (handlers run for every class in the MRO).
         self.call_after_refresh(self.report)
 
     def report(self):

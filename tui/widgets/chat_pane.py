@@ -21,8 +21,10 @@ from tui.widgets.message import MessageView
 from tui.widgets.prompt import PromptArea
 from tui.widgets.settings_panel import SettingsPanel
 
-# Tokens reach the screen in batches at about screen refresh rate, not one message per token.
-BATCH_INTERVAL = 1 / 30
+# Tokens reach the screen in batches, ten a second: each batch costs a Markdown re-parse of the last block
+# and a layout pass, and on a 2-core machine the UI thread competes with llama.cpp's threads (measured in
+# tests/bench/bench_chat.py: 30 batches a second took about 5 tok/s more from decoding than ten).
+BATCH_INTERVAL = 0.1
 
 
 class DeltaBatcher:
@@ -100,14 +102,19 @@ class ChatPane(Vertical):
         # Past messages are mounted when a tab is first shown, so many open tabs start fast.
         if not self._loaded:
             self._loaded = True
+            stored = [(message, _stats(message.stats))
+                      for message in self.service.store.messages(self.conversation.id)]
             views = [MessageView(message.role, message.content, state=message.state, message_id=message.id,
-                                 footer=_figures(message.stats)) for message in
-                     self.service.store.messages(self.conversation.id)]
+                                 footer=stats.summary() if stats else "") for message, stats in stored]
             messages = self.query_one(".messages", VerticalScroll)
             await messages.mount_all(views)
             messages.scroll_end(animate=False)
-            self._show_status()
+            self._show_reply_status(next((stats for _, stats in reversed(stored) if stats), None))
         self.query_one(PromptArea).focus()
+
+    def _show_reply_status(self, stats: ReplyStats | None) -> None:
+        self._show_status(f"context {stats.context_used}/{stats.context_size} · last reply "
+                          f"{stats.tokens_per_second:.1f} tok/s" if stats else "")
 
     def _show_status(self, note: str = "") -> None:
         parts = [self.conversation.model]
@@ -191,12 +198,11 @@ class ChatPane(Vertical):
     async def on_chat_pane_reply_done(self, event: ReplyDone) -> None:
         view, self._reply_view, self._cancel = self._reply_view, None, None
         reply = event.reply
-        summary = reply.stats.summary() if reply.stats else ""
         if view is not None:
             view.message_id = reply.message.id
             await view.finish()
-            view.set_footer(summary, state=reply.message.state)
-        self._show_status(f"last reply: {summary}" if summary else "")
+            view.set_footer(reply.stats.summary() if reply.stats else "", state=reply.message.state)
+        self._show_reply_status(reply.stats)
         self.refresh_bindings()
 
     async def on_chat_pane_reply_failed(self, event: ReplyFailed) -> None:
@@ -264,11 +270,12 @@ class ChatPane(Vertical):
             self._cancel.set()
 
 
-def _figures(stats: dict | None) -> str:
-    if not stats:
-        return ""
-    known = {field: stats[field] for field in ReplyStats.__dataclass_fields__ if field in stats}
+def _stats(saved: dict | None) -> ReplyStats | None:
+    """A saved reply's figures, or None when it has none (or they were written by another version)."""
+    if not saved:
+        return None
+    known = {field: saved[field] for field in ReplyStats.__dataclass_fields__ if field in saved}
     try:
-        return ReplyStats(**known).summary()
-    except TypeError:  # stats written by another version
-        return ""
+        return ReplyStats(**known)
+    except TypeError:
+        return None

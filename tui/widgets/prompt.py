@@ -11,7 +11,7 @@ from textual.widgets import TextArea
 
 class PromptArea(TextArea):
     BINDINGS = [
-        Binding("enter", "submit", "Send", priority=True),
+        Binding("enter", "submit", "Send", priority=True, show=False),
         Binding("ctrl+j,shift+enter", "newline", "New line", show=False, priority=True),
     ]
 

@@ -10,9 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from tui import __version__
+
+if TYPE_CHECKING:
+    from tui.zoo.fit import Resources
+    from tui.zoo.library import LibraryModel
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -119,20 +123,202 @@ def command_chat(args: argparse.Namespace) -> int:
 
 def command_models(args: argparse.Namespace) -> int:
     from tui.config import data_dir
+    from tui.zoo.fit import free_resources
     from tui.zoo.library import library_models
-    models = library_models(data_dir())
+    settings, _ = _load_settings(args)
+    n_ctx = settings.engine.n_ctx
+    quant = _catalog_quant(args.quant) if args.all else None
+    free = free_resources(data_dir())
+    library = [_library_entry(model, n_ctx, free) for model in library_models(data_dir())]
+    catalog = _catalog_entries(quant, n_ctx, free) if quant else []
     if args.json:
-        print(json.dumps([{"name": m.name, "path": str(m.path), "size_bytes": m.size_bytes,
-                           "description": m.description} for m in models], indent=2))
+        print(json.dumps(library + catalog, ensure_ascii=False, indent=2))
         return 0
-    if not models:
+    if library:
+        width = max(len(entry["name"]) for entry in library)
+        for entry in library:
+            print(f"{entry['name']:<{width}}  {entry['size_bytes'] / 1e6:8.1f} MB  {entry['description']}")
+            print(f"{'':<{width}}  {_fit_line(entry['fit'])}")
+    else:
         print("No models yet: the default model's package is missing; reinstall zootui.")
-        return 0
-    width = max(len(m.name) for m in models)
-    for model in models:
-        print(f"{model.name:<{width}}  {model.size_bytes / 1e6:8.1f} MB  {model.description}")
+    if catalog:
+        print(f"\nCatalog (fit as {quant} at {n_ctx} tokens of context; get one with `zootui pull ID`):")
+        width = max(len(entry["id"]) for entry in catalog)
+        for entry in catalog:
+            note = _fit_line(entry["fit"]) if entry["status"] != "unsupported" else entry["reason"]
+            print(f"{entry['id']:<{width}}  {entry['status']:<11}  {note}")
     print("\nAlso: any path to a .gguf file, or remote:NAME for a model on the [remote] server.")
     return 0
+
+
+def _fit_line(fit: dict) -> str:
+    return fit["summary"] if fit["verdict"] is not None else f"fit unknown: {fit['reason']}"
+
+
+def _library_entry(model: LibraryModel, n_ctx: int, free: Resources) -> dict:
+    """A library model with its catalog link (from its lockfile) and its fit, for `zootui models`."""
+    from tui.zoo.catalog import load_catalog
+    from tui.zoo.fit import fit_gguf
+    path = model.path
+    assert path is not None, "library_models lists local files only"
+    try:
+        estimate = fit_gguf(path, n_ctx=n_ctx, free=free)
+        fit, arch = estimate.to_dict(), estimate.shape.arch
+    except (OSError, ValueError) as error:  # a damaged file is listed with the reason, not a crash
+        fit, arch = {"verdict": None, "reason": f"cannot read {path.name}: {error}"}, None
+    system = variant = None
+    if model.variant_id is not None:
+        try:
+            system, variant = load_catalog().variant(model.variant_id)
+        except KeyError:  # built from a catalog entry that has since been renamed or removed
+            pass
+    return {"source": "library", "id": model.name, "name": model.name,
+            "family": system.id if system else None, "variant": variant.name if variant else None,
+            "arch": arch, "release_form": variant.release_form.value if variant else None,
+            "status": "ready", "reason": None, "path": str(path), "size_bytes": model.size_bytes,
+            "description": model.description, "quant": model.quant or fit.get("quant"), "fit": fit}
+
+
+def _catalog_quant(requested: str | None) -> str:
+    """The weight type catalog estimates assume: the one asked for, else the one `zootui pull` makes."""
+    from tui.zoo.fit import bits_per_weight
+    from tui.zoo.jobs import DEFAULT_QUANT
+    quant = requested or DEFAULT_QUANT
+    try:
+        bits_per_weight(quant)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    return quant
+
+
+def _catalog_entries(quant: str, n_ctx: int, free: Resources) -> list[dict]:
+    """Every catalog variant, with the quant types the library has it in and its fit as ``quant``."""
+    from tui.config import data_dir
+    from tui.zoo.catalog import load_catalog
+    from tui.zoo.fit import UnknownShape, fit_variant
+    from tui.zoo.library import converted_quants
+    in_library = converted_quants(data_dir())
+    catalog = load_catalog()
+    entries = []
+    for row in catalog.rows():
+        try:
+            fit = fit_variant(catalog.variant(row["id"])[1], quant=quant, n_ctx=n_ctx, free=free).to_dict()
+        except UnknownShape as error:
+            fit = {"verdict": None, "reason": str(error)}
+        entries.append({"source": "catalog", **row, "in_library": in_library.get(row["id"], []), "fit": fit})
+    return entries
+
+
+# BOS and EOS texts of each architecture's tokenizer (shared/reference/seed-models.md), for rendering a
+# format without a GGUF at hand. Matched as substrings, so composite multimodal architectures find
+# their language model. ChatGLM's templates use neither; ChatGLM-6B's <eop> comes from its format.
+_SPECIAL_TOKENS = {
+    "LlamaForCausalLM": ("<s>", "</s>"),
+    "BloomForCausalLM": ("<s>", "</s>"),
+    "GPTNeoXForCausalLM": ("<|endoftext|>", "<|endoftext|>"),
+    "GPTJForCausalLM": ("<|endoftext|>", "<|endoftext|>"),
+    "OPTForCausalLM": ("</s>", "</s>"),  # OPT's tokenizer uses </s> (id 2) as BOS too
+    "T5ForConditionalGeneration": ("", "</s>"),  # T5 has no BOS token
+    "ChatGLMModel": ("<s>", "</s>"),
+}
+
+
+def command_prompt(args: argparse.Namespace) -> int:
+    from jinja2 import TemplateError
+
+    from tui.zoo.templates import render_template
+    messages = _read_messages(args.messages)
+    template, bos_token, eos_token = _prompt_template(args.model)
+    try:
+        prompt = render_template(template, messages, bos_token, eos_token)
+    except TemplateError as error:  # templates may refuse a message list (roles out of order)
+        raise UserError(f"the chat template of {args.model} refused these messages: {error}") from error
+    sys.stdout.write(prompt)
+    return 0
+
+
+def _read_messages(source: str) -> list[dict]:
+    """An OpenAI-style message list from a JSON file (or stdin for "-"): a list, or {"messages": list}."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text("utf-8")
+    except OSError as error:
+        raise UserError(f"cannot read {source}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{source} is not UTF-8 text") from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{source} is not valid JSON: {error}") from error
+    messages = document.get("messages") if isinstance(document, dict) else document
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+            and isinstance(m.get("content"), str) for m in messages):
+        raise UserError(f"{source} must hold a non-empty list of messages like "
+                        f'[{{"role": "user", "content": "Hi"}}] (roles: system, user, assistant)')
+    return messages
+
+
+def _prompt_template(reference: str) -> tuple[str, str, str]:
+    """(chat template, BOS text, EOS text) for a prompt format, a catalog variant or a model."""
+    from tui.config import data_dir
+    from tui.zoo.catalog import Status, load_catalog
+    from tui.zoo.library import ModelNotFound, resolve_model
+    from tui.zoo.templates import FORMATS
+    catalog = load_catalog()
+    if reference in FORMATS:
+        # The format's tokens are those of the models that use it; prefer one zootui can run.
+        users = [v for _, v in catalog.variants() if v.prompt_format == reference]
+        users.sort(key=lambda v: v.status is Status.UNSUPPORTED)
+        return _format_template(reference, users[0].arch)
+    try:
+        _, variant = catalog.variant(reference)
+    except KeyError:
+        pass
+    else:
+        if variant.prompt_format is None:
+            raise UserError(f"{variant.id} has no chat prompt format ({variant.reason or 'it is not a chat model'})")
+        return _format_template(variant.prompt_format, variant.arch)
+    try:
+        model = resolve_model(reference, data_dir())
+    except ModelNotFound as error:
+        raise UserError(f"{reference!r} is not a prompt format, a catalog variant or a model: {error}") from error
+    if model.path is None:
+        raise UserError(f"{reference} is prompted by its server's own template, which zootui cannot see")
+    return _gguf_template(model.path)
+
+
+def _format_template(family: str, arch: str) -> tuple[str, str, str]:
+    from tui.zoo.templates import FORMATS
+    prompt_format = FORMATS[family]
+    bos, eos = next(tokens for name, tokens in _SPECIAL_TOKENS.items() if name in arch)
+    # The converter makes the format's own end-of-answer text the GGUF's EOS (Dolly's "### End").
+    return prompt_format.template, bos, prompt_format.eos or eos
+
+
+def _gguf_template(path: Path) -> tuple[str, str, str]:
+    """The GGUF's own chat template and BOS/EOS texts, read the way the local engine reads them."""
+    import gguf
+
+    from tui.engine.local import CHATML_TEMPLATE
+    try:
+        reader = gguf.GGUFReader(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not a readable GGUF file ({error})") from error
+    tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
+
+    def token_text(id_key: str) -> str:
+        # As llama-cpp-python does when it wraps a GGUF's template: a missing token is an empty string.
+        token_id = reader.get_field(id_key)
+        return "" if token_id is None or tokens is None else tokens.contents(int(token_id.contents()))
+
+    template = reader.get_field(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    return (template.contents() if template is not None else CHATML_TEMPLATE,
+            token_text(gguf.Keys.Tokenizer.BOS_ID), token_text(gguf.Keys.Tokenizer.EOS_ID))
+
+
+def command_pull(args: argparse.Namespace) -> int:
+    from tui.zoo.pull import run
+    return run(args)
 
 
 def command_search(args: argparse.Namespace) -> int:
@@ -191,7 +377,8 @@ def command_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``pull_arguments`` adds `pull`'s own options, which cost a heavy import."""
     parser = argparse.ArgumentParser(
         prog="zootui", description="Browse, convert and chat with the 2023 zoo of open chat models. "
                                    "With no command, opens the full-screen app.")
@@ -219,9 +406,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(chat)
     chat.set_defaults(handler=command_chat)
 
-    models = commands.add_parser("models", help="list the models you can chat with")
+    models = commands.add_parser("models", help="list the models you can chat with, and whether they fit",
+                                 description="List the library with an estimate of the RAM, disk and GPU "
+                                             "layers each model needs; --all adds every catalog variant.")
+    models.add_argument("--all", action="store_true", help="add every catalog variant (why, when unsupported)")
+    models.add_argument("--quant", type=str.lower, metavar="TYPE",
+                        help="with --all: estimate catalog variants as this type (default: pull's default type)")
+    models.add_argument("--n-ctx", type=int, metavar="N", help="context length to estimate for "
+                                                                "(default: [engine] n_ctx)")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(handler=command_models)
+
+    prompt = commands.add_parser("prompt", help="print the exact text a model receives for a message list",
+                                 description="Render an OpenAI-style message list the way MODEL_OR_FAMILY "
+                                             "receives it: a prompt format name, a catalog variant id, a "
+                                             "library model or a .gguf path (its own chat template).")
+    prompt.add_argument("model", metavar="MODEL_OR_FAMILY")
+    prompt.add_argument("--messages", required=True, metavar="FILE",
+                        help='JSON list of {"role": ..., "content": ...} messages ("-": standard input)')
+    prompt.set_defaults(handler=command_prompt)
+
+    pull = commands.add_parser("pull", help="download, rebuild, convert and quantize a catalog model, or import "
+                                            "one (`zootui pull --help` for its options)")
+    if pull_arguments:
+        # The job module imports converters and huggingface_hub: only `zootui pull` pays for that.
+        from tui.zoo.pull import add_arguments
+        add_arguments(pull)
+    pull.set_defaults(handler=command_pull)
 
     search = commands.add_parser("search", help="search every conversation")
     search.add_argument("text", metavar="TEXT")
@@ -255,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         # The converter owns its arguments; importing it only here keeps other commands fast.
         from converters.cli import main as convert_main
         return convert_main(argv[1:], prog="zootui convert")
-    parser = build_parser()
+    parser = build_parser(pull_arguments=argv[:1] == ["pull"])
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

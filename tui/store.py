@@ -60,6 +60,31 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     CREATE TABLE preferences (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 1 -> 2: model jobs (download, recover, convert, quantize, smoke test, register) and their steps.
+    # A step's result is NULL until it finishes, so a killed job resumes at the first NULL.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('catalog', 'checkpoint')),
+        target TEXT NOT NULL,
+        quant TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+        error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_by_target ON jobs(kind, target, quant);
+    CREATE TABLE job_steps (
+        job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        result TEXT,
+        finished_at REAL,
+        PRIMARY KEY (job_id, position)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -96,6 +121,33 @@ class Message:
     created_at: float = 0.0
 
 
+@dataclass
+class JobStep:
+    name: str
+    result: dict[str, Any] | None = None
+    """What the finished step produced (paths, hashes, figures); None until it finishes."""
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None
+
+
+@dataclass
+class Job:
+    id: int
+    kind: str
+    """'catalog' (a catalog variant id) or 'checkpoint' (a local checkpoint directory)."""
+    target: str
+    quant: str
+    params: dict[str, Any] = field(default_factory=dict)
+    state: str = "pending"
+    error: str | None = None
+    steps: list[JobStep] = field(default_factory=list)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
@@ -117,6 +169,14 @@ def _message(row: sqlite3.Row) -> Message:
                    content=row["content"], model=row["model"], state=row["state"],
                    stats=json.loads(row["stats"]) if row["stats"] else None,
                    created_at=row["created_at"])
+
+
+def _job(row: sqlite3.Row, steps: list[sqlite3.Row]) -> Job:
+    return Job(id=row["id"], kind=row["kind"], target=row["target"], quant=row["quant"],
+               params=json.loads(row["params"]), state=row["state"], error=row["error"],
+               steps=[JobStep(name=step["name"], result=json.loads(step["result"]) if step["result"] else None,
+                              finished_at=step["finished_at"]) for step in steps],
+               created_at=row["created_at"], updated_at=row["updated_at"])
 
 
 class Store:
@@ -304,6 +364,61 @@ class Store:
         with self._transaction():
             self._db.execute("INSERT INTO preferences (key, value) VALUES (?, ?)"
                              " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # Jobs
+
+    def create_job(self, kind: str, target: str, quant: str, steps: list[str],
+                   params: dict[str, Any] | None = None) -> Job:
+        now = time.time()
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO jobs (kind, target, quant, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, target, quant, json.dumps(params or {}), now, now))
+            job_id = cursor.lastrowid
+            self._db.executemany("INSERT INTO job_steps (job_id, position, name) VALUES (?, ?, ?)",
+                                 [(job_id, position, name) for position, name in enumerate(steps)])
+        return self.job(job_id)
+
+    def job(self, job_id: int) -> Job:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            steps = self._db.execute("SELECT * FROM job_steps WHERE job_id = ? ORDER BY position",
+                                     (job_id,)).fetchall()
+        if row is None:
+            raise StoreError(f"no job with id {job_id}.")
+        return _job(row, steps)
+
+    def jobs(self, *, unfinished_only: bool = False) -> list[Job]:
+        query = "SELECT id FROM jobs" + (" WHERE state != 'done'" if unfinished_only else "") + " ORDER BY id DESC"
+        with self._lock:
+            ids = [row["id"] for row in self._db.execute(query)]
+        return [self.job(job_id) for job_id in ids]
+
+    def unfinished_job(self, kind: str, target: str, quant: str) -> Job | None:
+        """The newest job for this target and quant that has not finished, to resume instead of restarting."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE kind = ? AND target = ? AND quant = ? AND state != 'done'"
+                " ORDER BY id DESC LIMIT 1", (kind, target, quant)).fetchone()
+        return None if row is None else self.job(row["id"])
+
+    def update_job(self, job_id: int, state: str, error: str | None = None) -> None:
+        with self._transaction():
+            self._db.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+                             (state, error, time.time(), job_id))
+
+    def finish_step(self, job_id: int, position: int, result: dict[str, Any]) -> None:
+        now = time.time()
+        with self._transaction():
+            self._db.execute("UPDATE job_steps SET result = ?, finished_at = ? WHERE job_id = ? AND position = ?",
+                             (json.dumps(result), now, job_id, position))
+            self._db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
+
+    def reopen_steps_from(self, job_id: int, position: int) -> None:
+        """Mark a step and every later one unfinished (their outputs are gone and must be redone)."""
+        with self._transaction():
+            self._db.execute("UPDATE job_steps SET result = NULL, finished_at = NULL"
+                             " WHERE job_id = ? AND position >= ?", (job_id, position))
 
 
 class _Transaction:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubserver import HubServer
+from hubserver import HubServer
 from tui.zoo.hub import DownloadProgress, HubError, download, select_files
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB, enough for huggingface_hub to stream it in several chunks

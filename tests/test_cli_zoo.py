@@ -1,0 +1,133 @@
+"""The zoo's command line: `zootui models --all`, `zootui prompt`, `zootui pull` wiring; run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from support import zootui_command
+
+SEED_FAMILIES = {
+    "chatyuan", "vicuna", "chinese-vicuna", "minigpt4", "colossalchat", "chatglm", "openflamingo", "chatllama",
+    "alpaca", "openchatkit", "belle", "alpaca-lora", "luotuo", "dolly", "lmflow", "baize", "koala", "stackllama",
+    "deepspeed-chat", "rrhf", "llmzoo", "openassistant",
+}
+ROW_KEYS = {"id", "family", "variant", "arch", "release_form", "status", "reason", "fit"}
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+MULTI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+         {"role": "user", "content": "Why?"}]
+
+
+def run(cli_env, *args, input=None):
+    return subprocess.run(zootui_command(*args), check=False, env=cli_env, input=input, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def messages_file(tmp_path):
+    path = tmp_path / "messages.json"
+    path.write_text(json.dumps(MULTI))
+    return path
+
+
+def test_models_all_json_lists_catalog_and_library_with_fit(cli_env, model_path):
+    result = run(cli_env, "models", "--all", "--json", "--n-ctx", "4096")
+    assert result.returncode == 0, result.stderr
+    entries = json.loads(result.stdout)
+    assert all(ROW_KEYS <= entry.keys() for entry in entries)
+
+    catalog = {entry["id"]: entry for entry in entries if entry["source"] == "catalog"}
+    assert {entry["family"] for entry in catalog.values()} == SEED_FAMILIES
+    chatglm = catalog["chatglm-6b"]
+    assert chatglm["status"] == "unsupported" and "ChatGLM-6B v1" in chatglm["reason"]
+    assert chatglm["fit"]["verdict"] is None and chatglm["reason"] in chatglm["fit"]["reason"]
+    assert all(entry["reason"] for entry in catalog.values() if entry["status"] != "supported")
+    vicuna = catalog["vicuna-7b-v1.1"]
+    assert (vicuna["arch"], vicuna["release_form"], vicuna["status"]) == ("LlamaForCausalLM", "delta", "supported")
+    assert vicuna["fit"]["verdict"] in ("fits", "tight", "does not fit")
+    assert vicuna["fit"]["kv_cache_bytes"] == 2 * 32 * 4096 * 32 * 128 * 2  # 2 GiB
+    assert vicuna["fit"]["quant"] == "q4_k_m" and vicuna["in_library"] == []
+
+    [default] = [entry for entry in entries if entry["source"] == "library"]
+    assert default["id"] == "smollm2-135m-instruct" and default["path"] == str(model_path)
+    assert default["arch"] == "llama" and default["status"] == "ready"
+    assert default["fit"]["kv_cache_bytes"] == 2 * 30 * 4096 * 3 * 64 * 2
+    assert default["fit"]["quant"] == "q4_1" and default["fit"]["disk"] is None
+
+
+def test_models_prints_a_fit_line_per_model(cli_env):
+    result = run(cli_env, "models", "--all", "--quant", "Q8_0")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("smollm2-135m-instruct")
+    assert "GB RAM of" in lines[1] and "file 0.1 GB" in lines[1]
+    assert any(line.startswith("Catalog (fit as q8_0 at 4096 tokens") for line in lines)
+    [vicuna] = [line.split() for line in lines if line.startswith("vicuna-7b-v1.1 ")]
+    assert vicuna[1] == "supported" and vicuna[2] in ("fits:", "tight:", "does")
+    [chatglm] = [line for line in lines if line.startswith("chatglm-6b ")]
+    assert "unsupported" in chatglm and "ChatGLM-6B v1" in chatglm
+
+
+def test_prompt_for_a_family_and_a_catalog_variant(cli_env, messages_file):
+    expected = "<s>" + VICUNA_SYSTEM + " USER: Hi ASSISTANT: Hello!</s>USER: Why? ASSISTANT:"
+    for reference in ("vicuna_v1.1", "vicuna-7b-v1.1"):
+        result = run(cli_env, "prompt", reference, "--messages", str(messages_file))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected
+
+
+def test_prompt_from_standard_input_and_a_format_with_its_own_eos(cli_env):
+    # Dolly v2's GGUF ends answers with "### End" (its EOS); GPT-NeoX has no BOS text in the prompt.
+    request = json.dumps({"messages": MULTI})
+    result = run(cli_env, "prompt", "dolly-v2-3b", "--messages", "-", input=request)
+    assert result.returncode == 0, result.stderr
+    assert "### Response:\nHello!### End\n\n### Instruction:\nWhy?" in result.stdout
+    assert result.stdout.startswith("Below is an instruction")
+
+
+def test_prompt_for_the_default_model_uses_its_gguf_template(cli_env, messages_file, model_path):
+    # SmolLM2-135M-Instruct's published ChatML template, with its default system message.
+    expected = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+                "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+                "<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n")
+    for reference in ("smollm2-135m-instruct", str(model_path)):
+        result = run(cli_env, "prompt", reference, "--messages", str(messages_file))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected
+
+
+def test_errors_are_one_line_and_exit_2(cli_env, messages_file, tmp_path):
+    not_json = tmp_path / "broken.json"
+    not_json.write_text('[{"role": "user",')
+    wrong_shape = tmp_path / "shape.json"
+    wrong_shape.write_text('[{"role": "user"}]')
+    cases = {
+        ("prompt", "no-such-model", "--messages", str(messages_file)): "is not a prompt format, a catalog variant",
+        ("prompt", "vicuna_v1.1", "--messages", str(not_json)): "is not valid JSON",
+        ("prompt", "vicuna_v1.1", "--messages", str(wrong_shape)): "must hold a non-empty list of messages",
+        ("prompt", "vicuna_v1.1", "--messages", str(tmp_path / "missing.json")): "cannot read",
+        ("prompt", "openflamingo-9b-v1", "--messages", str(messages_file)): "has no chat prompt format",
+        ("prompt", "remote:llama", "--messages", str(messages_file)): "server's own template",
+        ("models", "--all", "--quant", "q9"): "unknown weight type 'q9'",
+    }
+    for args, message in cases.items():
+        result = run(cli_env, *args)
+        assert result.returncode == 2, args
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("zootui: "), args
+        assert message in result.stderr, args
+
+
+def test_version_stays_light_and_pull_is_wired(cli_env):
+    python, *module = zootui_command("--version")
+    result = subprocess.run([python, "-X", "importtime", *module], check=False, env=cli_env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "zootui" in result.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert imported.isdisjoint({"numpy", "llama_cpp", "huggingface_hub", "textual", "gguf", "converters"})
+
+    listed = run(cli_env, "--help").stdout
+    assert "prompt" in listed and "pull" in listed
+    pull_help = run(cli_env, "pull", "--help")
+    assert pull_help.returncode == 0 and "--quant" in pull_help.stdout and "--import" in pull_help.stdout

@@ -1,0 +1,152 @@
+"""The tiny zoo, for job and browser tests: the committed tiny LLaMA checkpoint published on a local
+Hub server as a base repo, a random additive delta to it published as the chat model, and a catalog
+file that points at both.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import open_checkpoint
+from converters.recover import OutputTensor, SafetensorsWriter
+from hubserver import HubServer
+from support import ROOT
+from tui.store import DATABASE_NAME, Store
+from tui.zoo.catalog import Catalog, load_catalog
+from tui.zoo.jobs import Jobs
+
+TINY_LLAMA = ROOT / "tests" / "fixtures" / "tiny" / "llama"
+BASE_REPO = "zoo-test/tiny-llama-base"
+DELTA_REPO = "zoo-test/tiny-chat-delta"
+VARIANT = "tiny-chat-7b"
+LFS_FILES = {"model.safetensors", "tokenizer.model"}
+
+CATALOG = f"""
+[[systems]]
+id = "tinychat"
+name = "TinyChat"
+upstream = "zootui/tests"
+summary = "A tiny LLaMA-architecture chat model released as an additive delta, for tests."
+
+[systems.defaults]
+arch = "LlamaForCausalLM"
+license = "test only"
+gated = false
+tokenizer = "the tiny fixture's SentencePiece model"
+prompt_format = "vicuna_v1.1"
+
+[[systems.variants]]
+id = "{VARIANT}"
+name = "TinyChat delta"
+hub_id = "{DELTA_REPO}"
+release_form = "delta"
+recipe = "add-delta"
+base = "the tiny LLaMA base"
+base_hub_id = "{BASE_REPO}"
+status = "supported"
+
+[[systems.variants]]
+id = "tiny-chat-gated"
+name = "TinyChat gated"
+hub_id = "zoo-test/tiny-gated"
+gated = true
+release_form = "full"
+recipe = "none"
+status = "supported"
+
+[[systems.variants]]
+id = "tiny-chat-private-base"
+name = "TinyChat on a base that is not on the Hub"
+hub_id = "{DELTA_REPO}"
+release_form = "delta"
+recipe = "add-delta"
+base = "the original tiny LLaMA weights"
+status = "supported"
+
+[[systems.variants]]
+id = "tiny-chat-t5"
+name = "TinyChat T5"
+hub_id = "zoo-test/tiny-t5"
+arch = "T5ForConditionalGeneration"
+release_form = "full"
+recipe = "none"
+status = "unsupported"
+reason = "encoder-decoder (T5): llama-cpp-python's high-level API never runs the encoder"
+
+[[systems.variants]]
+id = "tiny-chat-unreleased"
+name = "TinyChat unreleased"
+release_form = "none"
+recipe = "none"
+status = "local-only"
+reason = "the authors released no weights"
+"""
+
+
+@dataclass
+class TinyZoo:
+    hub: HubServer
+    catalog: Catalog
+    catalog_path: Path
+    hub_cache: Path
+    delta_dir: Path
+    delta: dict[str, np.ndarray]
+    commits: dict[str, str]
+
+    def publish_base(self) -> None:
+        self.commits[BASE_REPO] = self.hub.add_repo(BASE_REPO, repo_files(TINY_LLAMA), lfs=LFS_FILES).commit
+
+    def expected_weights(self) -> dict[str, np.ndarray]:
+        """base + delta summed in float32 and stored as float16, computed here with numpy alone."""
+        with open_checkpoint(TINY_LLAMA) as base:
+            return {name: (base.load(name).astype(np.float32) + self.delta[name].astype(np.float32)).astype(np.float16)
+                    for name in base.names()}
+
+    def jobs(self, data_dir: Path) -> Jobs:
+        # token=False: never send a developer's own Hub token to the test server.
+        return Jobs(Store(data_dir / DATABASE_NAME), data_dir, self.catalog, hub_cache=self.hub_cache, hub_token=False)
+
+
+def repo_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir() if not path.name.startswith("reference")}
+
+
+def _write_delta(directory: Path) -> dict[str, np.ndarray]:
+    """A random additive delta with the base's tensor names and shapes, as FastChat publishes one."""
+    rng = np.random.default_rng(2023)
+    with open_checkpoint(TINY_LLAMA) as base:
+        plan = [OutputTensor(name, base.info(name).shape, "F16") for name in base.names()]
+    delta = {t.name: (rng.standard_normal(t.shape) * 0.05).astype(np.float16) for t in plan}
+    directory.mkdir(parents=True)
+    with SafetensorsWriter(directory, plan) as writer:
+        for tensor in plan:
+            writer.write(tensor.name, delta[tensor.name])
+        writer.finish()
+    shutil.copyfile(TINY_LLAMA / "config.json", directory / "config.json")
+    return delta
+
+
+@contextmanager
+def serve_tiny_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_base: bool = True) -> Iterator[TinyZoo]:
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        delta_dir = tmp_path / "published-delta"
+        delta = _write_delta(delta_dir)
+        commits = {DELTA_REPO: hub.add_repo(DELTA_REPO, repo_files(delta_dir), lfs=LFS_FILES).commit}
+        hub.add_repo("zoo-test/tiny-gated", repo_files(TINY_LLAMA), lfs=LFS_FILES, gated=True)
+        catalog_path = tmp_path / "catalog.toml"
+        catalog_path.write_text(CATALOG, "utf-8")
+        zoo = TinyZoo(hub, load_catalog(catalog_path), catalog_path, tmp_path / "hub-cache", delta_dir, delta, commits)
+        if with_base:
+            zoo.publish_base()
+        yield zoo
+
+

@@ -1,0 +1,290 @@
+"""Jobs against a real local Hub server, real SQLite, the real converters and real llama.cpp.
+
+The tiny zoo: the committed tiny LLaMA checkpoint published as a base repo, a random additive
+delta to it published as the chat model, and a catalog file that points at both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from hubserver import HubServer
+from support import ROOT
+from tinyzoo import BASE_REPO, DELTA_REPO, TINY_LLAMA, VARIANT, TinyZoo, repo_files, serve_tiny_zoo
+from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, Store
+from tui.zoo import pull
+from tui.zoo.catalog import load_catalog
+from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs
+from tui.zoo.library import DEFAULT_MODEL_NAME, library_models, lockfile_path, resolve_model
+from tui.zoo.templates import prompt_format
+
+@pytest.fixture
+def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyZoo]:
+    with serve_tiny_zoo(tmp_path, monkeypatch) as served:
+        yield served
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def steps_run(reports: list[JobProgress]) -> list[str]:
+    return list(dict.fromkeys(report.step for report in reports))
+
+
+def resolve_gets(hub: HubServer) -> list[str]:
+    return [r.path for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
+
+
+KILL_DURING_QUANTIZE = """
+import os, signal, sys
+from pathlib import Path
+from tui.store import DATABASE_NAME, Store
+from tui.zoo.catalog import load_catalog
+from tui.zoo.jobs import Jobs
+
+data, catalog, cache = map(Path, sys.argv[1:4])
+
+def progress(report):
+    if report.step == "quantize" and report.bytes_done > 0:
+        os.killpg(0, signal.SIGKILL)  # the job and its quantizer child, as a closed terminal kills them
+
+jobs = Jobs(Store(data / DATABASE_NAME), data, load_catalog(catalog), hub_cache=cache, hub_token=False)
+jobs.get_model(sys.argv[4], "q4_0", progress=progress)
+"""
+
+
+def test_a_job_killed_during_quantize_resumes_there(zoo: TinyZoo, isolated_dirs: Path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_QUANTIZE, str(isolated_dirs), str(zoo.catalog_path), str(zoo.hub_cache), VARIANT],
+        env=env, start_new_session=True, timeout=120, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    store = Store(isolated_dirs / DATABASE_NAME)
+    [job] = store.jobs()
+    assert [(s.name, s.finished) for s in job.steps] == [
+        ("download", True), ("recover", True), ("convert", True), ("quantize", False), ("smoke_test", False), ("register", False)]
+    assert job.state == "running"  # nobody was left to record the kill
+    finished_at = {s.name: s.finished_at for s in job.steps if s.finished}
+    work = isolated_dirs / "work" / str(job.id)
+    assert [p.name for p in work.glob(f".{VARIANT}-q4_0.gguf.*.partial")]  # the quantizer's half-written output
+    requests_before = len(zoo.hub.requests)
+
+    reports: list[JobProgress] = []
+    model = zoo.jobs(isolated_dirs).get_model(VARIANT, "q4_0", progress=reports.append)
+
+    assert steps_run(reports) == ["quantize", "smoke_test", "register"]
+    assert {(r.index, r.total) for r in reports if r.step == "quantize"} == {(4, 6)}
+    assert len(zoo.hub.requests) == requests_before  # nothing downloaded again
+    [job] = store.jobs()
+    assert job.state == "done"
+    assert {s.name: s.finished_at for s in job.steps if s.name in finished_at} == finished_at
+    assert model.name == f"{VARIANT}-q4_0"
+    assert model.path == isolated_dirs / "models" / VARIANT / f"{VARIANT}-q4_0.gguf"
+    reader = gguf.GGUFReader(model.path)
+    assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q4_0
+    assert reader.fields["tokenizer.chat_template"].contents() == prompt_format("vicuna_v1.1").template
+    assert model.lockfile.smoke_test["passed"] and model.lockfile.output_sha256 == sha256(model.path)
+    assert not work.exists()  # intermediates and the half-written output are gone
+    assert sorted(p.name for p in model.path.parent.iterdir()) == [model.path.name, lockfile_path(model.path).name]
+    store.close()
+
+
+def test_the_lockfile_records_sources_inputs_tools_and_the_smoke_test(zoo: TinyZoo, isolated_dirs: Path):
+    model = zoo.jobs(isolated_dirs).get_model(VARIANT, "q8_0")
+
+    lock = model.lockfile
+    assert lockfile_path(model.path).read_text("utf-8") == lock.to_json()
+    assert (lock.name, lock.catalog_id, lock.quant, lock.recipe) == (model.name, VARIANT, "q8_0", "add-delta")
+    assert lock.prompt_format == "vicuna_v1.1"
+    assert lock.sources == [
+        {"role": "model", "repo": DELTA_REPO, "revision": zoo.commits[DELTA_REPO]},
+        {"role": "base", "repo": BASE_REPO, "revision": zoo.commits[BASE_REPO]},
+    ]
+    published = {f"{DELTA_REPO}/{n}": c for n, c in repo_files(zoo.delta_dir).items()}
+    published |= {f"{BASE_REPO}/{n}": c for n, c in repo_files(TINY_LLAMA).items()}
+    assert lock.inputs == {name: hashlib.sha256(content).hexdigest() for name, content in published.items()}
+    assert set(lock.tools) >= {"zootui", "converters", "llama_cpp_python", "gguf"} and all(lock.tools.values())
+    assert lock.output_sha256 == sha256(model.path)
+    smoke = lock.smoke_test
+    assert smoke["passed"] and smoke["tokens"] > 0 and smoke["tokens_per_s"] > 0 and isinstance(smoke["text"], str)
+    # q8_0 is written by the converter directly: no quantize step.
+    [job] = Store(isolated_dirs / DATABASE_NAME).jobs()
+    assert [s.name for s in job.steps] == ["download", "recover", "convert", "smoke_test", "register"]
+    [listed] = [m for m in library_models(isolated_dirs) if m.name == model.name]
+    assert (listed.variant_id, listed.quant) == (VARIANT, "q8_0")
+
+
+def test_a_cancelled_job_keeps_finished_steps_and_resumes(zoo: TinyZoo, isolated_dirs: Path):
+    cancel = threading.Event()
+
+    def cancel_during_convert(report: JobProgress) -> None:
+        if report.step == "convert" and report.bytes_done > 0:
+            cancel.set()
+
+    jobs = zoo.jobs(isolated_dirs)
+    with pytest.raises(JobCancelled, match="resume"):
+        jobs.get_model(VARIANT, "f16", progress=cancel_during_convert, cancel=cancel)
+    [job] = jobs.store.jobs()
+    assert job.state == "cancelled"
+    assert [s.name for s in job.steps if s.finished] == ["download", "recover"]
+    work = isolated_dirs / "work" / str(job.id)
+    assert sorted(p.name for p in work.iterdir()) == ["recovered"]  # no half-written GGUF
+    gets = len(resolve_gets(zoo.hub))
+
+    reports: list[JobProgress] = []
+    model = jobs.get_model(VARIANT, "f16", progress=reports.append)
+    assert steps_run(reports) == ["convert", "smoke_test", "register"]
+    assert len(resolve_gets(zoo.hub)) == gets
+    assert jobs.store.job(job.id).state == "done" and model.path.is_file() and not work.exists()
+
+
+def test_a_finished_step_whose_output_vanished_is_redone_with_the_steps_after_it(zoo: TinyZoo, isolated_dirs: Path):
+    cancel = threading.Event()
+    jobs = zoo.jobs(isolated_dirs)
+    with pytest.raises(JobCancelled):
+        jobs.get_model(VARIANT, "q4_0", progress=lambda r: r.step == "quantize" and cancel.set(), cancel=cancel)
+    [job] = jobs.store.jobs()
+    assert [s.name for s in job.steps if s.finished] == ["download", "recover", "convert"]
+    shutil.rmtree(isolated_dirs / "work" / str(job.id) / "recovered")  # say, removed to free disk space
+
+    reports: list[JobProgress] = []
+    jobs.get_model(VARIANT, "q4_0", progress=reports.append)
+    assert steps_run(reports) == ["recover", "convert", "quantize", "smoke_test", "register"]
+
+
+def test_a_failed_download_keeps_what_arrived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_dirs: Path):
+    with serve_tiny_zoo(tmp_path, monkeypatch, with_base=False) as zoo:
+        jobs = zoo.jobs(isolated_dirs)
+        with pytest.raises(JobError, match=f"{BASE_REPO} was not found") as failure:
+            jobs.get_model(VARIANT, "f16")
+        assert "\n" not in str(failure.value)
+        [job] = jobs.store.jobs()
+        assert (job.state, job.error) == ("failed", str(failure.value))
+        delta_gets = [p for p in resolve_gets(zoo.hub) if DELTA_REPO in p]
+        assert delta_gets
+
+        zoo.publish_base()
+        model = jobs.get_model(VARIANT, "f16")
+        assert [p for p in resolve_gets(zoo.hub) if DELTA_REPO in p] == delta_gets  # the delta came from the cache
+        assert [j.id for j in jobs.store.jobs()] == [job.id]  # the same job, resumed
+        assert model.lockfile.smoke_test["passed"]
+
+
+@pytest.mark.parametrize(("variant", "message"), [
+    ("tiny-chat-gated", "tiny-gated is gated: accept its terms at .*hf auth login"),
+    ("tiny-chat-private-base", "not on the Hub; give your copy with `zootui pull ID --base PATH`"),
+    ("tiny-chat-t5", "not supported yet: encoder-decoder"),
+    ("tiny-chat-unreleased", "released no weights; import your checkpoint with `zootui pull --import DIR`"),
+    ("no-such-variant", "no catalog variant 'no-such-variant'"),
+])
+def test_user_errors_end_in_one_line(zoo: TinyZoo, isolated_dirs: Path, variant: str, message: str):
+    with pytest.raises(JobError, match=message) as failure:
+        zoo.jobs(isolated_dirs).get_model(variant, "f16")
+    assert "\n" not in str(failure.value)
+    assert not (isolated_dirs / "models").exists()
+
+
+def test_a_base_the_user_brings_replaces_the_download(zoo: TinyZoo, isolated_dirs: Path):
+    model = zoo.jobs(isolated_dirs).get_model("tiny-chat-private-base", "f16", base=TINY_LLAMA)
+    assert not [p for p in resolve_gets(zoo.hub) if BASE_REPO in p]
+    assert {"role": "base", "path": str(TINY_LLAMA.resolve())} in model.lockfile.sources
+    reader = gguf.GGUFReader(model.path)
+    [embedding] = [t for t in reader.tensors if t.name == "token_embd.weight"]
+    np.testing.assert_array_equal(embedding.data, zoo.expected_weights()["model.embed_tokens.weight"])
+
+
+def test_importing_a_checkpoint_directory_converts_it_with_the_chosen_format(isolated_dirs: Path):
+    jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
+    model = jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama", prompt_format_name="alpaca")
+    assert model.name == "my-llama-q8_0" and resolve_model("my-llama-q8_0", isolated_dirs).path == model.path
+    [job] = jobs.store.jobs()
+    assert (job.kind, [s.name for s in job.steps]) == ("checkpoint", ["read", "convert", "smoke_test", "register"])
+    assert model.lockfile.inputs["llama/model.safetensors"] == sha256(TINY_LLAMA / "model.safetensors")
+    assert model.lockfile.sources == [{"path": str(TINY_LLAMA.resolve())}] and model.lockfile.catalog_id is None
+    reader = gguf.GGUFReader(model.path)
+    assert reader.fields["tokenizer.chat_template"].contents() == prompt_format("alpaca").template
+    with pytest.raises(JobError, match="already has a model named 'my-llama-q8_0'"):
+        jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama")
+    with pytest.raises(JobError, match="has no config.json|not a"):
+        jobs.import_checkpoint(isolated_dirs / "models", "q8_0")
+
+
+def test_a_gguf_is_imported_with_its_hash_and_deleted(isolated_dirs: Path, model_path: Path):
+    jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
+    model = jobs.import_gguf(model_path, name="smol-copy")
+    assert model.path == isolated_dirs / "models" / "smol-copy" / "smol-copy.gguf"
+    assert model.lockfile.output_sha256 == sha256(model_path) == sha256(model.path)
+    assert model.lockfile.quant == "q4_1"
+    listed = resolve_model("smol-copy", isolated_dirs)
+    assert listed.path == model.path and listed.lockfile == model.lockfile
+
+    jobs.delete_model("smol-copy")
+    assert not (isolated_dirs / "models" / "smol-copy").exists()
+    assert "smol-copy" not in [m.name for m in library_models(isolated_dirs)]
+    with pytest.raises(JobError, match="no model named 'smol-copy'"):
+        jobs.delete_model("smol-copy")
+    with pytest.raises(JobError, match="ships with zootui"):
+        jobs.delete_model(DEFAULT_MODEL_NAME)
+    with pytest.raises(JobError, match="not a readable GGUF"):
+        jobs.import_gguf(TINY_LLAMA / "config.json")
+
+
+def test_a_version_1_database_gains_the_job_tables_and_keeps_its_conversations(tmp_path: Path):
+    path = tmp_path / DATABASE_NAME
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0])
+    old.execute("INSERT INTO conversations (title, model, created_at, updated_at) VALUES ('kept', 'm', 0, 0)")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert [c.title for c in store.conversations()] == ["kept"]
+    job = store.create_job("catalog", VARIANT, "q4_0", ["download", "convert"])
+    store.finish_step(job.id, 0, {"snapshots": []})
+    assert store.unfinished_job("catalog", VARIANT, "q4_0").steps[0].result == {"snapshots": []}
+    store.close()
+
+
+def pull_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="zootui pull")
+    pull.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_pull_imports_a_checkpoint_with_plain_progress_lines(isolated_dirs: Path, capsys: pytest.CaptureFixture[str]):
+    assert pull.run(pull_args("--import", str(TINY_LLAMA), "--quant", "q8_0", "--prompt-format", "alpaca")) == 0
+    out, err = capsys.readouterr()
+    assert out == "llama-q8_0\n"
+    assert "[2/4] convert: 100.0%" in err and "\r" not in err  # not a terminal: lines, no redrawn bar
+    assert "smoke test passed" in err
+    assert resolve_model("llama-q8_0", isolated_dirs).lockfile is not None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ((), "give a catalog variant ID or --import PATH"),
+    (("no-such-variant",), "no catalog variant 'no-such-variant'"),
+    (("vicuna-7b-v1.1", "--quant", "q9_z"), "unknown quant type 'q9_z'"),
+    (("--import", "/nonexistent/model.gguf"), "GGUF file not found"),
+    (("vicuna-7b-v1.1", "--name", "mine"), "--name and --prompt-format go with --import"),
+])
+def test_pull_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str):
+    assert pull.run(pull_args(*argv)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("zootui: ") and message in err and err.count("\n") == 1

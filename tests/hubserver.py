@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -152,12 +152,26 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             with state.lock:
                 state.requests.append(RecordedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
-            if match := _INFO.match(path):
+            if path == "/api/models":
+                self._search(parse_qs(urlsplit(self.path).query).get("search", [""])[0], send_body)
+            elif match := _INFO.match(path):
                 self._repo_info(match["repo"], unquote(match["rev"]), send_body)
             elif match := _RESOLVE.match(path):
                 self._resolve(match["repo"], unquote(match["rev"]), unquote(match["path"]), send_body)
             else:
                 self._error(404, "RepoNotFound", "Not found", send_body)
+
+        def _search(self, text: str, send_body: bool) -> None:
+            """``GET /api/models?search=``: repos whose id contains the text, as the Hub lists them."""
+            found = [{"_id": repo.commit[:24], "id": repo_id, "modelId": repo_id}
+                     for repo_id, repo in sorted(state.repos.items()) if text.lower() in repo_id.lower()]
+            body = json.dumps(found).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
 
         def _find(self, repo_id: str, revision: str, send_body: bool) -> HubRepo | None:
             repo = state.repos.get(repo_id)

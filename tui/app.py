@@ -43,6 +43,7 @@ class ZooApp(App):
         Binding("ctrl+w", "close_chat", "Close chat", priority=True),
         Binding("f2", "rename_chat", "Rename"),
         Binding("ctrl+f", "search", "Search"),
+        Binding("ctrl+b", "browse_models", "Models"),
         Binding("ctrl+pageup,alt+left", "previous_chat", "Previous tab", show=False),
         Binding("ctrl+pagedown,alt+right", "next_chat", "Next tab", show=False),
     ]
@@ -144,6 +145,15 @@ class ZooApp(App):
 
         self.push_screen(RenameScreen(chat.conversation.title), rename)
 
+    def action_browse_models(self) -> None:
+        from tui.screens.browser import ModelBrowser
+        if not isinstance(self.screen, ModelBrowser):
+            self.push_screen(ModelBrowser(self.settings, self.store, self.engines.data_dir))
+
+    async def open_chat_on_model(self, model: str) -> None:
+        """A new tab chatting with a library model (the browser's chat action)."""
+        await self.action_new_chat(model=model)
+
     def action_search(self) -> None:
         from tui.screens.search import SearchScreen
 
@@ -195,6 +205,8 @@ class ZooApp(App):
         yield SystemCommand("Close chat", "Close this tab (the conversation is kept)", self.action_close_chat)
         yield SystemCommand("Rename chat", "Give this conversation a title", self.action_rename_chat)
         yield SystemCommand("Search conversations", "Find text in every conversation", self.action_search)
+        yield SystemCommand("Model browser", "The seed zoo and your library: get, import, delete, chat",
+                            self.action_browse_models)
         yield SystemCommand("Export chat as Markdown", "Write this conversation to a .md file here",
                             lambda: self.export_active_chat("md"))
         yield SystemCommand("Export chat as JSON", "Write this conversation to a .json file here",

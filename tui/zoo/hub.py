@@ -127,6 +127,18 @@ def download(
     return Snapshot(repo_id, commit, directory, tuple(s.rfilename for s in chosen))
 
 
+def search_models(query: str, *, limit: int = 30, endpoint: str | None = None) -> list[str]:
+    """Ids of Hub models whose name matches ``query``, most downloaded first."""
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    if _offline():
+        raise HubError("cannot search the Hub: offline mode is on (HF_HUB_OFFLINE); unset it to search")
+    try:
+        return [model.id for model in HfApi(endpoint=endpoint).list_models(search=query, limit=limit,
+                                                                           sort="downloads")]
+    except (OfflineModeIsEnabled, httpx2.ConnectError, httpx2.TimeoutException) as error:
+        raise HubError(f"cannot reach {endpoint or 'huggingface.co'} to search the Hub: check the network") from error
+
+
 def _offline() -> bool:
     # Read at call time, with huggingface_hub's spelling of true, so a setting made after start counts.
     return any(

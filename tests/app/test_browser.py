@@ -1,0 +1,168 @@
+"""The model browser, driven with Pilot: real catalog, real library files, a real local Hub server."""
+
+from __future__ import annotations
+
+import shutil
+
+from textual.widgets import DataTable, Input, Markdown
+
+from support import wait_until
+from tinyzoo import VARIANT, serve_tiny_zoo
+from tui.app import ZooApp
+from tui.screens.browser import JobView, ModelBrowser
+from tui.store import DATABASE_NAME, Store
+from tui.zoo.catalog import load_catalog
+from tui.zoo.library import DEFAULT_MODEL_NAME
+
+WIDE = (160, 44)
+
+
+def browser(app: ZooApp) -> ModelBrowser:
+    assert isinstance(app.screen, ModelBrowser)
+    return app.screen
+
+
+def shown_keys(screen: ModelBrowser) -> list[str]:
+    return [row.key for row in screen._shown]
+
+
+async def select(pilot, screen: ModelBrowser, key: str) -> None:
+    screen.query_one(DataTable).move_cursor(row=shown_keys(screen).index(key))
+    await pilot.pause()
+
+
+def detail(screen: ModelBrowser) -> str:
+    return screen.query_one("#detail", Markdown).source
+
+
+async def test_catalog_and_library_in_one_filterable_table(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        screen = browser(app)
+        catalog_ids = [variant.id for _, variant in load_catalog().variants()]
+        assert shown_keys(screen) == [DEFAULT_MODEL_NAME, *catalog_ids]
+        await pilot.press("slash", *"dolly")
+        await pilot.pause()
+        dolly_ids = [key for key in catalog_ids if key.startswith("dolly")]
+        assert set(dolly_ids) <= set(shown_keys(screen)) and all(row.matches("dolly") for row in screen._shown)
+        await select(pilot, screen, "dolly-v2-3b")
+        dolly = screen.selected
+        assert dolly.status == "available" and dolly.arch == "GPTNeoXForCausalLM"
+        await wait_until(pilot, lambda: detail(screen).startswith(f"## {dolly.variant}\n"))
+        text = detail(screen)
+        assert "### Prompt (dolly)" in text and "### Response:" in text
+        assert "download" in text and "smoke test" in text and "### Fit on this machine" in text
+
+
+async def test_unsupported_models_say_why_and_cannot_be_fetched(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        screen = browser(app)
+        screen.query_one("#filter", Input).value = "chatglm-6b"
+        await pilot.pause()
+        row = screen._shown[0]
+        assert row.status == "unsupported" and row.reason
+        screen.query_one(DataTable).focus()
+        await pilot.press("g")
+        await pilot.pause()
+        assert any(row.reason in notice.message for notice in app._notifications)
+        assert not list(screen.query("JobView"))
+
+
+async def test_chat_on_a_library_model_opens_a_tab(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        screen = browser(app)
+        await select(pilot, screen, DEFAULT_MODEL_NAME)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+        assert not isinstance(app.screen, ModelBrowser)
+        assert app.active_chat.conversation.model == DEFAULT_MODEL_NAME
+
+
+async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path, model_path):
+    copy = tmp_path / "my-smol.gguf"
+    shutil.copyfile(model_path, copy)
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        screen = browser(app)
+        await pilot.press("i")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(copy)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(row.family == "library" and row.key != DEFAULT_MODEL_NAME
+                                            for row in screen.rows))
+        imported = next(row for row in screen.rows if row.family == "library" and row.key != DEFAULT_MODEL_NAME)
+        assert imported.library[0].path.is_file() and imported.status.startswith("in library")
+        screen.query_one("#filter", Input).value = imported.key
+        await pilot.pause()
+        screen.query_one(DataTable).focus()
+        await pilot.press("d")
+        await wait_until(pilot, lambda: imported.key not in [row.key for row in screen.rows])
+        assert not imported.library[0].path.exists()
+        assert copy.exists(), "the user's own file is never touched"
+
+
+async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings, isolated_dirs, tmp_path,
+                                                                   monkeypatch):
+    steps_shown: list[str] = []
+
+    def record(message) -> None:
+        if isinstance(message, ModelBrowser.JobUpdate):
+            steps_shown.append(message.step)
+
+    with serve_tiny_zoo(tmp_path, monkeypatch) as zoo:
+        app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+        async with app.run_test(size=WIDE, message_hook=record) as pilot:
+            screen = ModelBrowser(fast_settings, app.store, isolated_dirs, zoo.catalog, hub_cache=zoo.hub_cache)
+            await app.push_screen(screen)
+            await pilot.pause()
+            await select(pilot, screen, VARIANT)
+            assert screen.selected.status == "available"
+            screen.query_one(DataTable).focus()
+            await pilot.press("g")
+            await wait_until(pilot, lambda: any("is ready" in n.message for n in app._notifications), timeout=180)
+            await wait_until(pilot, lambda: not list(screen.query(JobView)))
+            row = next(row for row in screen.rows if row.key == VARIANT)
+            assert row.status == "converted: q4_k_m", [n.message for n in app._notifications]
+            assert steps_shown[0] == "download" and "register" in steps_shown
+            await select(pilot, screen, VARIANT)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+            assert app.active_chat.conversation.model == row.library[0].name
+
+
+async def test_hub_search_lists_matching_repositories(fast_settings, isolated_dirs, tmp_path, monkeypatch):
+    with serve_tiny_zoo(tmp_path, monkeypatch):
+        app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+        async with app.run_test(size=WIDE) as pilot:
+            await pilot.press("ctrl+b")
+            await pilot.pause()
+            await pilot.press("h")
+            await pilot.pause()
+            app.screen.query_one(Input).value = "tiny-chat"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: type(app.screen).__name__ == "HubResultsScreen")
+            options = app.screen.query_one("OptionList")
+            assert [options.get_option_at_index(i).prompt for i in range(options.option_count)] == [
+                "zoo-test/tiny-chat-delta"]
+
+
+async def test_hub_search_offline_is_one_clear_line(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        await pilot.press("h")
+        await pilot.pause()
+        app.screen.query_one(Input).value = "vicuna"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any("offline" in n.message for n in app._notifications))

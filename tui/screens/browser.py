@@ -1,0 +1,402 @@
+"""The model browser: the seed zoo and the local library in one table, with details, fit and actions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Label, Markdown, OptionList, ProgressBar
+from textual.widgets.option_list import Option
+
+from tui.config import Settings
+from tui.store import Store
+from tui.zoo.catalog import Catalog, Status, load_catalog
+from tui.zoo.listing import ModelRow, model_rows
+
+PREVIEW_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "What do pandas eat?"}]
+# Job progress reaches the screen at most this often; a download reports on every chunk.
+PROGRESS_INTERVAL = 0.2
+DETAIL_DELAY = 0.15
+COLUMNS = ("Family", "Variant", "Arch", "Params", "Size", "License", "Release", "Status")
+
+
+def _number(value: float | None, unit: str) -> str:
+    return "" if value is None else f"{value:g} {unit}"
+
+
+def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
+    """The detail pane's Markdown: what the model is, how zootui gets it, its prompt and whether it fits."""
+    from tui.zoo import fit
+
+    lines = [f"## {row.variant}", ""]
+    if row.system is not None:
+        lines += [row.system.summary, ""]
+    variant = row.catalog_variant
+    if variant is not None:
+        lines += [
+            f"- **Id:** `{variant.id}` · **Hub:** `{variant.hub_id or 'no weights released'}`"
+            + (" (gated: log in with `hf auth login`)" if variant.gated else ""),
+            f"- **Architecture:** {variant.arch} · {_number(variant.parameters_b, 'B parameters')}"
+            f" · download {_number(variant.download_gb, 'GB') or 'size unknown'}",
+            f"- **License:** {variant.license}",
+            f"- **Release:** {variant.release_form.value} · **recipe:** {variant.recipe.value}"
+            + (f" · **base:** {variant.base}" + (f" (`{variant.base_hub_id}`)" if variant.base_hub_id else "")
+               if variant.base else ""),
+            f"- **Tokenizer:** {variant.tokenizer}",
+            f"- **Status:** {row.status}" + (f" — {row.reason}" if row.reason else ""),
+            "",
+        ]
+        if variant.status is Status.SUPPORTED:
+            from tui.zoo.jobs import DEFAULT_QUANT, catalog_steps
+            lines += [f"### Getting it as {DEFAULT_QUANT} (g)", ""]
+            lines += [f"{index}. {step.replace('_', ' ')}"
+                      for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)]
+            lines.append("")
+        if variant.prompt_format:
+            from tui.zoo.templates import render_prompt
+            llama_like = "Llama" in variant.arch
+            prompt = render_prompt(variant.prompt_format, PREVIEW_MESSAGES,
+                                   bos_token="<s>" if llama_like else "", eos_token="</s>" if llama_like
+                                   else "<|endoftext|>")
+            lines += [f"### Prompt ({variant.prompt_format})", "", "```text", prompt, "```", ""]
+        if variant.notes:
+            lines += ["### Notes", ""] + [f"- {note}" for note in variant.notes] + [""]
+    for model in row.library:
+        lines.append(f"- **On this machine:** `{model.name}` — {model.path}")
+    if row.library:
+        lines.append("")
+    lines += ["### Fit on this machine", ""]
+    free = fit.free_resources(data_dir)
+    try:
+        if row.library:
+            estimate = fit.fit_gguf(row.library[0].path, n_ctx=settings.engine.n_ctx, free=free)
+        elif variant is not None:
+            from tui.zoo.jobs import DEFAULT_QUANT
+            estimate = fit.fit_variant(variant, quant=DEFAULT_QUANT, n_ctx=settings.engine.n_ctx, free=free)
+        else:
+            estimate = None
+    except (fit.UnknownShape, ValueError, OSError) as error:
+        lines.append(f"No estimate: {error}")
+    else:
+        if estimate is not None:
+            lines += [f"{estimate.summary()}", "", f"*{estimate.reason}*"]
+    return "\n".join(lines)
+
+
+class PathScreen(ModalScreen[str | None]):
+    """Ask for a path (a GGUF file or a checkpoint directory) or a Hub search."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, placeholder: str):
+        super().__init__()
+        self._title = title
+        self._placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="dialog-title")
+            yield Input(placeholder=self._placeholder)
+
+    @on(Input.Submitted)
+    def submit(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+
+class HubResultsScreen(ModalScreen[str | None]):
+    """Hub repositories found by a search; choosing one imports it as a checkpoint."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self, query: str, repo_ids: list[str]):
+        super().__init__()
+        self._query = query
+        self._repo_ids = repo_ids
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Hub models matching {self._query!r} (enter downloads, converts and adds one)",
+                        classes="dialog-title")
+            yield OptionList(*[Option(repo_id) for repo_id in self._repo_ids])
+
+    @on(OptionList.OptionSelected)
+    def choose(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self._repo_ids[event.option_index])
+
+
+class JobView(Vertical):
+    """One running job: what it does, its step, and a progress bar; x cancels it."""
+
+    def __init__(self, title: str, cancel: threading.Event):
+        super().__init__(classes="job")
+        self.title = title
+        self.cancel = cancel
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.title, classes="job-title")
+        yield ProgressBar(total=1.0, show_eta=False)
+
+    def show(self, step: str, index: int, total: int, fraction: float, detail: str) -> None:
+        self.query_one(".job-title", Label).update(f"{self.title} · step {index}/{total}: {step.replace('_', ' ')}"
+                                                   f" · {detail[:60]}")
+        self.query_one(ProgressBar).update(total=1.0, progress=(index - 1 + fraction) / total)
+
+
+class ModelBrowser(Screen):
+    """Catalog and library in one table; g gets a model, enter chats with it."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("g", "get", "Get"),
+        Binding("enter", "chat", "Chat", priority=False),
+        Binding("d", "delete", "Delete"),
+        Binding("i", "import", "Import"),
+        Binding("h", "hub_search", "Hub search"),
+        Binding("x", "cancel_jobs", "Cancel jobs"),
+    ]
+
+    @dataclass
+    class JobUpdate(Message):
+        view: JobView
+        step: str
+        index: int
+        total: int
+        fraction: float
+        detail: str
+
+    @dataclass
+    class JobEnded(Message):
+        view: JobView
+        outcome: str
+        error: bool
+
+    def __init__(self, settings: Settings, store: Store, data_dir: Path, catalog: Catalog | None = None,
+                 hub_cache: Path | None = None):
+        super().__init__()
+        self.settings = settings
+        self.store = store
+        self.data_dir = data_dir
+        self.catalog = catalog or load_catalog()
+        self.hub_cache = hub_cache
+        self.rows: list[ModelRow] = []
+        self._shown: list[ModelRow] = []
+        self._detail_timer = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(classes="browser-list"):
+                yield Input(placeholder="Filter: family, variant, arch, license, status… (/ to focus)",
+                            id="filter")
+                yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(classes="browser-detail"):
+                yield Markdown("", id="detail")
+        yield Vertical(id="jobs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns(*COLUMNS)
+        self.refresh_rows()
+        self.query_one(DataTable).focus()
+
+    def refresh_rows(self) -> None:
+        self.rows = model_rows(self.catalog, self.data_dir, self.store)
+        self._show_rows()
+
+    def _show_rows(self) -> None:
+        table = self.query_one(DataTable)
+        selected = self.selected.key if self._shown and table.row_count else None
+        text = self.query_one("#filter", Input).value
+        self._shown = [row for row in self.rows if row.matches(text)]
+        table.clear()
+        for row in self._shown:
+            table.add_row(row.family, row.variant, row.arch, _number(row.parameters_b, "B"),
+                          _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
+                          row.license[:28], row.release_form, row.status, key=row.key)
+        keys = [row.key for row in self._shown]
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected))
+        self._show_detail()
+
+    @property
+    def selected(self) -> ModelRow | None:
+        table = self.query_one(DataTable)
+        if not self._shown or table.cursor_row is None or table.cursor_row >= len(self._shown):
+            return None
+        return self._shown[table.cursor_row]
+
+    @on(Input.Changed, "#filter")
+    def filter_rows(self) -> None:
+        self._show_rows()
+
+    @on(Input.Submitted, "#filter")
+    def leave_filter(self) -> None:
+        self.query_one(DataTable).focus()
+
+    @on(DataTable.RowHighlighted)
+    def _show_detail(self) -> None:
+        # Wait until the cursor rests: scrolling through rows should not start an estimate per row.
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_timer = self.set_timer(DETAIL_DELAY, self._describe_selected)
+
+    def _describe_selected(self) -> None:
+        row = self.selected
+        if row is None:
+            self.query_one("#detail", Markdown).update("Nothing matches the filter.")
+        else:
+            self._describe(row)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def _describe(self, row: ModelRow) -> None:
+        # The fit estimate reads GGUF metadata and asks nvidia-smi: both can take seconds.
+        self.app.call_from_thread(self._show_description, row, describe(row, self.settings, self.data_dir))
+
+    def _show_description(self, row: ModelRow, text: str) -> None:
+        if self.selected is row:
+            self.query_one("#detail", Markdown).update(text)
+
+    @on(DataTable.RowSelected)
+    def chat_on_selected(self) -> None:
+        self.action_chat()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_chat(self) -> None:
+        row = self.selected
+        if row is None:
+            return
+        if not row.library:
+            hint = "press g to get it first" if row.status in ("available", "downloaded") else row.reason or row.status
+            self.notify(f"{row.variant} is not on this machine: {hint}.", severity="warning")
+            return
+        name = row.library[0].name
+        self.app.pop_screen()
+        self.app.call_later(self.app.open_chat_on_model, name)
+
+    def action_get(self) -> None:
+        row = self.selected
+        if row is None or row.catalog_variant is None:
+            self.notify("Pick a catalog model to get (library models are already here).", severity="warning")
+            return
+        variant = row.catalog_variant
+        if variant.status is not Status.SUPPORTED:
+            self.notify(f"{variant.name}: {variant.reason or row.status}.", severity="warning")
+            return
+        self._run_job(f"get {variant.id}", lambda jobs, progress, cancel: jobs.get_model(
+            variant.id, progress=progress, cancel=cancel))
+
+    def action_delete(self) -> None:
+        row = self.selected
+        if row is None or not row.library or row.library[0].lockfile is None:
+            self.notify("Only models zootui built or imported can be deleted here.", severity="warning")
+            return
+        from tui.zoo.jobs import JobError, Jobs
+        jobs = Jobs(self.store, self.data_dir, self.catalog, hub_cache=self.hub_cache)
+        try:
+            for model in row.library:
+                jobs.delete_model(model.name)
+        except JobError as error:
+            self.notify(str(error), severity="error")
+            return
+        self.notify(f"Deleted {', '.join(model.name for model in row.library)}.")
+        self.refresh_rows()
+
+    def action_import(self) -> None:
+        def start(path_text: str | None) -> None:
+            if not path_text:
+                return
+            path = Path(path_text).expanduser()
+            if path.is_file():
+                self._run_job(f"import {path.name}", lambda jobs, progress, cancel: jobs.import_gguf(path))
+            elif path.is_dir():
+                self._run_job(f"import {path.name}", lambda jobs, progress, cancel: jobs.import_checkpoint(
+                    path, progress=progress, cancel=cancel))
+            else:
+                self.notify(f"{path} does not exist; give a .gguf file or a checkpoint directory.",
+                            severity="error")
+
+        self.app.push_screen(PathScreen("Import a GGUF file or a Hugging Face checkpoint directory",
+                                        "/path/to/model.gguf or /path/to/checkpoint"), start)
+
+    def action_hub_search(self) -> None:
+        def search(query: str | None) -> None:
+            if query:
+                self._search_hub(query)
+
+        self.app.push_screen(PathScreen("Search the Hugging Face Hub", "e.g. vicuna 7b"), search)
+
+    @work(thread=True, exclusive=True, group="hub-search", exit_on_error=False)
+    def _search_hub(self, query: str) -> None:
+        from tui.zoo.hub import HubError, search_models
+        try:
+            repo_ids = search_models(query)
+        except HubError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error")
+            return
+        self.app.call_from_thread(self._show_hub_results, query, repo_ids)
+
+    def _show_hub_results(self, query: str, repo_ids: list[str]) -> None:
+        if not repo_ids:
+            self.notify(f"No Hub model matches {query!r}.", severity="warning")
+            return
+
+        def fetch(repo_id: str | None) -> None:
+            if repo_id:
+                self._run_job(f"get {repo_id}", lambda jobs, progress, cancel: jobs.import_hub_repo(
+                    repo_id, progress=progress, cancel=cancel))
+
+        self.app.push_screen(HubResultsScreen(query, repo_ids), fetch)
+
+    def _run_job(self, title: str, start) -> None:
+        cancel = threading.Event()
+        view = JobView(title, cancel)
+        self.query_one("#jobs", Vertical).mount(view)
+        self._job_worker(view, start)
+
+    @work(thread=True, group="jobs", exit_on_error=False, description="Getting a model")
+    def _job_worker(self, view: JobView, start) -> None:
+        from tui.zoo.jobs import JobError, Jobs
+        jobs = Jobs(self.store, self.data_dir, self.catalog, hub_cache=self.hub_cache)
+        last_post = 0.0
+
+        def progress(report) -> None:
+            nonlocal last_post
+            now = time.monotonic()
+            if now - last_post >= PROGRESS_INTERVAL or report.fraction >= 1.0:
+                last_post = now
+                self.post_message(self.JobUpdate(view, report.step, report.index, report.total, report.fraction,
+                                                 report.detail))
+
+        try:
+            model = start(jobs, progress, view.cancel)
+        except JobError as error:
+            self.post_message(self.JobEnded(view, f"{view.title}: {error}", error=True))
+            return
+        self.post_message(self.JobEnded(view, f"{model.name} is ready: select it and press enter to chat.",
+                                        error=False))
+
+    def on_model_browser_job_update(self, event: JobUpdate) -> None:
+        event.view.show(event.step, event.index, event.total, event.fraction, event.detail)
+
+    async def on_model_browser_job_ended(self, event: JobEnded) -> None:
+        await event.view.remove()
+        self.notify(event.outcome, severity="error" if event.error else "information", timeout=10)
+        self.refresh_rows()
+
+    def action_cancel_jobs(self) -> None:
+        views = list(self.query(JobView))
+        for view in views:
+            view.cancel.set()
+        if views:
+            self.notify(f"Cancelling {len(views)} job(s); finished steps are kept and resume next time.")

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, metavar="OUT.gguf", help="output file (default: ./<SRC_DIR name>-<TYPE>.gguf)")
     parser.add_argument("--chat-template", type=Path, metavar="FILE", help="Jinja chat template to embed as tokenizer.chat_template")
     parser.add_argument("--eos-token", metavar="TEXT", help='end-of-sequence token by its text, overriding the tokenizer\'s (e.g. "### End" for Dolly v2)')
+    parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="a string that ends a reply (repeatable), stored for zootui's chat engine")
     parser.add_argument("--repo", metavar="ORG/NAME", help="source repository recorded in the GGUF metadata")
     parser.add_argument("--revision", metavar="REV", help="source revision recorded in the GGUF metadata")
     parser.add_argument("--threads", type=int, metavar="N", help="quantizer threads (default: all cores)")
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             cancel=cancel,
             eos_token=args.eos_token,
             nthreads=args.threads,
+            stop_strings=args.stop,
         )
     except OSError as exc:
         print(f"{prefix}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)

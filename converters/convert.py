@@ -8,6 +8,7 @@ appears under its final name only when complete (temporary name, then os.replace
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import gguf
 import numpy as np
@@ -50,6 +51,8 @@ INPUT_METADATA_FILES = (
     "merges.txt",
     "chat_template.jinja",
 )
+# Stop strings of the model's prompt format, as a JSON list (zootui's own metadata key).
+STOP_STRINGS_KEY = "zootui.prompt.stop"
 _CHUNK_BYTES = 8 * 2**20  # rows converted per step; bounds the working set of one tensor
 _HASH_PLACEHOLDER = "?" * 64  # not hex, so it can never be mistaken for a digest
 _SPACE_MARGIN = 64 * 2**20
@@ -222,11 +225,14 @@ def convert(
     cancel: threading.Event | None = None,
     eos_token: str | None = None,
     nthreads: int | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> Path:
     """Converts the checkpoint in `src_dir` to a GGUF at `out_path` and returns that path.
 
     `provenance` may give "repo" and "revision" (inferred for Hugging Face cache snapshots);
-    `eos_token` overrides the end-of-sequence token by its text (Dolly v2 ends replies with "### End").
+    `eos_token` overrides the end-of-sequence token by its text (Dolly v2 ends replies with "### End");
+    `stop_strings` end a reply besides the eos token (formats like Vicuna v0's "###"), stored as
+    STOP_STRINGS_KEY for the chat engine.
     Raises ConversionError (one line, for the user) and ConversionCancelled when `cancel` is set.
     """
     outtype = outtype.lower()
@@ -269,6 +275,10 @@ def convert(
             if source.get("revision"):
                 writer.add_string("zootui.source.revision", source["revision"])
             writer.add_string("zootui.converter.version", __version__)
+            if stop_strings:
+                # One JSON string rather than a GGUF array: llama.cpp hands string arrays to Python
+                # unescaped, and a stop string may hold a newline or a quote.
+                writer.add_string(STOP_STRINGS_KEY, json.dumps(list(stop_strings)))
 
         token = uuid.uuid4().hex[:8]
         direct_path = out_path.with_name(f".{out_path.name}.{token}.partial")

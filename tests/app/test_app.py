@@ -83,6 +83,7 @@ async def test_tabs_are_opened_renamed_and_closed_from_the_footer_by_mouse(fast_
         def footer_key(action: str) -> FooterKey:
             return next(key for key in app.query(FooterKey) if key.action == action)
 
+        await pilot.pause()  # the footer lays its keys out after the first frame
         await pilot.click(footer_key("new_chat"))
         await wait_until(pilot, lambda: app.tabs.tab_count == 2)
         await pilot.click(footer_key("rename_chat"))
@@ -172,6 +173,7 @@ async def test_search_opens_a_closed_conversation(fast_settings, isolated_dirs):
     async with app.run_test(size=SIZE) as pilot:
         assert app.tabs.tab_count == 1
         await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: isinstance(app.focused, Input))
         await pilot.press(*"bamboo")
         await wait_until(pilot, lambda: app.screen.query_one("OptionList").option_count == 1)
         await pilot.press("enter", "enter")

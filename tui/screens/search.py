@@ -40,6 +40,8 @@ class SearchScreen(ModalScreen[int | None]):
         self.app.call_from_thread(self._show, text, hits)
 
     def _show(self, text: str, hits: list[SearchHit]) -> None:
+        if text != self.query_one("#query", Input).value:
+            return  # an older search finishing late; a newer one is on its way
         self._hits = hits
         results = self.query_one(OptionList)
         results.clear_options()

@@ -1,4 +1,5 @@
-"""Regenerate the README's screenshot: the app, headless, after a real exchange with the default model.
+"""Regenerate the README's screenshots: a chat tab after a real exchange with the default model, and the
+model browser.
 
     .venv/bin/python tests/screenshots/make_screenshots.py
 """
@@ -40,7 +41,13 @@ async def main() -> None:
             await asyncio.sleep(0.05)
         await pilot.pause(0.5)
         app.save_screenshot(filename="chat.svg", path=str(HERE))
-    print(HERE / "chat.svg")
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        await pilot.press("slash", *"vicuna", "enter")
+        await pilot.press("down")
+        await pilot.pause(1.0)
+        app.save_screenshot(filename="browser.svg", path=str(HERE))
+    print(HERE / "chat.svg", HERE / "browser.svg")
 
 
 if __name__ == "__main__":

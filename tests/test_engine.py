@@ -151,3 +151,19 @@ def test_unknown_model_and_corrupt_file_are_clear_errors(engines, tmp_path):
     engine = engines.for_model(str(broken))
     with pytest.raises(EngineError, match="could not load"):
         collect(engine.stream([{"role": "user", "content": "hi"}], GREEDY, threading.Event()))
+
+
+def test_stop_strings_stored_in_the_gguf_end_replies(engines, tmp_path):
+    from string import ascii_letters
+
+    from converters import convert
+    from support import ROOT
+
+    # A tiny random model: any reply soon contains a letter, and every letter is a stop string.
+    gguf_path = convert(ROOT / "tests" / "fixtures" / "tiny" / "llama", tmp_path / "tiny.gguf", outtype="f32",
+                        stop_strings=list(ascii_letters))
+    engine = engines.for_model(str(gguf_path))
+    params = SamplingParams(temperature=0.0, max_tokens=64, n_ctx=256)
+    text, stats = collect(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))
+    assert stats.finish_reason == "stop" and stats.completion_tokens < 64
+    assert not set(text) & set(ascii_letters)

@@ -1,10 +1,12 @@
 """The tiny zoo, for job and browser tests: the committed tiny LLaMA checkpoint published on a local
-Hub server as a base repo, a random additive delta to it published as the chat model, and a catalog
-file that points at both.
+Hub server as a base repo, a random additive delta to it published as the chat model, two random
+PEFT LoRA adapters on it (one to use alone, one merged first as StackLLaMA's SFT adapter), and a
+catalog file that points at them.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,10 @@ TINY_LLAMA = ROOT / "tests" / "fixtures" / "tiny" / "llama"
 BASE_REPO = "zoo-test/tiny-llama-base"
 DELTA_REPO = "zoo-test/tiny-chat-delta"
 VARIANT = "tiny-chat-7b"
+LORA_REPO = "zoo-test/tiny-lora"
+SFT_LORA_REPO = "zoo-test/tiny-sft-lora"
+LORA_VARIANT = "tiny-lora-chat"
+LORA_CHAIN_VARIANT = "tiny-lora-chat-rl"
 LFS_FILES = {"model.safetensors", "tokenizer.model"}
 
 CATALOG = f"""
@@ -87,6 +93,27 @@ release_form = "none"
 recipe = "none"
 status = "local-only"
 reason = "the authors released no weights"
+
+[[systems.variants]]
+id = "{LORA_VARIANT}"
+name = "TinyChat LoRA"
+hub_id = "{LORA_REPO}"
+release_form = "lora"
+recipe = "lora-merge"
+base = "the tiny LLaMA base"
+base_hub_id = "{BASE_REPO}"
+status = "supported"
+
+[[systems.variants]]
+id = "{LORA_CHAIN_VARIANT}"
+name = "TinyChat LoRA on the SFT LoRA"
+hub_id = "{LORA_REPO}"
+merge_first = ["{SFT_LORA_REPO}"]
+release_form = "lora"
+recipe = "lora-merge"
+base = "the tiny LLaMA base"
+base_hub_id = "{BASE_REPO}"
+status = "supported"
 """
 
 
@@ -133,6 +160,33 @@ def _write_delta(directory: Path) -> dict[str, np.ndarray]:
     return delta
 
 
+def _write_lora(directory: Path, seed: int) -> None:
+    """A random PEFT LoRA adapter (r=4, alpha=8) on the base's q_proj and v_proj, as alpaca-lora publishes one.
+
+    B·A is large enough (entries about twice the base weights') that the adapted model answers
+    differently from the base.
+    """
+    rng = np.random.default_rng(seed)
+    config = json.loads((TINY_LLAMA / "config.json").read_text("utf-8"))
+    hidden, rank = config["hidden_size"], 4
+    matrices: dict[str, np.ndarray] = {}
+    for layer in range(config["num_hidden_layers"]):
+        for projection in ("q_proj", "v_proj"):
+            module = f"base_model.model.model.layers.{layer}.self_attn.{projection}"
+            matrices[f"{module}.lora_A.weight"] = (rng.standard_normal((rank, hidden)) * 0.2).astype(np.float32)
+            matrices[f"{module}.lora_B.weight"] = (rng.standard_normal((hidden, rank)) * 0.2).astype(np.float32)
+    plan = [OutputTensor(name, matrix.shape, "F32") for name, matrix in matrices.items()]
+    directory.mkdir(parents=True)
+    with SafetensorsWriter(directory, plan) as writer:
+        for name, matrix in matrices.items():
+            writer.write(name, matrix)
+        writer.finish()
+    (directory / "model.safetensors").rename(directory / "adapter_model.safetensors")
+    adapter_config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.05, "bias": "none",
+                      "fan_in_fan_out": False, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
+    (directory / "adapter_config.json").write_text(json.dumps(adapter_config), "utf-8")
+
+
 @contextmanager
 def serve_tiny_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_base: bool = True) -> Iterator[TinyZoo]:
     with HubServer() as hub:
@@ -142,6 +196,10 @@ def serve_tiny_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_base
         delta = _write_delta(delta_dir)
         commits = {DELTA_REPO: hub.add_repo(DELTA_REPO, repo_files(delta_dir), lfs=LFS_FILES).commit}
         hub.add_repo("zoo-test/tiny-gated", repo_files(TINY_LLAMA), lfs=LFS_FILES, gated=True)
+        for seed, repo in enumerate((LORA_REPO, SFT_LORA_REPO)):
+            lora_dir = tmp_path / f"published-{repo.split('/')[-1]}"
+            _write_lora(lora_dir, seed)
+            commits[repo] = hub.add_repo(repo, repo_files(lora_dir), lfs={"adapter_model.safetensors"}).commit
         catalog_path = tmp_path / "catalog.toml"
         catalog_path.write_text(CATALOG, "utf-8")
         zoo = TinyZoo(hub, load_catalog(catalog_path), catalog_path, tmp_path / "hub-cache", delta_dir, delta, commits)

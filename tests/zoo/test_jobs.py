@@ -1,7 +1,8 @@
 """Jobs against a real local Hub server, real SQLite, the real converters and real llama.cpp.
 
 The tiny zoo: the committed tiny LLaMA checkpoint published as a base repo, a random additive
-delta to it published as the chat model, and a catalog file that points at both.
+delta to it published as the chat model, random LoRA adapters on it, and a catalog file that points
+at them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import pytest
 
 from hubserver import HubServer
 from support import ROOT
-from tinyzoo import BASE_REPO, DELTA_REPO, TINY_LLAMA, VARIANT, TinyZoo, repo_files, serve_tiny_zoo
+from tinyzoo import (BASE_REPO, DELTA_REPO, LORA_CHAIN_VARIANT, LORA_VARIANT, TINY_LLAMA, VARIANT, TinyZoo,
+                     repo_files, serve_tiny_zoo)
+from tui.config import Settings, with_overrides
+from tui.engine import Engines, ReplyStats, SamplingParams
 from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, Store
 from tui.zoo import pull
 from tui.zoo.catalog import load_catalog
@@ -283,8 +287,92 @@ def test_pull_imports_a_checkpoint_with_plain_progress_lines(isolated_dirs: Path
     (("vicuna-7b-v1.1", "--quant", "q9_z"), "unknown quant type 'q9_z'"),
     (("--import", "/nonexistent/model.gguf"), "GGUF file not found"),
     (("vicuna-7b-v1.1", "--name", "mine"), "--name and --prompt-format go with --import"),
+    (("vicuna-7b-v1.1", "--lora", "runtime"), "vicuna-7b-v1.1 is not released as a LoRA adapter"),
+    (("--import", str(TINY_LLAMA), "--lora", "runtime"), "--lora goes with a catalog variant ID"),
 ])
 def test_pull_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str):
     assert pull.run(pull_args(*argv)) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("zootui: ") and message in err and err.count("\n") == 1
+
+
+GREEDY_8 = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=256, seed=1)
+
+
+def greedy_reply(engines: Engines, model: str) -> tuple[str, ReplyStats]:
+    events = list(engines.for_model(model).stream([{"role": "user", "content": "Hello"}], GREEDY_8, threading.Event()))
+    return "".join(event for event in events if isinstance(event, str)), events[-1]
+
+
+@pytest.mark.parametrize(("variant", "steps"), [
+    (LORA_VARIANT, ["download", "convert", "adapter", "smoke_test", "register"]),
+    # StackLLaMA's shape: the SFT adapter is merged into the base, the variant's own adapter stays separate.
+    (LORA_CHAIN_VARIANT, ["download", "recover", "convert", "adapter", "smoke_test", "register"]),
+])
+def test_a_lora_kept_for_run_time_chats_like_the_merged_build(
+        zoo: TinyZoo, isolated_dirs: Path, variant: str, steps: list[str]):
+    jobs = zoo.jobs(isolated_dirs)
+    runtime = jobs.get_model(variant, "f32", lora="runtime")
+    merged = jobs.get_model(variant, "f32")
+
+    merged_job, runtime_job = jobs.store.jobs()
+    assert [s.name for s in runtime_job.steps] == steps
+    assert "adapter" not in [s.name for s in merged_job.steps]
+    assert (runtime.name, merged.name) == (f"{variant}-f32-runtime", f"{variant}-f32")
+    adapter = runtime.path.with_name(f"{runtime.name}.lora.gguf")
+    assert sorted(p.name for p in runtime.path.parent.iterdir()) == sorted([
+        runtime.path.name, adapter.name, lockfile_path(runtime.path).name, merged.path.name,
+        lockfile_path(merged.path).name])
+    lock = runtime.lockfile
+    assert (lock.lora_adapter, lock.lora_adapter_sha256) == (adapter.name, sha256(adapter))
+    assert lock.output_sha256 == sha256(runtime.path)
+    assert lock.smoke_test["passed"] and lock.smoke_test["text"] == merged.lockfile.smoke_test["text"]  # with the adapter
+    assert (lock.recipe, lock.catalog_id) == ("lora-merge", variant)
+    assert merged.lockfile.lora_adapter is None
+    assert gguf.GGUFReader(adapter).fields["general.type"].contents() == "adapter"
+    listed = [m.name for m in library_models(isolated_dirs) if m.path and m.path.parent == runtime.path.parent]
+    assert sorted(listed) == sorted([runtime.name, merged.name])  # the adapter is no model of its own
+
+    engines = Engines(with_overrides(Settings(), "engine", n_ctx=256, n_threads=2), isolated_dirs)
+    try:
+        adapted, adapted_stats = greedy_reply(engines, runtime.name)
+        expected, expected_stats = greedy_reply(engines, merged.name)
+        # The same base GGUF by path has no lockfile, so the pool loads it again without the adapter.
+        base_alone, _ = greedy_reply(engines, str(runtime.path))
+    finally:
+        engines.close()
+    assert expected_stats.completion_tokens == GREEDY_8.max_tokens
+    # Greedy tokens, not logits: the merge rounds the merged weights to the base's float16 while llama.cpp
+    # applies the adapter in float32, a difference of about 1e-3 in the logits that moves no argmax here.
+    assert (adapted, adapted_stats.completion_tokens) == (expected, expected_stats.completion_tokens)
+    assert base_alone != expected  # the adapter matters, so a build or engine that dropped it would fail above
+
+
+def test_a_lora_job_cancelled_at_the_adapter_resumes_there_on_a_quantized_base(zoo: TinyZoo, isolated_dirs: Path):
+    cancel = threading.Event()
+    jobs = zoo.jobs(isolated_dirs)
+    with pytest.raises(JobCancelled):
+        jobs.get_model(LORA_VARIANT, "q4_0", lora="runtime", progress=lambda r: r.step == "adapter" and cancel.set(),
+                       cancel=cancel)
+    [job] = jobs.store.jobs()
+    assert [s.name for s in job.steps if s.finished] == ["download", "convert", "quantize"]
+
+    reports: list[JobProgress] = []
+    model = jobs.get_model(LORA_VARIANT, "q4_0", lora="runtime", progress=reports.append)
+    assert steps_run(reports) == ["adapter", "smoke_test", "register"]
+    assert (model.lockfile.quant, model.lockfile.smoke_test["passed"]) == ("q4_0", True)
+    assert gguf.GGUFReader(model.path).fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q4_0
+    assert (model.path.parent / model.lockfile.lora_adapter).is_file()
+
+    jobs.delete_model(model.name)  # the adapter goes with its base
+    assert not (isolated_dirs / "models" / LORA_VARIANT).exists()
+
+
+def test_only_a_lora_release_keeps_its_adapter_for_run_time(zoo: TinyZoo, isolated_dirs: Path):
+    jobs = zoo.jobs(isolated_dirs)
+    with pytest.raises(JobError, match=f"^{VARIANT} is not released as a LoRA adapter \\(recipe 'add-delta'\\)") as failure:
+        jobs.get_model(VARIANT, "f16", lora="runtime")
+    assert "\n" not in str(failure.value)
+    with pytest.raises(JobError, match="unknown LoRA mode 'sideways'; choose merge or runtime"):
+        jobs.get_model(LORA_VARIANT, "f16", lora="sideways")
+    assert jobs.store.jobs() == [] and not (isolated_dirs / "models").exists()

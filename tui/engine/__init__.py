@@ -31,7 +31,9 @@ class Engines:
             from tui.engine.remote import RemoteEngine
             return RemoteEngine(model.remote_name, self.settings.remote)
         from tui.engine.local import LocalEngine
-        return LocalEngine(model.path, self.pool)
+        lockfile = model.lockfile
+        adapter = model.path.with_name(lockfile.lora_adapter) if lockfile and lockfile.lora_adapter else None
+        return LocalEngine(model.path, self.pool, adapter)
 
     def close(self) -> None:
         self.pool.close()

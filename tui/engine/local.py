@@ -1,7 +1,8 @@
 """Local generation through llama-cpp-python.
 
-One ``Llama`` per model file is shared by every conversation that uses it
-(``ModelPool``). Generation drives ``Llama.generate`` directly rather than
+One ``Llama`` per model file (with its LoRA adapter, when the library keeps
+one beside it) is shared by every conversation that uses it (``ModelPool``).
+Generation drives ``Llama.generate`` directly rather than
 ``create_chat_completion``: the high-level path re-detokenizes the whole reply
 on every token, which costs about a tenth of the decode speed on small models.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import json
 import os
 import threading
 import time
@@ -52,6 +54,15 @@ class LoadedModel:
     _pieces: dict[int, bytes] = field(default_factory=dict)
     _prompt_tokenizer: Any = None
 
+    def stop_strings(self) -> tuple[str, ...]:
+        """Stop strings the converter stored for the model's prompt format (none for other GGUFs)."""
+        from converters.convert import STOP_STRINGS_KEY
+        try:
+            stops = json.loads(self.llm.metadata.get(STOP_STRINGS_KEY, "[]"))
+        except json.JSONDecodeError:
+            return ()
+        return tuple(stop for stop in stops if isinstance(stop, str) and stop)
+
     def prompt_tokenizer(self):
         """The model's PromptTokenizer, built once: it scans the vocabulary for special tokens."""
         if self._prompt_tokenizer is None:
@@ -74,42 +85,51 @@ class LoadedModel:
 
 
 class ModelPool:
-    """Loaded models by file, shared by all conversations; one generation at a time per model."""
+    """Loaded models by file and LoRA adapter, shared by all conversations; one generation at a time per model.
+
+    A base with and without its adapter are two entries: the adapter is fixed when llama.cpp loads.
+    """
 
     def __init__(self, settings: EngineSettings):
         self.settings = settings
-        self._models: dict[Path, LoadedModel] = {}
+        self._models: dict[tuple[Path, Path | None], LoadedModel] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, path: Path, n_ctx: int) -> LoadedModel:
-        """The loaded model for path, loading or reloading (for a longer context) as needed.
+    def acquire(self, path: Path, n_ctx: int, adapter: Path | None = None) -> LoadedModel:
+        """The loaded model for path (with the GGUF LoRA ``adapter`` applied, if given), loading or
+        reloading (for a longer context) as needed.
 
         The caller must hold the returned model's lock while generating.
         """
-        path = path.resolve()
+        key = (path.resolve(), adapter.resolve() if adapter is not None else None)
         with self._lock:
-            loaded = self._models.get(path)
+            loaded = self._models.get(key)
             if loaded is not None and loaded.n_ctx >= n_ctx:
                 return loaded
             if loaded is not None:
                 with loaded.lock:
                     loaded.llm.close()
-                del self._models[path]
-            loaded = self._models[path] = self._load(path, max(n_ctx, self.settings.n_ctx))
+                del self._models[key]
+            loaded = self._models[key] = self._load(*key, max(n_ctx, self.settings.n_ctx))
             return loaded
 
-    def _load(self, path: Path, n_ctx: int) -> LoadedModel:
+    def _load(self, path: Path, adapter: Path | None, n_ctx: int) -> LoadedModel:
         if not path.is_file():
             raise EngineError(f"model file not found: {path}; check the path or run `zootui models` to list models.")
+        if adapter is not None and not adapter.is_file():
+            raise EngineError(f"LoRA adapter not found: {adapter}; its lockfile names it; get the model again.")
         import llama_cpp
         threads = self.settings.n_threads or default_threads()
         try:
+            # With lora_path, llama-cpp-python reads the weights into RAM instead of mapping them, and
+            # applies the adapter at the scale alpha/rank stored in it.
             llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_batch=min(self.settings.n_batch, n_ctx),
-                n_threads=threads, n_threads_batch=threads, n_gpu_layers=self.settings.n_gpu_layers,
-                flash_attn=self.settings.flash_attn, verbose=False)
+                model_path=str(path), lora_path=str(adapter) if adapter is not None else None, n_ctx=n_ctx,
+                n_batch=min(self.settings.n_batch, n_ctx), n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=self.settings.n_gpu_layers, flash_attn=self.settings.flash_attn, verbose=False)
         except (ValueError, RuntimeError) as error:
-            raise EngineError(f"{path}: llama.cpp could not load it ({error}); the file is corrupt, truncated or "
+            loaded = f"{path} with the LoRA adapter {adapter.name}" if adapter is not None else str(path)
+            raise EngineError(f"{loaded}: llama.cpp could not load it ({error}); the file is corrupt, truncated or "
                               f"an unsupported architecture; re-download or re-convert it.") from error
         cache = None
         if self.settings.state_cache_mb > 0:
@@ -154,16 +174,18 @@ def _common_prefix(left, right) -> int:
 class LocalEngine:
     """A GGUF file run by llama.cpp on this machine (CPU, or CPU and GPU)."""
 
-    def __init__(self, path: Path, pool: ModelPool):
+    def __init__(self, path: Path, pool: ModelPool, adapter: Path | None = None):
         self.path = path
+        self.adapter = adapter
         self.pool = pool
-        self.description = f"{path.name} (llama.cpp)"
+        files = f"{path.name} + {adapter.name}" if adapter is not None else path.name
+        self.description = f"{files} (llama.cpp)"
 
     def stream(self, messages: list[ChatMessage], params: SamplingParams,
                cancel: threading.Event) -> Iterator[ReplyEvent]:
         import llama_cpp
 
-        model = self.pool.acquire(self.path, params.n_ctx)
+        model = self.pool.acquire(self.path, params.n_ctx, self.adapter)
         with model.lock:
             llm = model.llm
             prompt = self._fit_prompt(model, messages, params)
@@ -172,7 +194,7 @@ class LocalEngine:
             llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
             to_evaluate = _reuse_evaluated_prefix(llm, prompt.tokens)
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            stops = StopScanner(params.stop)
+            stops = StopScanner(model.stop_strings() + params.stop)
             vocab = llm._model.vocab
             started = time.perf_counter()
             first_token_at = None

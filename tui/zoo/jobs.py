@@ -2,6 +2,9 @@
 
 A catalog job runs download → recover → convert → quantize → smoke_test → register; recover is left
 out for full releases and quantize for types the converter writes directly (f32, f16, bf16, q8_0).
+A LoRA variant got with ``lora="runtime"`` keeps its adapter out of the weights: the base (with any
+``merge_first`` chain merged in by recover) is converted and quantized, an "adapter" step writes the
+adapter as a GGUF LoRA, and both are registered side by side for llama.cpp to combine at load time.
 Importing a checkpoint directory runs read → convert → quantize → smoke_test → register.
 
 Each finished step stores its result in SQLite (``Store.finish_step``). Running a job again (or
@@ -42,6 +45,7 @@ from tui.zoo.fit import quant_name
 from tui.zoo.hub import DownloadProgress, HubError, download
 from tui.zoo.library import (
     DEFAULT_MODEL_NAME,
+    LORA_ADAPTER_SUFFIX,
     Lockfile,
     library_models,
     lockfile_path,
@@ -59,6 +63,13 @@ _HASH_BLOCK = 4 * 2**20
 
 CATALOG_JOB = "catalog"
 CHECKPOINT_JOB = "checkpoint"
+
+LORA_MERGE = "merge"
+LORA_RUNTIME = "runtime"
+LORA_MODES = (LORA_MERGE, LORA_RUNTIME)
+RUNTIME_LORA_LABEL = "-runtime"
+"""Added to the library name of a build that keeps its LoRA adapter separate, so the merged build of
+the same quant can stay beside it."""
 
 
 class JobError(Exception):
@@ -215,24 +226,31 @@ class Jobs:
         variant_id: str,
         quant: str = DEFAULT_QUANT,
         *,
+        lora: str = LORA_MERGE,
         base: Path | None = None,
         progress: JobProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> RegisteredModel:
         """Build catalog variant ``variant_id`` as ``quant`` into the library, resuming an unfinished job.
 
+        ``lora`` is what happens to a LoRA variant's adapter: "merge" bakes it into the weights;
+        "runtime" registers the base as ``<name>.gguf`` (named ``<variant>-<quant>-runtime``) with
+        the adapter beside it as ``<name>.lora.gguf``, which the engine loads with it.
         ``base`` is a local copy of the base model the recipe starts from (a checkpoint directory,
         or BELLE's key file); without it the catalog's ``base_hub_id`` is downloaded.
         """
         quant = _checked_quant(quant)
         variant = self._variant(variant_id)
+        _check_lora_mode(variant, lora)
         if base is not None and not base.exists():
             raise JobError(f"base model not found: {base}; check the path")
-        params = {"base": str(base.resolve())} if base is not None else {}
+        params: dict[str, str] = {"base": str(base.resolve())} if base is not None else {}
+        if lora == LORA_RUNTIME:  # merged builds keep the params they always had, so their jobs still resume
+            params["lora"] = LORA_RUNTIME
         job = self.store.unfinished_job(CATALOG_JOB, variant.id, quant)
         if job is None or job.params != params:  # another base is another build; the Hub cache keeps downloads
-            self._free_destination(variant.id, quant)
-            job = self.store.create_job(CATALOG_JOB, variant.id, quant, catalog_steps(variant, quant), params)
+            self._free_destination(variant.id, _build_label(quant, lora))
+            job = self.store.create_job(CATALOG_JOB, variant.id, quant, catalog_steps(variant, quant, lora), params)
         return self._execute(job, progress, cancel)
 
     def import_checkpoint(
@@ -340,6 +358,8 @@ class Jobs:
                       and m.path.is_relative_to(library)), None)
         if model is None or model.path is None:
             raise JobError(f"no model named {name!r} in the library; `zootui models` lists them")
+        if model.lockfile is not None and model.lockfile.lora_adapter:
+            (model.path.parent / model.lockfile.lora_adapter).unlink(missing_ok=True)
         lockfile_path(model.path).unlink(missing_ok=True)
         model.path.unlink(missing_ok=True)
         if model.path.parent != library and not any(model.path.parent.iterdir()):
@@ -399,7 +419,7 @@ class Jobs:
     @staticmethod
     def _still_there(result: dict[str, Any] | None) -> bool:
         """Every output path a finished step recorded still exists."""
-        paths = [Path(p) for key, p in (result or {}).items() if key in ("directory", "checkpoint", "gguf")]
+        paths = [Path(p) for key, p in (result or {}).items() if key in ("directory", "checkpoint", "gguf", "adapter")]
         paths += [Path(s["directory"]) for s in (result or {}).get("snapshots", ())]
         return all(p.exists() for p in paths)
 
@@ -410,7 +430,16 @@ class Jobs:
         return job.target if job.kind == CATALOG_JOB else job.params["name"]
 
     def _name(self, job: Job) -> str:
-        return registered_name(self._model_id(job), job.quant)
+        return registered_name(self._model_id(job), _job_label(job))
+
+    def _destination(self, job: Job) -> Path:
+        return registered_path(self.data_dir, self._model_id(job), _job_label(job))
+
+    def _base_dir(self, run: _Run) -> Path:
+        """The base model a recipe starts from: the user's copy, or the downloaded one."""
+        if "base" in run.job.params:
+            return Path(run.job.params["base"])
+        return next(Path(s["directory"]) for s in run.result("download")["snapshots"] if s["role"] == "base")
 
     def _variant_of(self, job: Job) -> Variant | None:
         return self.catalog.variant(job.target)[1] if job.kind == CATALOG_JOB else None
@@ -469,8 +498,10 @@ class Jobs:
         assert variant is not None
         snapshots = {s["role"]: Path(s["directory"]) for s in run.result("download")["snapshots"]}
         adapters = [Path(s["directory"]) for s in run.result("download")["snapshots"] if s["role"] == "adapter"]
-        base = Path(run.job.params["base"]) if "base" in run.job.params else snapshots["base"]
+        base = self._base_dir(run)
         published = snapshots["model"]
+        # A build that keeps the variant's adapter for run time merges only the merge_first chain.
+        merged_adapters = [*adapters, *([] if _keeps_adapter(run.job) else [published])]
         out = self._work_dir(run.job) / "recovered"
         _remove_with_leftovers(out)
         common = {"progress": run.converter_progress, "cancel": run.cancel}
@@ -481,7 +512,7 @@ class Jobs:
                 base, published, out, pad_rows="mean", dtype=np.float32, expected_sum=variant.weight_sum, **common),
             Recipe.XOR_FILES: lambda: recover.xor_files(published, base, out, **common),
             Recipe.XOR_KEYSTREAM: lambda: recover.decrypt_keystream(published, base, out, **common),
-            Recipe.LORA_MERGE: lambda: recover.merge_lora(base, [*adapters, published], out, **common),
+            Recipe.LORA_MERGE: lambda: recover.merge_lora(base, merged_adapters, out, **common),
         }
         if variant.recipe not in recipes:
             raise JobError(f"{variant.id}: recipe {variant.recipe.value!r} is not implemented")
@@ -499,24 +530,32 @@ class Jobs:
         writes_target = job.quant in DIRECT_TYPES
         out = self._work_dir(job) / (f"{self._name(job)}.gguf" if writes_target else "model-f16.gguf")
         _remove_with_leftovers(out)
-        template, eos, provenance = None, None, {}
+        template, eos, stop, provenance = None, None, (), {}
         if job.kind == CATALOG_JOB:
             variant = self._variant_of(job)
             assert variant is not None
-            source = Path(run.result("recover")["checkpoint"]) if variant.recipe is not Recipe.NONE else None
             snapshot = next(s for s in run.result("download")["snapshots"] if s["role"] == "model")
-            source = source or Path(snapshot["directory"])
             provenance = {"repo": snapshot["repo"], "revision": snapshot["revision"]}
+            if _has_step(job, "recover"):
+                source = Path(run.result("recover")["checkpoint"])
+            elif variant.recipe is Recipe.NONE:
+                source = Path(snapshot["directory"])
+            else:  # a LoRA kept for run time with no chain to merge first: the GGUF is the base itself
+                # No provenance given: convert infers the base's repo and revision from its Hub cache path.
+                source, provenance = self._base_dir(run), {}
             format_name = variant.prompt_format
+            stop = variant.stop
         else:
             source = Path(run.result("read")["directory"])
             format_name = job.params.get("prompt_format")
         if format_name:
             chosen = _format_or_error(format_name)
             template, eos = chosen.template, chosen.eos
+            stop = tuple(dict.fromkeys((*chosen.stop, *stop)))
         try:
             convert(source, out, outtype=job.quant if writes_target else "f16", chat_template=template,
-                    eos_token=eos, provenance=provenance, progress=run.converter_progress, cancel=run.cancel)
+                    eos_token=eos, stop_strings=stop, provenance=provenance, progress=run.converter_progress,
+                    cancel=run.cancel)
         except ConversionError as error:
             raise _job_error(error) from error
         return {"gguf": str(out)}
@@ -532,20 +571,44 @@ class Jobs:
             raise _job_error(error) from error
         return {"gguf": str(out)}
 
+    def _step_adapter(self, run: _Run) -> dict[str, Any]:
+        """Write the variant's own LoRA adapter as a GGUF LoRA (float32) for the base GGUF it goes with."""
+        import json
+
+        from converters import ConversionError, recover
+
+        published = next(Path(s["directory"]) for s in run.result("download")["snapshots"] if s["role"] == "model")
+        out = self._work_dir(run.job) / f"{self._name(run.job)}{LORA_ADAPTER_SUFFIX}"
+        _remove_with_leftovers(out)
+        # The base's config gives the architecture, whose tensor names and row order the adapter must match.
+        base_config = json.loads((self._base_dir(run) / "config.json").read_text("utf-8"))
+        try:
+            recover.write_lora_gguf(published, base_config, out)
+        except ConversionError as error:
+            raise _job_error(error) from error
+        run.report(1, 1, out.name)
+        return {"adapter": str(out)}
+
     def _built_gguf(self, run: _Run) -> Path:
-        built = "quantize" if any(step.name == "quantize" for step in run.job.steps) else "convert"
+        built = "quantize" if _has_step(run.job, "quantize") else "convert"
         return Path(run.result(built)["gguf"])
+
+    def _built_adapter(self, run: _Run) -> Path | None:
+        return Path(run.result("adapter")["adapter"]) if _has_step(run.job, "adapter") else None
 
     def _step_smoke_test(self, run: _Run) -> dict[str, Any]:
         """Load the GGUF with llama.cpp and generate a few tokens greedily: it loads, runs and says something."""
         import llama_cpp
 
         path = self._built_gguf(run)
+        adapter = self._built_adapter(run)
         try:
             # logits_all keeps every position's logits, which the finiteness check reads.
-            llm = llama_cpp.Llama(model_path=str(path), n_ctx=SMOKE_CONTEXT, seed=0, logits_all=True, verbose=False)
+            llm = llama_cpp.Llama(model_path=str(path), lora_path=str(adapter) if adapter else None,
+                                  n_ctx=SMOKE_CONTEXT, seed=0, logits_all=True, verbose=False)
         except (ValueError, RuntimeError) as error:
-            raise JobError(f"smoke test failed: llama.cpp could not load {path.name} ({error})") from error
+            loaded = f"{path.name} with {adapter.name}" if adapter else path.name
+            raise JobError(f"smoke test failed: llama.cpp could not load {loaded} ({error})") from error
         try:
             started = time.perf_counter()
             completion = llm.create_completion(SMOKE_PROMPT, max_tokens=SMOKE_TOKENS, temperature=0.0)
@@ -572,13 +635,19 @@ class Jobs:
     def _step_register(self, run: _Run) -> dict[str, Any]:
         job = run.job
         name = self._name(job)
-        destination = registered_path(self.data_dir, self._model_id(job), job.quant)
-        built = self._built_gguf(run)
-        if built.exists():  # absent when a previous run moved it and was killed before recording this step
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(built, destination)
+        destination = self._destination(job)
+        moves = [(self._built_gguf(run), destination)]
+        adapter, adapter_destination = self._built_adapter(run), None
+        if adapter is not None:
+            adapter_destination = destination.with_name(destination.stem + LORA_ADAPTER_SUFFIX)
+            moves.append((adapter, adapter_destination))
+        for built, target in moves:
+            if built.exists():  # absent when a previous run moved it and was killed before recording this step
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(built, target)
         run.report(0, 0, f"sha256 of {destination.name}")
         digest = _sha256(destination)
+        adapter_digest = _sha256(adapter_destination) if adapter_destination else None
         variant = self._variant_of(job)
         if job.kind == CATALOG_JOB:
             assert variant is not None
@@ -597,20 +666,55 @@ class Jobs:
         lockfile = Lockfile(
             name=name, quant=job.quant, output_sha256=digest, catalog_id=variant.id if variant else None,
             recipe=recipe, sources=sources, inputs=inputs, tools=tool_versions(), prompt_format=format_name,
-            stop=stop, smoke_test=run.result("smoke_test"), created_at=_now())
+            stop=stop, smoke_test=run.result("smoke_test"), created_at=_now(),
+            lora_adapter=adapter_destination.name if adapter_destination else None, lora_adapter_sha256=adapter_digest)
         write_atomically(lockfile_path(destination), lockfile.to_json())
         return {"gguf": str(destination)}
 
 
-def catalog_steps(variant: Variant, quant: str) -> list[str]:
-    """The steps that get a catalog variant as ``quant``, in order."""
-    return ["download", *(["recover"] if variant.recipe is not Recipe.NONE else []), *_build_steps(quant)]
+def catalog_steps(variant: Variant, quant: str, lora: str = LORA_MERGE) -> list[str]:
+    """The steps that get a catalog variant as ``quant``, in order.
+
+    With ``lora="runtime"`` recover merges only the ``merge_first`` chain (and is left out without
+    one), and "adapter" writes the variant's own adapter before the smoke test, which loads both.
+    """
+    keeps_adapter = lora == LORA_RUNTIME
+    recovers = variant.recipe is not Recipe.NONE and not (keeps_adapter and not variant.merge_first)
+    build = _build_steps(quant)
+    if keeps_adapter:
+        build.insert(build.index("smoke_test"), "adapter")
+    return ["download", *(["recover"] if recovers else []), *build]
 
 
 def _build_steps(quant: str) -> list[str]:
     from converters.convert import DIRECT_TYPES
 
     return ["convert", *(["quantize"] if quant not in DIRECT_TYPES else []), "smoke_test", "register"]
+
+
+def _check_lora_mode(variant: Variant, lora: str) -> None:
+    if lora not in LORA_MODES:
+        raise JobError(f"unknown LoRA mode {lora!r}; choose {' or '.join(LORA_MODES)}")
+    if lora == LORA_RUNTIME and variant.recipe is not Recipe.LORA_MERGE:
+        raise JobError(f"{variant.id} is not released as a LoRA adapter (recipe {variant.recipe.value!r}), "
+                       "so there is no adapter to apply at run time; get it without --lora runtime")
+
+
+def _build_label(quant: str, lora: str) -> str:
+    """What a build's library name adds to the variant id (see ``registered_name``)."""
+    return quant + RUNTIME_LORA_LABEL if lora == LORA_RUNTIME else quant
+
+
+def _keeps_adapter(job: Job) -> bool:
+    return job.params.get("lora") == LORA_RUNTIME
+
+
+def _job_label(job: Job) -> str:
+    return _build_label(job.quant, LORA_RUNTIME if _keeps_adapter(job) else LORA_MERGE)
+
+
+def _has_step(job: Job, name: str) -> bool:
+    return any(step.name == name for step in job.steps)
 
 
 def _checked_quant(quant: str) -> str:

@@ -27,6 +27,8 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 LOCKFILE_SUFFIX = ".lock.json"
+LORA_ADAPTER_SUFFIX = ".lora.gguf"
+"""A LoRA adapter kept beside its base GGUF (``<name>.lora.gguf``); llama.cpp applies it at load time."""
 
 
 class ModelNotFound(Exception):
@@ -53,6 +55,9 @@ class Lockfile:
     stop: list[str] = field(default_factory=list)
     smoke_test: dict[str, Any] | None = None
     created_at: str = ""
+    lora_adapter: str | None = None
+    """File name, in the GGUF's directory, of the LoRA adapter loaded with it; None when merged or not a LoRA."""
+    lora_adapter_sha256: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, indent=2, ensure_ascii=False) + "\n"
@@ -136,6 +141,8 @@ def library_models(data_dir: Path) -> list[LibraryModel]:
     directory = models_dir(data_dir)
     if directory.is_dir():
         for path in sorted(directory.rglob("*.gguf")):
+            if path.name.endswith(LORA_ADAPTER_SUFFIX):  # half of the model its lockfile names; not one to load alone
+                continue
             lockfile = read_lockfile(path)
             described = f"{path.relative_to(directory)}"
             if lockfile is not None:

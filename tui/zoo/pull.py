@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 
 from converters import OUTTYPES, ConsoleProgress, Progress
-from tui.zoo.jobs import DEFAULT_QUANT, JobCancelled, JobError, JobProgress, Jobs, RegisteredModel
+from tui.zoo.jobs import (DEFAULT_QUANT, LORA_MERGE, LORA_MODES, JobCancelled, JobError, JobProgress, Jobs,
+                          RegisteredModel)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"output type: {', '.join(OUTTYPES)} (default: {DEFAULT_QUANT})")
     parser.add_argument("--import", dest="import_path", type=Path, metavar="PATH",
                         help="import a local .gguf file or Hugging Face checkpoint directory instead")
+    parser.add_argument("--lora", choices=LORA_MODES, default=LORA_MERGE,
+                        help="for a LoRA variant: merge the adapter into the weights (default), or keep it as a "
+                             "GGUF LoRA beside the base that llama.cpp applies at run time")
     parser.add_argument("--base", type=Path, metavar="PATH",
                         help="your copy of the base model the variant is rebuilt from (instead of downloading it)")
     parser.add_argument("--name", metavar="NAME", help="with --import: library name (default: the file or directory name)")
@@ -56,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--name and --prompt-format go with --import; a catalog variant has its own")
     if args.import_path is not None and args.base:
         return _fail("--base goes with a catalog variant ID, which is rebuilt from a base model")
+    if args.import_path is not None and args.lora != LORA_MERGE:
+        return _fail("--lora goes with a catalog variant ID released as a LoRA adapter")
     cancel = threading.Event()
     try:
         jobs = Jobs(Store.open_default(), data_dir())
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _pull(jobs: Jobs, args: argparse.Namespace, progress: _JobConsole, cancel: threading.Event) -> RegisteredModel:
     if args.variant is not None:
-        return jobs.get_model(args.variant, args.quant, base=args.base, progress=progress, cancel=cancel)
+        return jobs.get_model(args.variant, args.quant, lora=args.lora, base=args.base, progress=progress,
+                              cancel=cancel)
     source: Path = args.import_path.expanduser()
     if source.is_dir():
         return jobs.import_checkpoint(source, args.quant, name=args.name, prompt_format_name=args.prompt_format,

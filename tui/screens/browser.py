@@ -26,11 +26,23 @@ PREVIEW_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."
 # Job progress reaches the screen at most this often; a download reports on every chunk.
 PROGRESS_INTERVAL = 0.2
 DETAIL_DELAY = 0.15
-COLUMNS = ("Family", "Variant", "Arch", "Params", "Size", "License", "Release", "Status")
+COLUMNS = ("Family", "Variant", "Status", "Params", "Size", "Release", "Arch", "License")
+# Longest text a column shows, so that status and size stay on screen in an 80-column terminal.
+COLUMN_WIDTHS = {"family": 16, "variant": 30, "status": 24, "arch": 18, "license": 24}
 
 
 def _number(value: float | None, unit: str) -> str:
     return "" if value is None else f"{value:g} {unit}"
+
+
+def _clip(text: str, column: str) -> str:
+    width = COLUMN_WIDTHS[column]
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _text(text: str) -> str:
+    """Catalog prose as Markdown text: token names like <s> must not read as HTML tags."""
+    return text.replace("\\", "\\\\").replace("<", "\\<").replace("*", "\\*").replace("_", "\\_")
 
 
 def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
@@ -39,7 +51,7 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
 
     lines = [f"## {row.variant}", ""]
     if row.system is not None:
-        lines += [row.system.summary, ""]
+        lines += [_text(row.system.summary), ""]
     variant = row.catalog_variant
     if variant is not None:
         lines += [
@@ -47,12 +59,12 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
             + (" (gated: log in with `hf auth login`)" if variant.gated else ""),
             f"- **Architecture:** {variant.arch} · {_number(variant.parameters_b, 'B parameters')}"
             f" · download {_number(variant.download_gb, 'GB') or 'size unknown'}",
-            f"- **License:** {variant.license}",
+            f"- **License:** {_text(variant.license)}",
             f"- **Release:** {variant.release_form.value} · **recipe:** {variant.recipe.value}"
-            + (f" · **base:** {variant.base}" + (f" (`{variant.base_hub_id}`)" if variant.base_hub_id else "")
+            + (f" · **base:** {_text(variant.base)}" + (f" (`{variant.base_hub_id}`)" if variant.base_hub_id else "")
                if variant.base else ""),
-            f"- **Tokenizer:** {variant.tokenizer}",
-            f"- **Status:** {row.status}" + (f" — {row.reason}" if row.reason else ""),
+            f"- **Tokenizer:** {_text(variant.tokenizer)}",
+            f"- **Status:** {row.status}" + (f" — {_text(row.reason)}" if row.reason else ""),
             "",
         ]
         if variant.status is Status.SUPPORTED:
@@ -69,7 +81,7 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
                                    else "<|endoftext|>")
             lines += [f"### Prompt ({variant.prompt_format})", "", "```text", prompt, "```", ""]
         if variant.notes:
-            lines += ["### Notes", ""] + [f"- {note}" for note in variant.notes] + [""]
+            lines += ["### Notes", ""] + [f"- {_text(note)}" for note in variant.notes] + [""]
     for model in row.library:
         lines.append(f"- **On this machine:** `{model.name}` — {model.path}")
     if row.library:
@@ -219,9 +231,11 @@ class ModelBrowser(Screen):
         self._shown = [row for row in self.rows if row.matches(text)]
         table.clear()
         for row in self._shown:
-            table.add_row(row.family, row.variant, row.arch, _number(row.parameters_b, "B"),
-                          _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
-                          row.license[:28], row.release_form, row.status, key=row.key)
+            table.add_row(_clip(row.family, "family"), _clip(row.variant, "variant"), _clip(row.status, "status"),
+                          _number(row.parameters_b, "B"),
+                          _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"), row.release_form,
+                          _clip(row.arch.removesuffix("ForCausalLM"), "arch"), _clip(row.license, "license"),
+                          key=row.key)
         keys = [row.key for row in self._shown]
         if selected in keys:
             table.move_cursor(row=keys.index(selected))

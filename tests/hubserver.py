@@ -165,7 +165,10 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             """``GET /api/models?search=``: repos whose id contains the text, as the Hub lists them."""
             found = [{"_id": repo.commit[:24], "id": repo_id, "modelId": repo_id}
                      for repo_id, repo in sorted(state.repos.items()) if text.lower() in repo_id.lower()]
-            body = json.dumps(found).encode()
+            self._send_json(found, send_body)
+
+        def _send_json(self, document: object, send_body: bool) -> None:
+            body = json.dumps(document).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -204,13 +207,7 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
                 "disabled": False,
                 "siblings": siblings,
             }
-            body = json.dumps(info).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
+            self._send_json(info, send_body)
 
         def _resolve(self, repo_id: str, revision: str, path: str, send_body: bool) -> None:
             repo = self._find(repo_id, revision, send_body)

@@ -35,6 +35,16 @@ def detail(screen: ModelBrowser) -> str:
     return screen.query_one("#detail", Markdown).source
 
 
+async def search_hub(pilot, text: str) -> None:
+    """Open the browser and submit a Hub search for text."""
+    await pilot.press("ctrl+b")
+    await pilot.pause()
+    await pilot.press("h")
+    await pilot.pause()
+    pilot.app.screen.query_one(Input).value = text
+    await pilot.press("enter")
+
+
 async def test_catalog_and_library_in_one_filterable_table(fast_settings, isolated_dirs):
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
@@ -144,12 +154,7 @@ async def test_hub_search_lists_matching_repositories(fast_settings, isolated_di
     with serve_tiny_zoo(tmp_path, monkeypatch):
         app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
         async with app.run_test(size=WIDE) as pilot:
-            await pilot.press("ctrl+b")
-            await pilot.pause()
-            await pilot.press("h")
-            await pilot.pause()
-            app.screen.query_one(Input).value = "tiny-chat"
-            await pilot.press("enter")
+            await search_hub(pilot, "tiny-chat")
             await wait_until(pilot, lambda: type(app.screen).__name__ == "HubResultsScreen")
             options = app.screen.query_one("OptionList")
             assert [options.get_option_at_index(i).prompt for i in range(options.option_count)] == [
@@ -159,10 +164,5 @@ async def test_hub_search_lists_matching_repositories(fast_settings, isolated_di
 async def test_hub_search_offline_is_one_clear_line(fast_settings, isolated_dirs):
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("ctrl+b")
-        await pilot.pause()
-        await pilot.press("h")
-        await pilot.pause()
-        app.screen.query_one(Input).value = "vicuna"
-        await pilot.press("enter")
+        await search_hub(pilot, "vicuna")
         await wait_until(pilot, lambda: any("offline" in n.message for n in app._notifications))

@@ -332,23 +332,22 @@ def known_shape(variant: Variant) -> KnownShape:
 
 
 def read_gguf(path: Path) -> tuple[ModelShape, WeightLayout, str | None]:
-    """Shape, per-tensor weight sizes and weight type from a GGUF's header (memory-mapped; no tensor data read).
-
-    Remembered per file version: gguf's reader parses the whole vocabulary (seconds for 50k tokens).
-    """
+    """Shape, per-tensor weight sizes and weight type from a GGUF's header (no tensor data read)."""
     status = path.stat()
     return _read_gguf(path.resolve(), status.st_mtime_ns, status.st_size)
 
 
 @lru_cache(maxsize=64)
 def _read_gguf(path: Path, mtime_ns: int, size: int) -> tuple[ModelShape, WeightLayout, str | None]:
+    """Remembered per file version, for the browser moving back and forth over the same models."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
+    from tui.zoo.gguf_header import read_header
+
+    header = read_header(path)
 
     def value(key: str) -> Any:
-        field = reader.get_field(key)
-        return None if field is None else field.contents()
+        return header.metadata.get(key)
 
     arch = str(value(gguf.Keys.General.ARCHITECTURE))
 
@@ -369,7 +368,7 @@ def _read_gguf(path: Path, mtime_ns: int, size: int) -> tuple[ModelShape, Weight
                        source=f"GGUF metadata of {path.name}")
 
     blocks = [0] * n_layer
-    sizes = {tensor.name: int(tensor.n_bytes) for tensor in reader.tensors}
+    sizes = {tensor.name: tensor.n_bytes for tensor in header.tensors}
     input_bytes = 0
     for name, size in sizes.items():
         block = int(name.split(".")[1]) if name.startswith("blk.") else None

@@ -42,6 +42,7 @@ from tui.files import write_atomically
 from tui.store import Job, Store
 from tui.zoo.catalog import Catalog, Recipe, Status, Variant, load_catalog
 from tui.zoo.fit import quant_name
+from tui.zoo.gguf_header import read_header
 from tui.zoo.hub import DownloadProgress, HubError, download
 from tui.zoo.library import (
     DEFAULT_MODEL_NAME,
@@ -316,18 +317,14 @@ class Jobs:
 
     def import_gguf(self, path: Path, *, name: str | None = None) -> RegisteredModel:
         """Copy a GGUF file into the library, with a lockfile holding its sha256."""
-        import gguf
-
         path = path.expanduser()
         if not path.is_file():
             raise JobError(f"GGUF file not found: {path}; check the path")
         try:
-            reader = gguf.GGUFReader(path)
+            file_type = read_header(path).metadata.get("general.file_type")
         except (ValueError, OSError) as error:
             raise JobError(f"{path} is not a readable GGUF file ({error})") from error
-        field = reader.fields.get("general.file_type")
-        quant = quant_name(int(field.contents())) if field is not None else "unknown"
-        del reader  # releases its memory map before the copy
+        quant = quant_name(int(file_type)) if file_type is not None else "unknown"
         name = name or path.stem
         destination = self._free_destination(name)
         destination.parent.mkdir(parents=True, exist_ok=True)

@@ -66,13 +66,12 @@ async def test_tabs_are_created_renamed_closed_and_restored(fast_settings, isola
 async def test_tabs_switch_by_mouse(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
         first = app.tabs.active
         await pilot.press("ctrl+n")
-        await pilot.pause()
-        assert app.tabs.active != first
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2 and app.tabs.active != first)
         await pilot.click(f"#--content-tab-{first}")
-        await pilot.pause()
-        assert app.tabs.active == first
+        await wait_until(pilot, lambda: app.tabs.active == first)
 
 
 async def test_tabs_are_opened_renamed_and_closed_from_the_footer_by_mouse(fast_settings, isolated_dirs):

@@ -26,8 +26,8 @@ PREVIEW_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."
 # Job progress reaches the screen at most this often; a download reports on every chunk.
 PROGRESS_INTERVAL = 0.2
 DETAIL_DELAY = 0.15
-COLUMNS = ("Family", "Variant", "Status", "Params", "Size", "Release", "Arch", "License")
-# Longest text a column shows, so that status and size stay on screen in an 80-column terminal.
+COLUMNS = ("Variant", "Status", "Size", "Params", "Release", "Arch", "License", "Family")
+# Longest text a column shows; variant, status and size come first so that they stay on screen.
 COLUMN_WIDTHS = {"family": 16, "variant": 30, "status": 24, "arch": 18, "license": 24}
 
 
@@ -231,11 +231,11 @@ class ModelBrowser(Screen):
         self._shown = [row for row in self.rows if row.matches(text)]
         table.clear()
         for row in self._shown:
-            table.add_row(_clip(row.family, "family"), _clip(row.variant, "variant"), _clip(row.status, "status"),
-                          _number(row.parameters_b, "B"),
-                          _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"), row.release_form,
+            table.add_row(_clip(row.variant, "variant"), _clip(row.status, "status"),
+                          _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
+                          _number(row.parameters_b, "B"), row.release_form,
                           _clip(row.arch.removesuffix("ForCausalLM"), "arch"), _clip(row.license, "license"),
-                          key=row.key)
+                          _clip(row.family, "family"), key=row.key)
         keys = [row.key for row in self._shown]
         if selected in keys:
             table.move_cursor(row=keys.index(selected))

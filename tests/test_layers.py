@@ -71,3 +71,12 @@ def test_headless_paths_load_no_textual_at_run_time(cli_env):
     )
     result = subprocess.run([sys.executable, "-c", script], env=cli_env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_test_directory_shadows_a_project_package():
+    # tests/ is on sys.path during the run: a tests/converters folder once became the `converters`
+    # namespace package for code importing it late (from a worker thread, after a chdir).
+    packages = {"tui", "converters", "themes"}
+    shadowing = [path.relative_to(ROOT) for path in (ROOT / "tests").rglob("*")
+                 if path.is_dir() and path.name in packages]
+    assert shadowing == []

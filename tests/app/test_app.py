@@ -36,23 +36,19 @@ async def test_tabs_are_created_renamed_closed_and_restored(fast_settings, isola
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Hello there")
         await pilot.press("ctrl+n")
-        await pilot.pause()
-        assert app.tabs.tab_count == 2
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2 and app.active_chat.conversation.id == 2)
         await pilot.press("f2")
-        await pilot.pause()
-        rename = app.screen.query_one(Input)
-        rename.value = ""
+        await wait_until(pilot, lambda: isinstance(app.focused, Input))
+        app.focused.value = ""
         await pilot.press(*"Second", "enter")
-        await pilot.pause()
-        assert app.tabs.get_tab(app.tabs.active).label.plain == "Second"
+        await wait_until(pilot, lambda: app.tabs.get_tab(app.tabs.active).label.plain == "Second")
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: app.tabs.tab_count == 3 and app.active_chat.conversation.id == 3)
         await pilot.press("ctrl+w")
         await wait_until(pilot, lambda: app.tabs.tab_count == 2)
         assert 3 not in [conversation.id for conversation in app.store.conversations(open_only=True)]
         await pilot.press("ctrl+pageup")
-        await pilot.pause()
-        assert app.active_chat.conversation.title == "Hello there"
+        await wait_until(pilot, lambda: app.active_chat.conversation.title == "Hello there")
     restarted = make_app(fast_settings, isolated_dirs)
     async with restarted.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -173,7 +169,7 @@ async def test_search_opens_a_closed_conversation(fast_settings, isolated_dirs):
         assert app.tabs.tab_count == 1
         await pilot.press("ctrl+f")
         await wait_until(pilot, lambda: isinstance(app.focused, Input))
-        await pilot.press(*"bamboo")
+        app.focused.value = "bamboo"
         await wait_until(pilot, lambda: app.screen.query_one("OptionList").option_count == 1)
         await pilot.press("enter", "enter")
         await wait_until(pilot, lambda: app.tabs.tab_count == 2)

@@ -91,7 +91,7 @@ async def test_chat_on_a_library_model_opens_a_tab(fast_settings, isolated_dirs)
         screen = browser(app)
         await select(pilot, screen, DEFAULT_MODEL_NAME)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2 and app.active_chat.conversation.id == 2)
         assert not isinstance(app.screen, ModelBrowser)
         assert app.active_chat.conversation.model == DEFAULT_MODEL_NAME
 
@@ -146,7 +146,7 @@ async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings
             assert steps_shown[0] == "download" and "register" in steps_shown
             await select(pilot, screen, VARIANT)
             await pilot.press("enter")
-            await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+            await wait_until(pilot, lambda: app.tabs.tab_count == 2 and app.active_chat.conversation.id == 2)
             assert app.active_chat.conversation.model == row.library[0].name
 
 

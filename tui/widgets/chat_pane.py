@@ -99,6 +99,9 @@ class ChatPane(Vertical):
                                 self.service.params(self.conversation), classes="settings")
 
     async def on_show(self) -> None:
+        # Focus first: focusing after the await below could land when another tab or a dialog is in front,
+        # and a focused widget pulls its tab to the front.
+        self.query_one(PromptArea).focus()
         # Past messages are mounted when a tab is first shown, so many open tabs start fast.
         if not self._loaded:
             self._loaded = True
@@ -110,7 +113,6 @@ class ChatPane(Vertical):
             await messages.mount_all(views)
             messages.scroll_end(animate=False)
             self._show_reply_status(next((stats for _, stats in reversed(stored) if stats), None))
-        self.query_one(PromptArea).focus()
 
     def _show_reply_status(self, stats: ReplyStats | None) -> None:
         self._show_status(f"context {stats.context_used}/{stats.context_size} · last reply "

@@ -201,15 +201,39 @@ def first_frame_seconds(runs: int = 5) -> float:
     return statistics.median(times)
 
 
+def run_phase(phase: str, args: argparse.Namespace) -> object:
+    """One measurement, run in this process (see ``in_own_process``)."""
+    model = default_model_path()
+    settings = with_overrides(Settings(), "engine", n_threads=args.threads, n_ctx=2048, flash_attn=True)
+    settings = with_overrides(settings, "chat", temperature=0.0, max_tokens=args.tokens, repeat_penalty=1.0)
+    if phase.startswith("high-level-"):
+        return high_level_loop(model, args.threads, args.tokens, flash=phase.endswith("on"))
+    if phase == "engine":
+        return engine_alone(model, settings, args.tokens)
+    if phase == "app":
+        return asyncio.run(through_the_app(settings, args.tokens))
+    raise ValueError(phase)
+
+
+def in_own_process(phase: str, args: argparse.Namespace) -> object:
+    """Each measurement runs in a fresh process: llama.cpp's worker threads from an earlier model in the
+    same process keep spinning for a while and would slow whatever is measured next."""
+    result = subprocess.run([sys.executable, __file__, "--phase", phase, "--threads", str(args.threads),
+                             "--tokens", str(args.tokens)], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--no-llama-bench", action="store_true", help="skip building and running llama-bench")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, args)))
+        return
     model = default_model_path()
-    settings = with_overrides(Settings(), "engine", n_threads=args.threads, n_ctx=2048, flash_attn=True)
-    settings = with_overrides(settings, "chat", temperature=0.0, max_tokens=args.tokens, repeat_penalty=1.0)
     print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens, prompt {PROMPT!r}")
     print(f"machine: {os.cpu_count()} CPUs, {sys.platform}")
 
@@ -218,11 +242,11 @@ def main() -> None:
         for flash in (False, True):
             rows.append((f"llama-bench tg{args.tokens} (flash attn {'on' if flash else 'off'})",
                          llama_bench(model, args.threads, args.tokens, flash)))
-    for flash in (False, True):
-        rows.append((f"llama-cpp-python create_completion stream (flash attn {'on' if flash else 'off'})",
-                     high_level_loop(model, args.threads, args.tokens, flash)))
-    rows.append(("zootui engine alone (flash attn on)", engine_alone(model, settings, args.tokens)))
-    app = asyncio.run(through_the_app(settings, args.tokens))
+    for flash in ("off", "on"):
+        rows.append((f"llama-cpp-python create_completion stream (flash attn {flash})",
+                     in_own_process(f"high-level-{flash}", args)))
+    rows.append(("zootui engine alone (flash attn on)", in_own_process("engine", args)))
+    app = in_own_process("app", args)
     rows.append((f"zootui app, headless Pilot ({app['app_tokens']} tokens)", app["app_tokens_per_second"]))
 
     width = max(len(name) for name, _ in rows)

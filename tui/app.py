@@ -75,8 +75,9 @@ class ZooApp(App):
             self._startup_warnings.append(f"{interrupted} reply(ies) were cut off when zootui last stopped; "
                                           f"what was generated is kept (ctrl+r regenerates).")
         conversations = self.store.conversations(open_only=True)
+        models = self._chat_models()  # one scan of the library for every tab restored at start
         for conversation in conversations:
-            await self._add_tab(conversation)
+            await self._add_tab(conversation, models)
         if not conversations or self._new_chat_model:
             await self.action_new_chat(model=self._new_chat_model)
         for warning in self._startup_warnings:
@@ -107,8 +108,10 @@ class ZooApp(App):
     def _chat_models(self) -> list[str]:
         return [model.name for model in library_models(self.engines.data_dir)]
 
-    async def _add_tab(self, conversation: Conversation) -> None:
-        pane = TabPane(_tab_label(conversation), ChatPane(conversation, self.service, self._chat_models()),
+    async def _add_tab(self, conversation: Conversation, models: list[str] | None = None) -> None:
+        """A tab for the conversation; models (the library's names) may be given to spare a rescan."""
+        pane = TabPane(_tab_label(conversation),
+                       ChatPane(conversation, self.service, models or self._chat_models()),
                        id=_pane_id(conversation.id))
         await self.tabs.add_pane(pane)
 

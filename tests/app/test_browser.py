@@ -22,6 +22,12 @@ def browser(app: ZooApp) -> ModelBrowser:
     return app.screen
 
 
+async def open_browser(pilot) -> ModelBrowser:
+    await pilot.press("ctrl+b")
+    await pilot.pause()
+    return browser(pilot.app)
+
+
 def shown_keys(screen: ModelBrowser) -> list[str]:
     return [row.key for row in screen._shown]
 
@@ -37,8 +43,7 @@ def detail(screen: ModelBrowser) -> str:
 
 async def search_hub(pilot, text: str) -> None:
     """Open the browser and submit a Hub search for text."""
-    await pilot.press("ctrl+b")
-    await pilot.pause()
+    await open_browser(pilot)
     await pilot.press("h")
     await pilot.pause()
     pilot.app.screen.query_one(Input).value = text
@@ -48,9 +53,7 @@ async def search_hub(pilot, text: str) -> None:
 async def test_catalog_and_library_in_one_filterable_table(fast_settings, isolated_dirs):
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("ctrl+b")
-        await pilot.pause()
-        screen = browser(app)
+        screen = await open_browser(pilot)
         catalog_ids = [variant.id for _, variant in load_catalog().variants()]
         assert shown_keys(screen) == [DEFAULT_MODEL_NAME, *catalog_ids]
         await pilot.press("slash", *"dolly")
@@ -69,9 +72,7 @@ async def test_catalog_and_library_in_one_filterable_table(fast_settings, isolat
 async def test_unsupported_models_say_why_and_cannot_be_fetched(fast_settings, isolated_dirs):
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("ctrl+b")
-        await pilot.pause()
-        screen = browser(app)
+        screen = await open_browser(pilot)
         screen.query_one("#filter", Input).value = "chatglm-6b"
         await pilot.pause()
         row = screen._shown[0]
@@ -86,9 +87,7 @@ async def test_unsupported_models_say_why_and_cannot_be_fetched(fast_settings, i
 async def test_chat_on_a_library_model_opens_a_tab(fast_settings, isolated_dirs):
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("ctrl+b")
-        await pilot.pause()
-        screen = browser(app)
+        screen = await open_browser(pilot)
         await select(pilot, screen, DEFAULT_MODEL_NAME)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.tabs.tab_count == 2 and app.active_chat.conversation.id == 2)
@@ -101,9 +100,7 @@ async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path,
     shutil.copyfile(model_path, copy)
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("ctrl+b")
-        await pilot.pause()
-        screen = browser(app)
+        screen = await open_browser(pilot)
         await pilot.press("i")
         await pilot.pause()
         app.screen.query_one(Input).value = str(copy)

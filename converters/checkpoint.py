@@ -62,7 +62,7 @@ class _Entry:
         """First and one-past-last byte in the file that the tensor can touch."""
         if self.strides is None:
             return self.offset, self.offset + self.nbytes
-        last = sum((d - 1) * s for d, s in zip(self.shape, self.strides)) if self.nbytes else -1
+        last = sum((d - 1) * s for d, s in zip(self.shape, self.strides, strict=False)) if self.nbytes else -1
         return self.offset, self.offset + (last + 1) * self.storage_dtype.itemsize
 
 
@@ -95,15 +95,23 @@ def _read_safetensors_header(path: Path) -> list[tuple[str, _Entry]]:
         try:
             dtype_name, shape, (begin, end) = meta["dtype"], tuple(int(d) for d in meta["shape"]), meta["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise ConversionError(f"{path.name} has a corrupt safetensors header (entry {name}); re-download it") from None
+            raise ConversionError(
+                f"{path.name} has a corrupt safetensors header (entry {name}); re-download it"
+            ) from None
         dtype = SAFETENSORS_DTYPES.get(dtype_name)
         if dtype is None:
-            raise ConversionError(f"{path.name}: tensor {name} has unsupported dtype {dtype_name}; convert it to f16/bf16/f32 first")
+            raise ConversionError(
+                f"{path.name}: tensor {name} has unsupported dtype {dtype_name}; convert it to f16/bf16/f32 first"
+            )
         numel = math.prod(shape)
         if end - begin != numel * dtype.itemsize or begin < 0:
-            raise ConversionError(f"{path.name} has a corrupt safetensors header (size of {name} does not match its shape); re-download it")
+            raise ConversionError(
+                f"{path.name} has a corrupt safetensors header (size of {name} does not match its shape); re-download it"
+            )
         if data_start + end > size:
-            raise ConversionError(f"{path.name} is truncated ({size} bytes, {name} ends at {data_start + end}); re-download it")
+            raise ConversionError(
+                f"{path.name} is truncated ({size} bytes, {name} ends at {data_start + end}); re-download it"
+            )
         entries.append((name, _Entry(path, data_start + begin, dtype, numel, shape, None, dtype_name == "BF16")))
     entries.sort(key=lambda item: item[1].offset)  # file order
     return entries
@@ -118,10 +126,14 @@ def _read_torch_bin(path: Path) -> list[tuple[str, _Entry]]:
         contiguous_strides = tuple(int(s) for s in np.cumprod((1,) + ref.shape[:0:-1])[::-1]) if ref.shape else ()
         strides = None if ref.stride == contiguous_strides else ref.stride
         offset = index.storage_offsets[ref.storage.key] + ref.storage_offset * dtype.itemsize
-        entry = _Entry(path, offset, dtype, ref.storage.numel, ref.shape, strides, ref.storage.kind.name == "BFloat16Storage")
+        entry = _Entry(
+            path, offset, dtype, ref.storage.numel, ref.shape, strides, ref.storage.kind.name == "BFloat16Storage"
+        )
         storage_end = index.storage_offsets[ref.storage.key] + ref.storage.numel * dtype.itemsize
         if entry.byte_span()[1] > storage_end or storage_end > size:
-            raise ConversionError(f"{path.name}: tensor {name} reaches past its storage; the file is corrupt, re-download it")
+            raise ConversionError(
+                f"{path.name}: tensor {name} reaches past its storage; the file is corrupt, re-download it"
+            )
         entries.append((name, entry))
     return entries
 
@@ -178,7 +190,7 @@ class Checkpoint:
                 )
         self._maps: dict[Path, mmap.mmap] = {}
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:
         return self
 
     def __exit__(self, *exc_info) -> None:

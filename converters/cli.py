@@ -16,12 +16,37 @@ EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src_dir", metavar="SRC_DIR", type=Path, help="Hugging Face checkpoint directory (config.json + weights + tokenizer)")
-    parser.add_argument("--outtype", default="q4_k_m", type=str.lower, metavar="TYPE", help=f"output type: {', '.join(OUTTYPES)} (default: q4_k_m)")
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT.gguf", help="output file (default: ./<SRC_DIR name>-<TYPE>.gguf)")
-    parser.add_argument("--chat-template", type=Path, metavar="FILE", help="Jinja chat template to embed as tokenizer.chat_template")
-    parser.add_argument("--eos-token", metavar="TEXT", help='end-of-sequence token by its text, overriding the tokenizer\'s (e.g. "### End" for Dolly v2)')
-    parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="a string that ends a reply (repeatable), stored for zootui's chat engine")
+    parser.add_argument(
+        "src_dir",
+        metavar="SRC_DIR",
+        type=Path,
+        help="Hugging Face checkpoint directory (config.json + weights + tokenizer)",
+    )
+    parser.add_argument(
+        "--outtype",
+        default="q4_k_m",
+        type=str.lower,
+        metavar="TYPE",
+        help=f"output type: {', '.join(OUTTYPES)} (default: q4_k_m)",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, metavar="OUT.gguf", help="output file (default: ./<SRC_DIR name>-<TYPE>.gguf)"
+    )
+    parser.add_argument(
+        "--chat-template", type=Path, metavar="FILE", help="Jinja chat template to embed as tokenizer.chat_template"
+    )
+    parser.add_argument(
+        "--eos-token",
+        metavar="TEXT",
+        help='end-of-sequence token by its text, overriding the tokenizer\'s (e.g. "### End" for Dolly v2)',
+    )
+    parser.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a string that ends a reply (repeatable), stored for zootui's chat engine",
+    )
     parser.add_argument("--repo", metavar="ORG/NAME", help="source repository recorded in the GGUF metadata")
     parser.add_argument("--revision", metavar="REV", help="source revision recorded in the GGUF metadata")
     parser.add_argument("--threads", type=int, metavar="N", help="quantizer threads (default: all cores)")

@@ -15,10 +15,10 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import gguf
 import numpy as np
@@ -165,7 +165,9 @@ class _Writer:
             writer.write_ti_data_to_file()
             failed = threading.Event()  # don't keep reading a large checkpoint for a file that will be deleted
             with ThreadPoolExecutor(max_workers=1) as pool:
-                digests: list[Future[str]] = [pool.submit(_sha256, f, lambda: failed.is_set() or self._cancelled()) for f in files]
+                digests: list[Future[str]] = [
+                    pool.submit(_sha256, f, lambda: failed.is_set() or self._cancelled()) for f in files
+                ]
                 try:
                     self._write_data(writer, writer.fout[0])
                 except BaseException:
@@ -192,7 +194,9 @@ class _Writer:
             for start in range(0, rows, step):
                 if self._cancelled():
                     raise ConversionCancelled()
-                index = slice(start, start + step) if t.plan.row_order is None else t.plan.row_order[start : start + step]
+                index = (
+                    slice(start, start + step) if t.plan.row_order is None else t.plan.row_order[start : start + step]
+                )
                 encoded = _encode(source[index], info.is_bf16, t.qtype)
                 out.write(np.ascontiguousarray(encoded).data)
                 self.checkpoint.release(t.plan.source)
@@ -205,7 +209,7 @@ class _Writer:
     def _patch_digests(path: Path, out, metadata_end: int, files: list[Path], digests: list[str]) -> None:
         with open(path, "rb") as f:
             head = f.read(metadata_end)
-        for file, digest in zip(files, digests):
+        for file, digest in zip(files, digests, strict=False):
             placeholder = f"{_HASH_PLACEHOLDER}  {file.name}".encode()
             position = head.find(placeholder)
             if position < 0 or head.find(placeholder, position + 1) >= 0:
@@ -257,7 +261,9 @@ def convert(
             needed += sum(math.prod(p.shape) for p in plan) * QUANT_SPECS[outtype][1] // 8
         free = shutil.disk_usage(out_path.parent).free
         if free < needed:
-            raise ConversionError(f"not enough disk space in {out_path.parent}: need {_human(needed)}, {_human(free)} free; free some space or choose another -o")
+            raise ConversionError(
+                f"not enough disk space in {out_path.parent}: need {_human(needed)}, {_human(free)} free; free some space or choose another -o"
+            )
 
         source = {**provenance_from_path(checkpoint.directory), **(provenance or {})}
         name = source.get("repo", checkpoint.directory.name)

@@ -66,7 +66,9 @@ def _tensor_sizes(gguf_path: Path) -> dict[str, int]:
     try:
         reader = gguf.GGUFReader(gguf_path)
     except (ValueError, OSError) as exc:
-        raise ConversionError(f"{gguf_path} is not a readable GGUF file ({exc}); convert the checkpoint again") from None
+        raise ConversionError(
+            f"{gguf_path} is not a readable GGUF file ({exc}); convert the checkpoint again"
+        ) from None
     return {t.name: int(t.n_bytes) for t in reader.tensors}
 
 
@@ -94,8 +96,13 @@ def quantize(
     partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     child = "import sys; from converters.quantize import run_child; sys.exit(run_child(*sys.argv[1:]))"
     command = [sys.executable, "-c", child, str(src), str(partial), str(QUANT_TYPES[name]), str(nthreads or 0)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
     log: list[str] = []
@@ -117,10 +124,14 @@ def quantize(
                 if progress is not None:
                     progress(Progress(done, total, match.group(3), "quantize"))
         if proc.wait() != 0:
-            reason = next((entry for entry in reversed(log) if "error" in entry.lower() or "failed" in entry.lower()), None)
+            reason = next(
+                (entry for entry in reversed(log) if "error" in entry.lower() or "failed" in entry.lower()), None
+            )
             if reason and "failed to quantize: " in reason:  # drop the progress fragment the line starts with
                 reason = reason.split("failed to quantize: ", 1)[1]
-            raise ConversionError(f"llama.cpp could not quantize {src.name} to {name}: {reason or (log[-1] if log else f'exit status {proc.returncode}')}")
+            raise ConversionError(
+                f"llama.cpp could not quantize {src.name} to {name}: {reason or (log[-1] if log else f'exit status {proc.returncode}')}"
+            )
         os.replace(partial, out)
     finally:
         if proc.poll() is None:

@@ -108,7 +108,9 @@ class SafetensorsWriter:
             shards[-1].append(tensor)
         count = len(shards)
         self._names = (
-            ["model.safetensors"] if count == 1 else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+            ["model.safetensors"]
+            if count == 1
+            else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         )
         self._shards = shards
         self._queue = [(shard, tensor) for shard, planned in enumerate(shards) for tensor in planned]
@@ -142,7 +144,7 @@ class SafetensorsWriter:
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # keeps the data 8-byte aligned for memory mapping
         # Stays open across write() calls until the shard is full; _close_stream and finish close it.
-        self._stream = open(self.directory / self._names[shard], "wb")  # noqa: SIM115
+        self._stream = open(self.directory / self._names[shard], "wb")
         self._stream.write(len(encoded).to_bytes(8, "little") + encoded)
 
     def _close_stream(self) -> None:
@@ -222,7 +224,9 @@ def _base_rows(base: Checkpoint, tensor: OutputTensor, pad_rows: PadRows) -> np.
         return value
     rows = tensor.shape[0]
     if value.shape[1:] != tensor.shape[1:] or value.shape[0] > rows:
-        raise ConversionError(f"tensor {tensor.name} is {list(value.shape)} in the base but {list(tensor.shape)} in the delta")
+        raise ConversionError(
+            f"tensor {tensor.name} is {list(value.shape)} in the base but {list(tensor.shape)} in the delta"
+        )
     if pad_rows == "none":
         raise ConversionError(
             f"tensor {tensor.name} has {rows} rows in the delta but {value.shape[0]} in the base; the delta expects another base model"
@@ -315,7 +319,9 @@ def xor_files(
     payloads = sorted(p for p in payload_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     for payload in payloads:
         if payload.name != "added_tokens.json" and not (base_dir / payload.name).is_file():
-            raise ConversionError(f"{base_dir} has no {payload.name}; the XOR needs every base file under the same name")
+            raise ConversionError(
+                f"{base_dir} has no {payload.name}; the XOR needs every base file under the same name"
+            )
     report = _Reporter(sum(p.stat().st_size for p in payloads), progress, cancel)
     with _staged(out_dir, report.total) as staging:
         for payload in payloads:
@@ -486,7 +492,9 @@ def merge_lora(
         for adapter, _ in adapters:
             stray = sorted(set(adapter.pairs) - set(names))
             if stray:
-                raise ConversionError(f"adapter {adapter.directory.name} targets {stray[0]}, which the base does not have; wrong base model")
+                raise ConversionError(
+                    f"adapter {adapter.directory.name} targets {stray[0]}, which the base does not have; wrong base model"
+                )
         plan = [OutputTensor(n, base.info(n).shape, _code_of(base, n)) for n in names]
         report = _Reporter(sum(t.nbytes for t in plan), progress, cancel)
         with _staged(out_dir, report.total) as staging:
@@ -528,7 +536,9 @@ def write_lora_gguf(
     arch = architecture_for(base_config)
     with open_adapter(adapter_dir) as (adapter, checkpoint):
         if adapter.fan_in_fan_out:
-            raise ConversionError(f"{adapter_dir} uses fan_in_fan_out weights; llama.cpp adapters expect (out, in) weights")
+            raise ConversionError(
+                f"{adapter_dir} uses fan_in_fan_out weights; llama.cpp adapters expect (out, in) weights"
+            )
         tensors: list[tuple[str, np.ndarray]] = []
         for target, (a_name, b_name) in sorted(adapter.pairs.items()):
             found = arch.name_map.get_type_and_name(target.removeprefix(arch.name_prefix), try_suffixes=(".weight",))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import gguf
 
@@ -59,6 +59,7 @@ class Vocab:
 
 
 # --- SentencePiece model protobuf -------------------------------------------------------------
+
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
@@ -140,13 +141,16 @@ def read_sentencepiece(path: Path) -> SentencePieceModel:
 
 # --- helpers shared by both families ----------------------------------------------------------
 
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ConversionError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or re-download it") from None
+        raise ConversionError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or re-download it"
+        ) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -204,17 +208,22 @@ def _overlay_added_tokens(table: _TokenTable, directory: Path, tokenizer_config:
         text = _token_text(entry)
         if text is None:
             continue
-        token_id = int(token_id)
+        index = int(token_id)
         # Keep an existing piece's own type (e.g. SentencePiece's <s> is already CONTROL).
-        if token_id < table.n_vocab and table.tokens[token_id] == text:
+        if index < table.n_vocab and table.tokens[index] == text:
             continue
         special = bool(entry.get("special")) or _looks_special(text)
         kind = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
-        table.set(token_id, text, kind, _ADDED_TOKEN_SCORE)
+        table.set(index, text, kind, _ADDED_TOKEN_SCORE)
 
 
 def _resolve_special_ids(
-    table: _TokenTable, directory: Path, tokenizer_config: dict, config: dict, fallback: dict[str, int], eos_token: str | None
+    table: _TokenTable,
+    directory: Path,
+    tokenizer_config: dict,
+    config: dict,
+    fallback: dict[str, int],
+    eos_token: str | None,
 ) -> dict[str, int]:
     """Special ids from the tokenizer's own files, then the tokenizer model's defaults, then config.json."""
     special_map = _read_json(directory / "special_tokens_map.json")
@@ -224,7 +233,9 @@ def _resolve_special_ids(
         text = _token_text(tokenizer_config.get(f"{kind}_token")) or _token_text(special_map.get(f"{kind}_token"))
         if kind == "eos" and eos_token is not None:
             if eos_token not in by_text:
-                raise ConversionError(f"the requested eos token {eos_token!r} is not in the vocabulary; check its spelling")
+                raise ConversionError(
+                    f"the requested eos token {eos_token!r} is not in the vocabulary; check its spelling"
+                )
             text = eos_token
         candidates = [by_text.get(text) if text else None, fallback.get(kind), config.get(f"{kind}_token_id")]
         for candidate in candidates:
@@ -252,11 +263,14 @@ def _chat_template(directory: Path, tokenizer_config: dict, override: str | None
 
 # --- the two families -------------------------------------------------------------------------
 
-def _sentencepiece_vocab(directory: Path, n_vocab: int, config: dict, chat_template: str | None, eos_token: str | None) -> Vocab:
+
+def _sentencepiece_vocab(
+    directory: Path, n_vocab: int, config: dict, chat_template: str | None, eos_token: str | None
+) -> Vocab:
     spm = read_sentencepiece(directory / "tokenizer.model")
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
     table = _TokenTable(n_vocab, "tokenizer.model")
-    for i, (piece, score, kind) in enumerate(zip(spm.pieces, spm.scores, spm.types)):
+    for i, (piece, score, kind) in enumerate(zip(spm.pieces, spm.scores, spm.types, strict=False)):
         table.set(i, piece, kind, score)
     _overlay_added_tokens(table, directory, tokenizer_config)
     tokens, types, scores = table.finish()
@@ -298,7 +312,9 @@ def _bpe_merges(tokenizer: dict, directory: Path) -> list[str]:
         lines = (directory / "merges.txt").read_text(encoding="utf-8").splitlines()
         merges = [line for line in lines if line.strip() and not line.startswith("#version")]
     if not merges:
-        raise ConversionError(f"no BPE merges in {directory}/tokenizer.json or merges.txt; re-download the tokenizer files")
+        raise ConversionError(
+            f"no BPE merges in {directory}/tokenizer.json or merges.txt; re-download the tokenizer files"
+        )
     if isinstance(merges[0], list):  # the pair form written since transformers 4.45; GGUF stores "a b"
         return [" ".join(part.replace(" ", chr(ord(" ") + 256)) for part in pair) for pair in merges]
     return list(merges)
@@ -310,14 +326,18 @@ def _bpe_vocab(
     tokenizer = _read_json(directory / "tokenizer.json")
     model = tokenizer.get("model") or {}
     if model.get("type") != "BPE":
-        raise ConversionError(f"{directory}/tokenizer.json is not a BPE tokenizer (type {model.get('type')!r}); this architecture needs one")
+        raise ConversionError(
+            f"{directory}/tokenizer.json is not a BPE tokenizer (type {model.get('type')!r}); this architecture needs one"
+        )
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
     table = _TokenTable(n_vocab, "tokenizer.json")
     for text, token_id in model.get("vocab", {}).items():
         table.set(int(token_id), text, gguf.TokenType.NORMAL)
     for entry in tokenizer.get("added_tokens", []):
         special = entry.get("special") or _looks_special(entry["content"])
-        table.set(int(entry["id"]), entry["content"], gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+        table.set(
+            int(entry["id"]), entry["content"], gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
+        )
     _overlay_added_tokens(table, directory, tokenizer_config)
     tokens, types, _ = table.finish()
     add_bos = tokenizer_config.get("add_bos_token")

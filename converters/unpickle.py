@@ -172,14 +172,22 @@ def read_torch_zip(path: Path) -> TorchZipIndex:
                     continue
                 info = by_name.get(f"{prefix}data/{key}")
                 if info is None:
-                    raise ConversionError(f"{path.name}: storage {key} is missing from the archive; re-download the file")
+                    raise ConversionError(
+                        f"{path.name}: storage {key} is missing from the archive; re-download the file"
+                    )
                 if info.compress_type != zipfile.ZIP_STORED:
-                    raise ConversionError(f"{path.name}: storage {key} is compressed; re-save the checkpoint with torch.save")
+                    raise ConversionError(
+                        f"{path.name}: storage {key} is compressed; re-save the checkpoint with torch.save"
+                    )
                 if info.file_size < ref.storage.numel * ref.storage.kind.dtype.itemsize:
-                    raise ConversionError(f"{path.name}: storage {key} is shorter than its tensors need; re-download the file")
+                    raise ConversionError(
+                        f"{path.name}: storage {key} is shorter than its tensors need; re-download the file"
+                    )
                 storage_offsets[key] = _member_data_offset(raw, info)
     except ConversionError:
         raise
-    except Exception as exc:  # any malformed archive or pickle: zipfile, pickle and struct raise many kinds
-        raise ConversionError(f"{path.name} is corrupt or truncated ({type(exc).__name__}: {exc}); re-download it") from None
+    except Exception as exc:  # noqa: BLE001 - any malformed archive or pickle: zipfile, pickle and struct raise many kinds
+        raise ConversionError(
+            f"{path.name} is corrupt or truncated ({type(exc).__name__}: {exc}); re-download it"
+        ) from None
     return TorchZipIndex(tensors, storage_offsets)

@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-
 from support import ROOT
+
 from tui.config import Settings, with_overrides
 from tui.zoo.library import default_model_path
-
 
 
 @pytest.fixture(autouse=True)

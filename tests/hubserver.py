@@ -114,10 +114,7 @@ class HubServer:
         served = served_instead or {}
         repo = HubRepo(
             repo_id,
-            {
-                name: HubFile(content, name in lfs, sizes.get(name), served.get(name))
-                for name, content in files.items()
-            },
+            {name: HubFile(content, name in lfs, sizes.get(name), served.get(name)) for name, content in files.items()},
             gated=gated,
         )
         with self._state.lock:
@@ -151,7 +148,9 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self, send_body: bool) -> None:
             path = urlsplit(self.path).path
             with state.lock:
-                state.requests.append(RecordedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
+                state.requests.append(
+                    RecordedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+                )
             if path == "/api/models":
                 self._search(parse_qs(urlsplit(self.path).query).get("search", [""])[0], send_body)
             elif match := _INFO.match(path):
@@ -163,8 +162,11 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def _search(self, text: str, send_body: bool) -> None:
             """``GET /api/models?search=``: repos whose id contains the text, as the Hub lists them."""
-            found = [{"_id": repo.commit[:24], "id": repo_id, "modelId": repo_id}
-                     for repo_id, repo in sorted(state.repos.items()) if text.lower() in repo_id.lower()]
+            found = [
+                {"_id": repo.commit[:24], "id": repo_id, "modelId": repo_id}
+                for repo_id, repo in sorted(state.repos.items())
+                if text.lower() in repo_id.lower()
+            ]
             self._send_json(found, send_body)
 
         def _send_json(self, document: object, send_body: bool) -> None:

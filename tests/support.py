@@ -40,8 +40,9 @@ async def send(pilot, text: str) -> ChatPane:
     await pilot.click(chat.query_one(PromptArea))
     await pilot.press(*text)
     await pilot.press("enter")
-    await wait_until(pilot, lambda: len(views(chat)) == before + 2 and not chat.generating
-                     and views(chat)[-1].state != "streaming")
+    await wait_until(
+        pilot, lambda: len(views(chat)) == before + 2 and not chat.generating and views(chat)[-1].state != "streaming"
+    )
     await pilot.pause()
     return chat
 

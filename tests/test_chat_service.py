@@ -35,7 +35,9 @@ def test_history_has_the_system_prompt_first_and_skips_failed_replies(service):
     service.add_user_message(conversation, "hi")
     service.store.add_message(conversation.id, "assistant", "broken half", state="error")
     assert service.history(service.store.conversation(conversation.id)) == [
-        {"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "hi"},
+    ]
 
 
 def test_stopped_reply_keeps_its_text(service):

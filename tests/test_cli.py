@@ -5,15 +5,16 @@ import subprocess
 import time
 
 import pytest
-
 from support import zootui_command
+
 from tui import __version__
 from tui.store import DATABASE_NAME, Store
 
 
 def run(cli_env, *args, input=None, check=True):
-    result = subprocess.run(zootui_command(*args), env=cli_env, input=input, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        zootui_command(*args), env=cli_env, input=input, capture_output=True, text=True, timeout=120, check=False
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -29,8 +30,19 @@ def test_help_everywhere(cli_env, command):
 
 
 def test_chat_streams_saves_and_is_found_again(cli_env, isolated_dirs):
-    result = run(cli_env, "chat", "--max-tokens", "12", "--temperature", "0", "--seed", "3",
-                 "--system", "Answer briefly.", "What is the capital of France?")
+    result = run(
+        cli_env,
+        "chat",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--seed",
+        "3",
+        "--system",
+        "Answer briefly.",
+        "What is the capital of France?",
+    )
     assert result.stdout.strip()
     assert "tok/s" in result.stderr and "conversation 1" in result.stderr
     store = Store(isolated_dirs / DATABASE_NAME)
@@ -64,8 +76,12 @@ def test_chat_on_a_gguf_path(cli_env, model_path):
 
 
 def test_user_errors_are_one_line_and_exit_2(cli_env, tmp_path):
-    for args in (["chat", "-m", "nope", "hi"], ["chat", "-m", str(tmp_path / "x.gguf"), "hi"],
-                 ["export", "42"], ["chat", "   "]):
+    for args in (
+        ["chat", "-m", "nope", "hi"],
+        ["chat", "-m", str(tmp_path / "x.gguf"), "hi"],
+        ["export", "42"],
+        ["chat", "   "],
+    ):
         result = run(cli_env, *args, check=False)
         assert result.returncode == 2, args
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("zootui: ")
@@ -90,9 +106,18 @@ def test_config_path_and_show(cli_env, tmp_path):
 
 def test_killed_chat_keeps_the_streamed_reply(cli_env, isolated_dirs):
     process = subprocess.Popen(
-        zootui_command("chat", "--max-tokens", "2000", "--temperature", "0.8",
-                       "Write a very long story about every animal in a big zoo."),
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        zootui_command(
+            "chat",
+            "--max-tokens",
+            "2000",
+            "--temperature",
+            "0.8",
+            "Write a very long story about every animal in a big zoo.",
+        ),
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     printed = b""
     printed_a_second_before = b""
     os.set_blocking(process.stdout.fileno(), False)

@@ -9,20 +9,45 @@ import pytest
 from support import zootui_command
 
 SEED_FAMILIES = {
-    "chatyuan", "vicuna", "chinese-vicuna", "minigpt4", "colossalchat", "chatglm", "openflamingo", "chatllama",
-    "alpaca", "openchatkit", "belle", "alpaca-lora", "luotuo", "dolly", "lmflow", "baize", "koala", "stackllama",
-    "deepspeed-chat", "rrhf", "llmzoo", "openassistant",
+    "chatyuan",
+    "vicuna",
+    "chinese-vicuna",
+    "minigpt4",
+    "colossalchat",
+    "chatglm",
+    "openflamingo",
+    "chatllama",
+    "alpaca",
+    "openchatkit",
+    "belle",
+    "alpaca-lora",
+    "luotuo",
+    "dolly",
+    "lmflow",
+    "baize",
+    "koala",
+    "stackllama",
+    "deepspeed-chat",
+    "rrhf",
+    "llmzoo",
+    "openassistant",
 }
 ROW_KEYS = {"id", "family", "variant", "arch", "release_form", "status", "reason", "fit"}
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-MULTI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-         {"role": "user", "content": "Why?"}]
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+MULTI = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Why?"},
+]
 
 
 def run(cli_env, *args, input=None):
-    return subprocess.run(zootui_command(*args), check=False, env=cli_env, input=input, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        zootui_command(*args), check=False, env=cli_env, input=input, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -89,9 +114,11 @@ def test_prompt_from_standard_input_and_a_format_with_its_own_eos(cli_env):
 
 def test_prompt_for_the_default_model_uses_its_gguf_template(cli_env, messages_file, model_path):
     # SmolLM2-135M-Instruct's published ChatML template, with its default system message.
-    expected = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-                "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
-                "<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n")
+    expected = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n"
+    )
     for reference in ("smollm2-135m-instruct", str(model_path)):
         result = run(cli_env, "prompt", reference, "--messages", str(messages_file))
         assert result.returncode == 0, result.stderr
@@ -121,8 +148,9 @@ def test_errors_are_one_line_and_exit_2(cli_env, messages_file, tmp_path):
 
 def test_version_stays_light_and_pull_is_wired(cli_env):
     python, *module = zootui_command("--version")
-    result = subprocess.run([python, "-X", "importtime", *module], check=False, env=cli_env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [python, "-X", "importtime", *module], check=False, env=cli_env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "zootui" in result.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
     assert imported.isdisjoint({"numpy", "llama_cpp", "huggingface_hub", "textual", "gguf", "converters"})

@@ -10,7 +10,7 @@ def test_missing_file_gives_defaults(config_file):
 
 
 def test_values_are_read(config_file):
-    config_file.write_text('[chat]\ntemperature = 0.2\nmax_tokens = 64\n[engine]\nn_gpu_layers = -1\n')
+    config_file.write_text("[chat]\ntemperature = 0.2\nmax_tokens = 64\n[engine]\nn_gpu_layers = -1\n")
     settings = load_config(config_file).settings
     assert settings.chat.temperature == 0.2
     assert settings.chat.max_tokens == 64
@@ -38,7 +38,7 @@ def test_bad_value_names_key_and_fix_and_keeps_the_rest(config_file):
 
 
 def test_unknown_keys_and_sections_are_reported(config_file):
-    config_file.write_text('[chat]\ntemprature = 1.0\n[colours]\nx = 1\n')
+    config_file.write_text("[chat]\ntemprature = 1.0\n[colours]\nx = 1\n")
     warnings = load_config(config_file).warnings
     assert any("temprature" in w and "valid keys" in w for w in warnings)
     assert any("[colours]" in w for w in warnings)
@@ -63,5 +63,8 @@ def test_rendered_reference_round_trips_and_documents_every_key(tmp_path):
 
 def test_readme_config_reference_is_current():
     from support import ROOT
+
     readme = (ROOT / "README.md").read_text()
-    assert render_toml(Settings()) in readme, "README's config reference is stale: paste `zootui config show --defaults`"
+    assert render_toml(Settings()) in readme, (
+        "README's config reference is stale: paste `zootui config show --defaults`"
+    )

@@ -44,8 +44,9 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=16, n_ctx=1024, seed=1)
 
 def test_local_reply_streams_text_and_figures(engines):
     engine = engines.for_model("smollm2-135m-instruct")
-    text, stats = collect(engine.stream([{"role": "user", "content": "What is the capital of France?"}],
-                                        GREEDY, threading.Event()))
+    text, stats = collect(
+        engine.stream([{"role": "user", "content": "What is the capital of France?"}], GREEDY, threading.Event())
+    )
     assert "Paris" in text
     assert stats.completion_tokens > 0 and stats.tokens_per_second > 0
     assert stats.prompt_tokens_evaluated == stats.prompt_tokens
@@ -156,12 +157,17 @@ def test_unknown_model_and_corrupt_file_are_clear_errors(engines, tmp_path):
 def test_stop_strings_stored_in_the_gguf_end_replies(engines, tmp_path):
     from string import ascii_letters
 
-    from converters import convert
     from support import ROOT
 
+    from converters import convert
+
     # A tiny random model: any reply soon contains a letter, and every letter is a stop string.
-    gguf_path = convert(ROOT / "tests" / "fixtures" / "tiny" / "llama", tmp_path / "tiny.gguf", outtype="f32",
-                        stop_strings=list(ascii_letters))
+    gguf_path = convert(
+        ROOT / "tests" / "fixtures" / "tiny" / "llama",
+        tmp_path / "tiny.gguf",
+        outtype="f32",
+        stop_strings=list(ascii_letters),
+    )
     engine = engines.for_model(str(gguf_path))
     params = SamplingParams(temperature=0.0, max_tokens=64, n_ctx=256)
     text, stats = collect(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))

@@ -98,8 +98,10 @@ def test_streaming_replies_left_behind_are_marked_interrupted(store):
 
 def test_delete_messages_from_removes_the_tail_only(store):
     conversation = store.create_conversation("zoo", "m")
-    ids = [store.add_message(conversation.id, role, text).id
-           for role, text in (("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4"))]
+    ids = [
+        store.add_message(conversation.id, role, text).id
+        for role, text in (("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4"))
+    ]
     store.delete_messages_from(conversation.id, ids[2])
     assert [m.content for m in store.messages(conversation.id)] == ["1", "2"]
 

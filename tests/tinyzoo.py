@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hubserver import HubServer
+from support import ROOT
 
 from converters import open_checkpoint
 from converters.recover import OutputTensor, SafetensorsWriter
-from hubserver import HubServer
-from support import ROOT
 from tui.store import DATABASE_NAME, Store
 from tui.zoo.catalog import Catalog, load_catalog
 from tui.zoo.jobs import Jobs
@@ -133,8 +133,10 @@ class TinyZoo:
     def expected_weights(self) -> dict[str, np.ndarray]:
         """base + delta summed in float32 and stored as float16, computed here with numpy alone."""
         with open_checkpoint(TINY_LLAMA) as base:
-            return {name: (base.load(name).astype(np.float32) + self.delta[name].astype(np.float32)).astype(np.float16)
-                    for name in base.names()}
+            return {
+                name: (base.load(name).astype(np.float32) + self.delta[name].astype(np.float32)).astype(np.float16)
+                for name in base.names()
+            }
 
     def jobs(self, data_dir: Path) -> Jobs:
         # token=False: never send a developer's own Hub token to the test server.
@@ -182,8 +184,16 @@ def _write_lora(directory: Path, seed: int) -> None:
             writer.write(name, matrix)
         writer.finish()
     (directory / "model.safetensors").rename(directory / "adapter_model.safetensors")
-    adapter_config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.05, "bias": "none",
-                      "fan_in_fan_out": False, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
+    adapter_config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "lora_dropout": 0.05,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "target_modules": ["q_proj", "v_proj"],
+        "task_type": "CAUSAL_LM",
+    }
     (directory / "adapter_config.json").write_text(json.dumps(adapter_config), "utf-8")
 
 
@@ -206,5 +216,3 @@ def serve_tiny_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_base
         if with_base:
             zoo.publish_base()
         yield zoo
-
-

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
@@ -31,7 +31,7 @@ def _pane_id(conversation_id: int) -> str:
 
 def _tab_label(conversation: Conversation) -> str:
     title = conversation.title
-    return title if len(title) <= TAB_TITLE_LENGTH else title[:TAB_TITLE_LENGTH - 1] + "…"
+    return title if len(title) <= TAB_TITLE_LENGTH else title[: TAB_TITLE_LENGTH - 1] + "…"
 
 
 class ZooApp(App):
@@ -48,8 +48,15 @@ class ZooApp(App):
         Binding("ctrl+pagedown,alt+right", "next_chat", "Next tab", show=False),
     ]
 
-    def __init__(self, settings: Settings, store: Store, *, new_chat_model: str | None = None,
-                 config_warnings: Iterable[str] = (), engines: Engines | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        new_chat_model: str | None = None,
+        config_warnings: Iterable[str] = (),
+        engines: Engines | None = None,
+    ):
         super().__init__()
         self.settings = settings
         self.store = store
@@ -68,12 +75,13 @@ class ZooApp(App):
             self.register_theme(theme)
         self._startup_warnings += theme_warnings
         self._apply_remembered_theme()
-        self.theme_changed_signal.subscribe(self, lambda theme: self.store.set_preference(THEME_PREFERENCE,
-                                                                                             theme.name))
+        self.theme_changed_signal.subscribe(self, lambda theme: self.store.set_preference(THEME_PREFERENCE, theme.name))
         interrupted = self.store.mark_interrupted_replies()
         if interrupted:
-            self._startup_warnings.append(f"{interrupted} reply(ies) were cut off when zootui last stopped; "
-                                          f"what was generated is kept (ctrl+r regenerates).")
+            self._startup_warnings.append(
+                f"{interrupted} reply(ies) were cut off when zootui last stopped; "
+                f"what was generated is kept (ctrl+r regenerates)."
+            )
         conversations = self.store.conversations(open_only=True)
         models = self._chat_models()  # one scan of the library for every tab restored at start
         for conversation in conversations:
@@ -110,9 +118,11 @@ class ZooApp(App):
 
     async def _add_tab(self, conversation: Conversation, models: list[str] | None = None) -> None:
         """A tab for the conversation; models (the library's names) may be given to spare a rescan."""
-        pane = TabPane(_tab_label(conversation),
-                       ChatPane(conversation, self.service, models or self._chat_models()),
-                       id=_pane_id(conversation.id))
+        pane = TabPane(
+            _tab_label(conversation),
+            ChatPane(conversation, self.service, models or self._chat_models()),
+            id=_pane_id(conversation.id),
+        )
         await self.tabs.add_pane(pane)
 
     def _open_tab_ids(self) -> list[int]:
@@ -137,6 +147,7 @@ class ZooApp(App):
 
     def action_rename_chat(self) -> None:
         from tui.screens.rename import RenameScreen
+
         chat = self.active_chat
         if chat is None:
             return
@@ -150,6 +161,7 @@ class ZooApp(App):
 
     def action_browse_models(self) -> None:
         from tui.screens.browser import ModelBrowser
+
         if not isinstance(self.screen, ModelBrowser):
             self.push_screen(ModelBrowser(self.settings, self.store, self.engines.data_dir))
 
@@ -193,8 +205,7 @@ class ZooApp(App):
         try:
             write_atomically(path, export(conversation, self.store.messages(conversation.id), format))
         except OSError as error:
-            self.notify(f"Could not write {path}: {error.strerror}; free space or change directory.",
-                        severity="error")
+            self.notify(f"Could not write {path}: {error.strerror}; free space or change directory.", severity="error")
             return
         self.notify(f"Exported to {path}", title="Exported")
 
@@ -208,18 +219,26 @@ class ZooApp(App):
         yield SystemCommand("Close chat", "Close this tab (the conversation is kept)", self.action_close_chat)
         yield SystemCommand("Rename chat", "Give this conversation a title", self.action_rename_chat)
         yield SystemCommand("Search conversations", "Find text in every conversation", self.action_search)
-        yield SystemCommand("Model browser", "The seed zoo and your library: get, import, delete, chat",
-                            self.action_browse_models)
-        yield SystemCommand("Export chat as Markdown", "Write this conversation to a .md file here",
-                            lambda: self.export_active_chat("md"))
-        yield SystemCommand("Export chat as JSON", "Write this conversation to a .json file here",
-                            lambda: self.export_active_chat("json"))
+        yield SystemCommand(
+            "Model browser", "The seed zoo and your library: get, import, delete, chat", self.action_browse_models
+        )
+        yield SystemCommand(
+            "Export chat as Markdown",
+            "Write this conversation to a .md file here",
+            lambda: self.export_active_chat("md"),
+        )
+        yield SystemCommand(
+            "Export chat as JSON",
+            "Write this conversation to a .json file here",
+            lambda: self.export_active_chat("json"),
+        )
         chat = self.active_chat
         if chat is not None:
             yield SystemCommand("Regenerate reply", "Replace the last reply with a new one", chat.action_regenerate)
             yield SystemCommand("Edit last message", "Edit and resend your last message", chat.action_edit_last)
-            yield SystemCommand("Chat settings", "Model, system prompt and sampling of this tab",
-                                chat.action_toggle_settings)
+            yield SystemCommand(
+                "Chat settings", "Model, system prompt and sampling of this tab", chat.action_toggle_settings
+            )
 
     def on_unmount(self) -> None:
         for chat in self.query(ChatPane):

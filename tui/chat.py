@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tui.config import Settings
 from tui.engine import ChatMessage, EngineError, Engines, ReplyStats, SamplingParams
@@ -28,14 +28,20 @@ class Reply:
 
 def default_params(settings: Settings) -> SamplingParams:
     chat = settings.chat
-    return SamplingParams(temperature=chat.temperature, top_p=chat.top_p, top_k=chat.top_k,
-                          repeat_penalty=chat.repeat_penalty, max_tokens=chat.max_tokens,
-                          n_ctx=settings.engine.n_ctx, seed=chat.seed)
+    return SamplingParams(
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        top_k=chat.top_k,
+        repeat_penalty=chat.repeat_penalty,
+        max_tokens=chat.max_tokens,
+        n_ctx=settings.engine.n_ctx,
+        seed=chat.seed,
+    )
 
 
 def title_from(text: str) -> str:
     words = " ".join(text.split())
-    return words if len(words) <= TITLE_LENGTH else words[:TITLE_LENGTH - 1].rstrip() + "…"
+    return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 class ChatService:
@@ -44,12 +50,20 @@ class ChatService:
         self.settings = settings
         self.engines = engines
 
-    def new_conversation(self, *, model: str | None = None, system_prompt: str | None = None,
-                         params: SamplingParams | None = None, title: str = DEFAULT_TITLE) -> Conversation:
+    def new_conversation(
+        self,
+        *,
+        model: str | None = None,
+        system_prompt: str | None = None,
+        params: SamplingParams | None = None,
+        title: str = DEFAULT_TITLE,
+    ) -> Conversation:
         return self.store.create_conversation(
-            title=title, model=model or self.settings.chat.default_model,
+            title=title,
+            model=model or self.settings.chat.default_model,
             system_prompt=self.settings.chat.system_prompt if system_prompt is None else system_prompt,
-            params=(params or default_params(self.settings)).to_dict())
+            params=(params or default_params(self.settings)).to_dict(),
+        )
 
     def params(self, conversation: Conversation) -> SamplingParams:
         return SamplingParams.from_dict(conversation.params, default_params(self.settings))
@@ -75,8 +89,7 @@ class ChatService:
     def prepare_regenerate(self, conversation: Conversation) -> None:
         """Drop the replies after the last user message so a new one can take their place."""
         messages = self.store.messages(conversation.id)
-        last_user = next((index for index in range(len(messages) - 1, -1, -1)
-                          if messages[index].role == "user"), None)
+        last_user = next((index for index in range(len(messages) - 1, -1, -1) if messages[index].role == "user"), None)
         if last_user is None:
             raise EngineError("nothing to regenerate: send a message first.")
         if last_user + 1 < len(messages):
@@ -89,15 +102,15 @@ class ChatService:
             self.store.delete_messages_from(conversation.id, last_user.id)
         return self.store.add_message(conversation.id, "user", text)
 
-    def reply(self, conversation: Conversation, cancel: threading.Event,
-              on_text: Callable[[str], None] = lambda text: None) -> Reply:
+    def reply(
+        self, conversation: Conversation, cancel: threading.Event, on_text: Callable[[str], None] = lambda text: None
+    ) -> Reply:
         """Stream the model's answer to the conversation so far, saving it as it grows."""
         conversation = self.store.conversation(conversation.id)
         params = self.params(conversation)
         engine = self.engines.for_model(conversation.model)
         history = self.history(conversation)
-        message = self.store.add_message(conversation.id, "assistant", "", model=conversation.model,
-                                         state="streaming")
+        message = self.store.add_message(conversation.id, "assistant", "", model=conversation.model, state="streaming")
         parts: list[str] = []
         saved_at = time.monotonic()
         stats: ReplyStats | None = None
@@ -115,8 +128,9 @@ class ChatService:
             content = "".join(parts)
             if content:
                 # Keep what was generated; a later turn leaves it out of the history.
-                self.store.update_message(message.id, content=content,
-                                          state="error" if isinstance(error, Exception) else "stopped")
+                self.store.update_message(
+                    message.id, content=content, state="error" if isinstance(error, Exception) else "stopped"
+                )
             else:
                 self.store.delete_messages_from(conversation.id, message.id)
             raise

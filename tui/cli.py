@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from tui import __version__
 
@@ -29,18 +30,24 @@ class UserError(Exception):
 def _load_settings(args: argparse.Namespace, *, print_warnings: bool = True):
     """The config with command-line overrides, and its warnings (printed to stderr unless asked not to)."""
     from tui.config import load_config, with_overrides
+
     loaded = load_config()
     if print_warnings:
         for warning in loaded.warnings:
             print(f"zootui: {warning}", file=sys.stderr)
-    settings = with_overrides(loaded.settings, "engine", n_ctx=getattr(args, "n_ctx", None),
-                              n_threads=getattr(args, "threads", None),
-                              n_gpu_layers=getattr(args, "gpu_layers", None))
+    settings = with_overrides(
+        loaded.settings,
+        "engine",
+        n_ctx=getattr(args, "n_ctx", None),
+        n_threads=getattr(args, "threads", None),
+        n_gpu_layers=getattr(args, "gpu_layers", None),
+    )
     return settings, loaded.warnings
 
 
 def _open_store():
     from tui.store import Store, StoreError
+
     try:
         return Store.open_default()
     except StoreError as error:
@@ -59,6 +66,7 @@ def command_tui(args: argparse.Namespace) -> int:
     settings, warnings = _load_settings(args, print_warnings=False)
     store = _open_store()
     from tui.app import ZooApp
+
     ZooApp(settings, store, new_chat_model=args.model, config_warnings=warnings).run()
     return 0
 
@@ -83,6 +91,7 @@ def command_chat(args: argparse.Namespace) -> int:
     service = ChatService(store, settings, engines)
     if args.conversation is not None:
         from tui.store import StoreError
+
         try:
             conversation = store.conversation(args.conversation)
         except StoreError as error:
@@ -91,15 +100,24 @@ def command_chat(args: argparse.Namespace) -> int:
         if changes:
             conversation = store.update_conversation(conversation.id, **changes)
     else:
-        conversation = service.new_conversation(model=args.model, system_prompt=args.system,
-                                                title=title_from(prompt))
-    overrides = {key: value for key, value in (
-        ("max_tokens", args.max_tokens), ("temperature", args.temperature), ("seed", args.seed),
-        ("top_p", args.top_p), ("top_k", args.top_k), ("repeat_penalty", args.repeat_penalty),
-        ("n_ctx", args.n_ctx)) if value is not None}
+        conversation = service.new_conversation(model=args.model, system_prompt=args.system, title=title_from(prompt))
+    overrides = {
+        key: value
+        for key, value in (
+            ("max_tokens", args.max_tokens),
+            ("temperature", args.temperature),
+            ("seed", args.seed),
+            ("top_p", args.top_p),
+            ("top_k", args.top_k),
+            ("repeat_penalty", args.repeat_penalty),
+            ("n_ctx", args.n_ctx),
+        )
+        if value is not None
+    }
     if overrides:
-        conversation = store.update_conversation(conversation.id,
-                                                 params={**service.params(conversation).to_dict(), **overrides})
+        conversation = store.update_conversation(
+            conversation.id, params={**service.params(conversation).to_dict(), **overrides}
+        )
     service.add_user_message(conversation, prompt)
 
     def write(text: str) -> None:
@@ -125,6 +143,7 @@ def command_models(args: argparse.Namespace) -> int:
     from tui.config import data_dir
     from tui.zoo.fit import free_resources
     from tui.zoo.library import library_models
+
     settings, _ = _load_settings(args)
     n_ctx = settings.engine.n_ctx
     quant = _catalog_quant(args.quant) if args.all else None
@@ -159,6 +178,7 @@ def _library_entry(model: LibraryModel, n_ctx: int, free: Resources) -> dict:
     """A library model with its catalog link (from its lockfile) and its fit, for `zootui models`."""
     from tui.zoo.catalog import load_catalog
     from tui.zoo.fit import fit_gguf
+
     path = model.path
     assert path is not None, "library_models lists local files only"
     try:
@@ -172,17 +192,29 @@ def _library_entry(model: LibraryModel, n_ctx: int, free: Resources) -> dict:
             system, variant = load_catalog().variant(model.variant_id)
         except KeyError:  # built from a catalog entry that has since been renamed or removed
             pass
-    return {"source": "library", "id": model.name, "name": model.name,
-            "family": system.id if system else None, "variant": variant.name if variant else None,
-            "arch": arch, "release_form": variant.release_form.value if variant else None,
-            "status": "ready", "reason": None, "path": str(path), "size_bytes": model.size_bytes,
-            "description": model.description, "quant": model.quant or fit.get("quant"), "fit": fit}
+    return {
+        "source": "library",
+        "id": model.name,
+        "name": model.name,
+        "family": system.id if system else None,
+        "variant": variant.name if variant else None,
+        "arch": arch,
+        "release_form": variant.release_form.value if variant else None,
+        "status": "ready",
+        "reason": None,
+        "path": str(path),
+        "size_bytes": model.size_bytes,
+        "description": model.description,
+        "quant": model.quant or fit.get("quant"),
+        "fit": fit,
+    }
 
 
 def _catalog_quant(requested: str | None) -> str:
     """The weight type catalog estimates assume: the one asked for, else the one `zootui pull` makes."""
     from tui.zoo.fit import bits_per_weight
     from tui.zoo.jobs import DEFAULT_QUANT
+
     quant = requested or DEFAULT_QUANT
     try:
         bits_per_weight(quant)
@@ -197,6 +229,7 @@ def _catalog_entries(quant: str, n_ctx: int, free: Resources) -> list[dict]:
     from tui.zoo.catalog import load_catalog
     from tui.zoo.fit import UnknownShape, fit_variant
     from tui.zoo.library import converted_quants
+
     in_library = converted_quants(data_dir())
     catalog = load_catalog()
     entries = []
@@ -227,6 +260,7 @@ def command_prompt(args: argparse.Namespace) -> int:
     from jinja2 import TemplateError
 
     from tui.zoo.templates import render_template
+
     messages = _read_messages(args.messages)
     template, bos_token, eos_token = _prompt_template(args.model)
     try:
@@ -250,11 +284,20 @@ def _read_messages(source: str) -> list[dict]:
     except json.JSONDecodeError as error:
         raise UserError(f"{source} is not valid JSON: {error}") from error
     messages = document.get("messages") if isinstance(document, dict) else document
-    if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-            and isinstance(m.get("content"), str) for m in messages):
-        raise UserError(f"{source} must hold a non-empty list of messages like "
-                        f'[{{"role": "user", "content": "Hi"}}] (roles: system, user, assistant)')
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
+            isinstance(m, dict)
+            and m.get("role") in ("system", "user", "assistant")
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
+        raise UserError(
+            f"{source} must hold a non-empty list of messages like "
+            f'[{{"role": "user", "content": "Hi"}}] (roles: system, user, assistant)'
+        )
     return messages
 
 
@@ -264,6 +307,7 @@ def _prompt_template(reference: str) -> tuple[str, str, str]:
     from tui.zoo.catalog import Status, load_catalog
     from tui.zoo.library import ModelNotFound, resolve_model
     from tui.zoo.templates import FORMATS
+
     catalog = load_catalog()
     if reference in FORMATS:
         # The format's tokens are those of the models that use it; prefer one zootui can run.
@@ -289,6 +333,7 @@ def _prompt_template(reference: str) -> tuple[str, str, str]:
 
 def _format_template(family: str, arch: str) -> tuple[str, str, str]:
     from tui.zoo.templates import FORMATS
+
     prompt_format = FORMATS[family]
     bos, eos = next(tokens for name, tokens in _SPECIAL_TOKENS.items() if name in arch)
     # The converter makes the format's own end-of-answer text the GGUF's EOS (Dolly's "### End").
@@ -300,6 +345,7 @@ def _gguf_template(path: Path) -> tuple[str, str, str]:
     import gguf
 
     from tui.engine.local import CHATML_TEMPLATE
+
     try:
         reader = gguf.GGUFReader(path)
     except (OSError, ValueError) as error:
@@ -312,12 +358,16 @@ def _gguf_template(path: Path) -> tuple[str, str, str]:
         return "" if token_id is None or tokens is None else tokens.contents(int(token_id.contents()))
 
     template = reader.get_field(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
-    return (template.contents() if template is not None else CHATML_TEMPLATE,
-            token_text(gguf.Keys.Tokenizer.BOS_ID), token_text(gguf.Keys.Tokenizer.EOS_ID))
+    return (
+        template.contents() if template is not None else CHATML_TEMPLATE,
+        token_text(gguf.Keys.Tokenizer.BOS_ID),
+        token_text(gguf.Keys.Tokenizer.EOS_ID),
+    )
 
 
 def command_pull(args: argparse.Namespace) -> int:
     from tui.zoo.pull import run
+
     return run(args)
 
 
@@ -336,6 +386,7 @@ def command_search(args: argparse.Namespace) -> int:
 
 def command_list(args: argparse.Namespace) -> int:
     from datetime import datetime
+
     for conversation in _open_store().conversations():
         when = datetime.fromtimestamp(conversation.updated_at).strftime("%Y-%m-%d %H:%M")
         print(f"{conversation.id:>5}  {when}  {conversation.model:<24}  {conversation.title}")
@@ -345,6 +396,7 @@ def command_list(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     from tui.export import export
     from tui.store import StoreError
+
     store = _open_store()
     try:
         conversation = store.conversation(args.id)
@@ -353,6 +405,7 @@ def command_export(args: argparse.Namespace) -> int:
     text = export(conversation, store.messages(conversation.id), args.format)
     if args.output:
         from tui.files import write_atomically
+
         write_atomically(Path(args.output), text)
         print(f"Wrote {args.output}", file=sys.stderr)
     else:
@@ -362,6 +415,7 @@ def command_export(args: argparse.Namespace) -> int:
 
 def command_config(args: argparse.Namespace) -> int:
     from tui.config import Settings, config_path, load_config, render_toml
+
     if args.action == "path":
         print(config_path())
         return 0
@@ -380,18 +434,24 @@ def command_config(args: argparse.Namespace) -> int:
 def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     """The command line; ``pull_arguments`` adds `pull`'s own options, which cost a heavy import."""
     parser = argparse.ArgumentParser(
-        prog="zootui", description="Browse, convert and chat with the 2023 zoo of open chat models. "
-                                   "With no command, opens the full-screen app.")
+        prog="zootui",
+        description="Browse, convert and chat with the 2023 zoo of open chat models. "
+        "With no command, opens the full-screen app.",
+    )
     parser.add_argument("--version", action="version", version=f"zootui {__version__}")
-    parser.add_argument("-m", "--model", help="model for new conversations (a library name, a .gguf path, "
-                                              "or remote:NAME)")
+    parser.add_argument(
+        "-m", "--model", help="model for new conversations (a library name, a .gguf path, or remote:NAME)"
+    )
     _add_engine_options(parser)
     parser.set_defaults(handler=command_tui)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    chat = commands.add_parser("chat", help="send one message and stream the reply to stdout",
-                               description="Send PROMPT (or standard input) and stream the reply to stdout. "
-                                           "The exchange is saved like any conversation.")
+    chat = commands.add_parser(
+        "chat",
+        help="send one message and stream the reply to stdout",
+        description="Send PROMPT (or standard input) and stream the reply to stdout. "
+        "The exchange is saved like any conversation.",
+    )
     chat.add_argument("prompt", nargs="?", metavar="PROMPT", help="the message; read from stdin when left out")
     chat.add_argument("-m", "--model", help="a library name, a .gguf path, or remote:NAME")
     chat.add_argument("--system", metavar="TEXT", help="system prompt")
@@ -406,31 +466,50 @@ def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     _add_engine_options(chat)
     chat.set_defaults(handler=command_chat)
 
-    models = commands.add_parser("models", help="list the models you can chat with, and whether they fit",
-                                 description="List the library with an estimate of the RAM, disk and GPU "
-                                             "layers each model needs; --all adds every catalog variant.")
+    models = commands.add_parser(
+        "models",
+        help="list the models you can chat with, and whether they fit",
+        description="List the library with an estimate of the RAM, disk and GPU "
+        "layers each model needs; --all adds every catalog variant.",
+    )
     models.add_argument("--all", action="store_true", help="add every catalog variant (why, when unsupported)")
-    models.add_argument("--quant", type=str.lower, metavar="TYPE",
-                        help="with --all: estimate catalog variants as this type (default: pull's default type)")
-    models.add_argument("--n-ctx", type=int, metavar="N", help="context length to estimate for "
-                                                                "(default: [engine] n_ctx)")
+    models.add_argument(
+        "--quant",
+        type=str.lower,
+        metavar="TYPE",
+        help="with --all: estimate catalog variants as this type (default: pull's default type)",
+    )
+    models.add_argument(
+        "--n-ctx", type=int, metavar="N", help="context length to estimate for (default: [engine] n_ctx)"
+    )
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(handler=command_models)
 
-    prompt = commands.add_parser("prompt", help="print the exact text a model receives for a message list",
-                                 description="Render an OpenAI-style message list the way MODEL_OR_FAMILY "
-                                             "receives it: a prompt format name, a catalog variant id, a "
-                                             "library model or a .gguf path (its own chat template).")
+    prompt = commands.add_parser(
+        "prompt",
+        help="print the exact text a model receives for a message list",
+        description="Render an OpenAI-style message list the way MODEL_OR_FAMILY "
+        "receives it: a prompt format name, a catalog variant id, a "
+        "library model or a .gguf path (its own chat template).",
+    )
     prompt.add_argument("model", metavar="MODEL_OR_FAMILY")
-    prompt.add_argument("--messages", required=True, metavar="FILE",
-                        help='JSON list of {"role": ..., "content": ...} messages ("-": standard input)')
+    prompt.add_argument(
+        "--messages",
+        required=True,
+        metavar="FILE",
+        help='JSON list of {"role": ..., "content": ...} messages ("-": standard input)',
+    )
     prompt.set_defaults(handler=command_prompt)
 
-    pull = commands.add_parser("pull", help="download, rebuild, convert and quantize a catalog model, or import "
-                                            "one (`zootui pull --help` for its options)")
+    pull = commands.add_parser(
+        "pull",
+        help="download, rebuild, convert and quantize a catalog model, or import "
+        "one (`zootui pull --help` for its options)",
+    )
     if pull_arguments:
         # The job module imports converters and huggingface_hub: only `zootui pull` pays for that.
         from tui.zoo.pull import add_arguments
+
         add_arguments(pull)
     pull.set_defaults(handler=command_pull)
 
@@ -450,13 +529,18 @@ def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     export.set_defaults(handler=command_export)
 
     config = commands.add_parser("config", help="where the config file is, and what it says")
-    config.add_argument("action", choices=("path", "show"), help="path: print its location; show: print "
-                                                                  "the settings in effect, documented")
+    config.add_argument(
+        "action",
+        choices=("path", "show"),
+        help="path: print its location; show: print the settings in effect, documented",
+    )
     config.add_argument("--defaults", action="store_true", help="with show: print the defaults")
     config.set_defaults(handler=command_config)
 
-    commands.add_parser("convert", help="convert a Hugging Face checkpoint to a quantized GGUF "
-                                        "(`zootui convert --help` for its options)")
+    commands.add_parser(
+        "convert",
+        help="convert a Hugging Face checkpoint to a quantized GGUF (`zootui convert --help` for its options)",
+    )
     return parser
 
 
@@ -465,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["convert"]:
         # The converter owns its arguments; importing it only here keeps other commands fast.
         from converters.cli import main as convert_main
+
         return convert_main(argv[1:], prog="zootui convert")
     parser = build_parser(pull_arguments=argv[:1] == ["pull"])
     args = parser.parse_args(argv)

@@ -24,57 +24,85 @@ DATA_DIR_ENV = "ZOOTUI_DATA_DIR"
 CONFIG_FILE_ENV = "ZOOTUI_CONFIG_FILE"
 
 
-def _setting(default: Any, doc: str, *, minimum: float | None = None,
-             maximum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={
-        "doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices})
+def _setting(
+    default: Any,
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    return field(default=default, metadata={"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices})
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    n_ctx: int = _setting(4096, "Context length (tokens) a local model is loaded with; a tab may ask for more.",
-                          minimum=256, maximum=1_048_576)
-    n_threads: int = _setting(0, "CPU threads for generation; 0 uses every CPU this process may run on.",
-                              minimum=0, maximum=1024)
-    n_gpu_layers: int = _setting(0, "Layers offloaded to the GPU; 0 runs on the CPU only, -1 offloads all.",
-                                 minimum=-1, maximum=100_000)
+    n_ctx: int = _setting(
+        4096,
+        "Context length (tokens) a local model is loaded with; a tab may ask for more.",
+        minimum=256,
+        maximum=1_048_576,
+    )
+    n_threads: int = _setting(
+        0, "CPU threads for generation; 0 uses every CPU this process may run on.", minimum=0, maximum=1024
+    )
+    n_gpu_layers: int = _setting(
+        0, "Layers offloaded to the GPU; 0 runs on the CPU only, -1 offloads all.", minimum=-1, maximum=100_000
+    )
     n_batch: int = _setting(512, "Prompt tokens evaluated per batch.", minimum=1, maximum=65_536)
     flash_attn: bool = _setting(True, "Use flash attention (faster decoding on CPU and GPU).")
-    state_cache_mb: int = _setting(1024, "RAM kept for the evaluated history of recent conversations, so "
-                                         "switching back to a tab does not re-read its whole history.",
-                                   minimum=0, maximum=1_048_576)
+    state_cache_mb: int = _setting(
+        1024,
+        "RAM kept for the evaluated history of recent conversations, so "
+        "switching back to a tab does not re-read its whole history.",
+        minimum=0,
+        maximum=1_048_576,
+    )
 
 
 @dataclass(frozen=True)
 class RemoteSettings:
-    url: str = _setting("http://127.0.0.1:8080/v1",
-                        "Base URL of an OpenAI-compatible server (llama.cpp server, vLLM, Ollama); "
-                        "chat with it by choosing the model remote:NAME.")
-    api_key_env: str = _setting("ZOOTUI_REMOTE_API_KEY",
-                                "Environment variable holding the server's API key (never stored in this file).")
+    url: str = _setting(
+        "http://127.0.0.1:8080/v1",
+        "Base URL of an OpenAI-compatible server (llama.cpp server, vLLM, Ollama); "
+        "chat with it by choosing the model remote:NAME.",
+    )
+    api_key_env: str = _setting(
+        "ZOOTUI_REMOTE_API_KEY", "Environment variable holding the server's API key (never stored in this file)."
+    )
     timeout: float = _setting(600.0, "Seconds to wait for the server before giving up.", minimum=1, maximum=86_400)
 
 
 @dataclass(frozen=True)
 class ChatSettings:
-    default_model: str = _setting("smollm2-135m-instruct",
-                                  "Model for new conversations: a library name, a path to a .gguf file, or remote:NAME.")
+    default_model: str = _setting(
+        "smollm2-135m-instruct", "Model for new conversations: a library name, a path to a .gguf file, or remote:NAME."
+    )
     system_prompt: str = _setting("", "System prompt for new conversations (empty: none).")
     temperature: float = _setting(0.7, "Sampling temperature; 0 is greedy.", minimum=0.0, maximum=5.0)
-    top_p: float = _setting(0.95, "Nucleus sampling: keep the smallest set of tokens whose probability reaches this.",
-                            minimum=0.0, maximum=1.0)
-    top_k: int = _setting(40, "Sample among the k most likely tokens; 0 disables the limit.", minimum=0, maximum=100_000)
-    repeat_penalty: float = _setting(1.1, "Penalty for repeating recent tokens; 1.0 disables it.",
-                                     minimum=0.0, maximum=10.0)
+    top_p: float = _setting(
+        0.95,
+        "Nucleus sampling: keep the smallest set of tokens whose probability reaches this.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    top_k: int = _setting(
+        40, "Sample among the k most likely tokens; 0 disables the limit.", minimum=0, maximum=100_000
+    )
+    repeat_penalty: float = _setting(
+        1.1, "Penalty for repeating recent tokens; 1.0 disables it.", minimum=0.0, maximum=10.0
+    )
     max_tokens: int = _setting(1024, "Longest reply, in tokens.", minimum=1, maximum=1_048_576)
-    seed: int = _setting(-1, "Random seed for sampling; -1 picks a new one for every reply.",
-                         minimum=-1, maximum=2**31 - 1)
+    seed: int = _setting(
+        -1, "Random seed for sampling; -1 picks a new one for every reply.", minimum=-1, maximum=2**31 - 1
+    )
 
 
 @dataclass(frozen=True)
 class UISettings:
-    theme: str = _setting("textual-dark", "Theme at start until one is picked from the command palette "
-                                          "(that choice is remembered).")
+    theme: str = _setting(
+        "textual-dark", "Theme at start until one is picked from the command palette (that choice is remembered)."
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,7 @@ def config_path() -> Path:
     if override:
         return Path(override).expanduser()
     from platformdirs import user_config_path
+
     return user_config_path(APP_NAME) / "config.toml"
 
 
@@ -107,6 +136,7 @@ def data_dir() -> Path:
         path = Path(override).expanduser()
     else:
         from platformdirs import user_data_path
+
         path = user_data_path(APP_NAME)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -129,7 +159,11 @@ def _check_value(path: Path, section: str, meta_field, value: Any) -> tuple[Any,
             return None, f"{fix_prefix} is not true or false; set it to true or false."
         return value, None
     if expected in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (expected is int and isinstance(value, float)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (expected is int and isinstance(value, float))
+        ):
             kind = "a whole number" if expected is int else "a number"
             return None, f"{fix_prefix} is not {kind}; set it to {kind}."
         low, high = meta_field.metadata["minimum"], meta_field.metadata["maximum"]
@@ -150,8 +184,10 @@ def parse_settings(document: dict, path: Path) -> tuple[Settings, list[str]]:
     known_sections = {f.name: f for f in fields(Settings)}
     for section_name, table in document.items():
         if section_name not in known_sections:
-            warnings.append(f"{path}: unknown section [{section_name}] ignored; "
-                            f"valid sections are {', '.join('[' + s + ']' for s in known_sections)}.")
+            warnings.append(
+                f"{path}: unknown section [{section_name}] ignored; "
+                f"valid sections are {', '.join('[' + s + ']' for s in known_sections)}."
+            )
             continue
         if not isinstance(table, dict):
             warnings.append(f"{path}: {section_name} must be a [{section_name}] table; ignored.")
@@ -162,8 +198,9 @@ def parse_settings(document: dict, path: Path) -> tuple[Settings, list[str]]:
         for key, value in table.items():
             meta_field = section_fields.get(key)
             if meta_field is None:
-                warnings.append(f"{path}: unknown key [{section_name}] {key} ignored; "
-                                f"valid keys are {', '.join(section_fields)}.")
+                warnings.append(
+                    f"{path}: unknown key [{section_name}] {key} ignored; valid keys are {', '.join(section_fields)}."
+                )
                 continue
             checked, error = _check_value(path, section_name, meta_field, value)
             if error:
@@ -182,13 +219,17 @@ def load_config(path: Path | None = None) -> LoadedConfig:
     except FileNotFoundError:
         return LoadedConfig(Settings(), path)
     except (OSError, UnicodeDecodeError) as error:
-        return LoadedConfig(Settings(), path, (f"{path}: cannot be read ({error}); using defaults. "
-                                               f"Fix its permissions or encoding (UTF-8).",))
+        return LoadedConfig(
+            Settings(),
+            path,
+            (f"{path}: cannot be read ({error}); using defaults. Fix its permissions or encoding (UTF-8).",),
+        )
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        return LoadedConfig(Settings(), path, (f"{path}: invalid TOML ({error}); using defaults. "
-                                               f"Fix the syntax or delete the file.",))
+        return LoadedConfig(
+            Settings(), path, (f"{path}: invalid TOML ({error}); using defaults. Fix the syntax or delete the file.",)
+        )
     settings, warnings = parse_settings(document, path)
     return LoadedConfig(settings, path, tuple(warnings))
 

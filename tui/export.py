@@ -28,8 +28,15 @@ def to_json(conversation: Conversation, messages: list[Message]) -> str:
         "created_at": _timestamp(conversation.created_at),
         "updated_at": _timestamp(conversation.updated_at),
         "messages": [
-            {"id": message.id, "role": message.role, "content": message.content, "model": message.model,
-             "state": message.state, "stats": message.stats, "created_at": _timestamp(message.created_at)}
+            {
+                "id": message.id,
+                "role": message.role,
+                "content": message.content,
+                "model": message.model,
+                "state": message.state,
+                "stats": message.stats,
+                "created_at": _timestamp(message.created_at),
+            }
             for message in messages
         ],
     }

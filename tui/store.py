@@ -12,9 +12,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DATABASE_NAME = "zootui.sqlite3"
 
@@ -158,25 +159,52 @@ class SearchHit:
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(id=row["id"], title=row["title"], model=row["model"],
-                        system_prompt=row["system_prompt"], params=json.loads(row["params"]),
-                        is_open=bool(row["is_open"]), tab_position=row["tab_position"],
-                        created_at=row["created_at"], updated_at=row["updated_at"])
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        model=row["model"],
+        system_prompt=row["system_prompt"],
+        params=json.loads(row["params"]),
+        is_open=bool(row["is_open"]),
+        tab_position=row["tab_position"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _message(row: sqlite3.Row) -> Message:
-    return Message(id=row["id"], conversation_id=row["conversation_id"], role=row["role"],
-                   content=row["content"], model=row["model"], state=row["state"],
-                   stats=json.loads(row["stats"]) if row["stats"] else None,
-                   created_at=row["created_at"])
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        model=row["model"],
+        state=row["state"],
+        stats=json.loads(row["stats"]) if row["stats"] else None,
+        created_at=row["created_at"],
+    )
 
 
 def _job(row: sqlite3.Row, steps: list[sqlite3.Row]) -> Job:
-    return Job(id=row["id"], kind=row["kind"], target=row["target"], quant=row["quant"],
-               params=json.loads(row["params"]), state=row["state"], error=row["error"],
-               steps=[JobStep(name=step["name"], result=json.loads(step["result"]) if step["result"] else None,
-                              finished_at=step["finished_at"]) for step in steps],
-               created_at=row["created_at"], updated_at=row["updated_at"])
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        target=row["target"],
+        quant=row["quant"],
+        params=json.loads(row["params"]),
+        state=row["state"],
+        error=row["error"],
+        steps=[
+            JobStep(
+                name=step["name"],
+                result=json.loads(step["result"]) if step["result"] else None,
+                finished_at=step["finished_at"],
+            )
+            for step in steps
+        ],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 class Store:
@@ -196,12 +224,15 @@ class Store:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"{path}: not a usable zootui database ({error}); "
-                             f"move it aside to start a new one (your other files are untouched).") from error
+            raise StoreError(
+                f"{path}: not a usable zootui database ({error}); "
+                f"move it aside to start a new one (your other files are untouched)."
+            ) from error
 
     @classmethod
-    def open_default(cls) -> "Store":
+    def open_default(cls) -> Store:
         from tui.config import data_dir
+
         return cls(data_dir() / DATABASE_NAME)
 
     def close(self) -> None:
@@ -211,8 +242,10 @@ class Store:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} was written by a newer zootui (schema {version}, this one knows "
-                             f"{SCHEMA_VERSION}); upgrade zootui to open it.")
+            raise StoreError(
+                f"{self.path} was written by a newer zootui (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade zootui to open it."
+            )
         for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._transaction():
                 for statement in _split_sql(script):
@@ -228,23 +261,28 @@ class Store:
 
     # Conversations
 
-    def create_conversation(self, title: str, model: str, system_prompt: str = "",
-                            params: dict[str, Any] | None = None) -> Conversation:
+    def create_conversation(
+        self, title: str, model: str, system_prompt: str = "", params: dict[str, Any] | None = None
+    ) -> Conversation:
         now = time.time()
         with self._transaction():
             position = self._db.execute(
-                "SELECT COALESCE(MAX(tab_position) + 1, 0) FROM conversations WHERE is_open").fetchone()[0]
+                "SELECT COALESCE(MAX(tab_position) + 1, 0) FROM conversations WHERE is_open"
+            ).fetchone()[0]
             cursor = self._db.execute(
                 "INSERT INTO conversations (title, model, system_prompt, params, is_open, tab_position,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
-                (title, model, system_prompt, json.dumps(params or {}), position, now, now))
+                (title, model, system_prompt, json.dumps(params or {}), position, now, now),
+            )
             return self.conversation(cursor.lastrowid)
 
     def conversation(self, conversation_id: int) -> Conversation:
         with self._lock:
             row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no conversation with id {conversation_id}; `zootui search` or `zootui list` shows the ids.")
+            raise StoreError(
+                f"no conversation with id {conversation_id}; `zootui search` or `zootui list` shows the ids."
+            )
         return _conversation(row)
 
     def conversations(self, *, open_only: bool = False) -> list[Conversation]:
@@ -265,15 +303,16 @@ class Store:
             changes["params"] = json.dumps(changes["params"])
         assignments = ", ".join(f"{column} = ?" for column in changes)
         with self._transaction():
-            self._db.execute(f"UPDATE conversations SET {assignments}, updated_at = ? WHERE id = ?",
-                             (*changes.values(), time.time(), conversation_id))
+            self._db.execute(
+                f"UPDATE conversations SET {assignments}, updated_at = ? WHERE id = ?",
+                (*changes.values(), time.time(), conversation_id),
+            )
         return self.conversation(conversation_id)
 
     def set_tab_order(self, conversation_ids: list[int]) -> None:
         with self._transaction():
             for position, conversation_id in enumerate(conversation_ids):
-                self._db.execute("UPDATE conversations SET tab_position = ? WHERE id = ?",
-                                 (position, conversation_id))
+                self._db.execute("UPDATE conversations SET tab_position = ? WHERE id = ?", (position, conversation_id))
 
     def delete_conversation(self, conversation_id: int) -> None:
         with self._transaction():
@@ -281,21 +320,44 @@ class Store:
 
     # Messages
 
-    def add_message(self, conversation_id: int, role: str, content: str, *, model: str | None = None,
-                    state: str = "done", stats: dict[str, Any] | None = None) -> Message:
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        *,
+        model: str | None = None,
+        state: str = "done",
+        stats: dict[str, Any] | None = None,
+    ) -> Message:
         now = time.time()
         with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO messages (conversation_id, role, content, model, state, stats, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, model, state, json.dumps(stats) if stats else None, now))
+                (conversation_id, role, content, model, state, json.dumps(stats) if stats else None, now),
+            )
             self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             message_id = cursor.lastrowid
-        return Message(id=message_id, conversation_id=conversation_id, role=role, content=content,
-                       model=model, state=state, stats=stats, created_at=now)
+        return Message(
+            id=message_id,
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            model=model,
+            state=state,
+            stats=stats,
+            created_at=now,
+        )
 
-    def update_message(self, message_id: int, *, content: str | None = None, state: str | None = None,
-                       stats: dict[str, Any] | None = None) -> None:
+    def update_message(
+        self,
+        message_id: int,
+        *,
+        content: str | None = None,
+        state: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
         changes: dict[str, Any] = {}
         if content is not None:
             changes["content"] = content
@@ -311,15 +373,17 @@ class Store:
 
     def messages(self, conversation_id: int) -> list[Message]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
-                                    (conversation_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
         return [_message(row) for row in rows]
 
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
         """Delete a message and everything after it (used by regenerate and edit)."""
         with self._transaction():
-            self._db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
-                             (conversation_id, message_id))
+            self._db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
+            )
 
     def mark_interrupted_replies(self) -> int:
         """Replies left 'streaming' by a killed process are kept, marked interrupted."""
@@ -340,7 +404,9 @@ class Store:
                     " snippet(messages_fts, 0, '[', ']', '…', 64) AS snippet"
                     " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
                     " JOIN conversations c ON c.id = m.conversation_id"
-                    " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?", (phrase, limit)).fetchall()
+                    " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
+                    (phrase, limit),
+                ).fetchall()
             else:
                 pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 rows = self._db.execute(
@@ -348,10 +414,18 @@ class Store:
                     " substr(m.content, max(1, instr(m.content, ?) - 40), 100) AS snippet"
                     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
                     " WHERE m.content LIKE ? ESCAPE '\\' ORDER BY m.id DESC LIMIT ?",
-                    (text, pattern, limit)).fetchall()
-        return [SearchHit(conversation_id=row["conversation_id"], conversation_title=row["title"],
-                          message_id=row["message_id"], role=row["role"],
-                          snippet=" ".join(row["snippet"].split())) for row in rows]
+                    (text, pattern, limit),
+                ).fetchall()
+        return [
+            SearchHit(
+                conversation_id=row["conversation_id"],
+                conversation_title=row["title"],
+                message_id=row["message_id"],
+                role=row["role"],
+                snippet=" ".join(row["snippet"].split()),
+            )
+            for row in rows
+        ]
 
     # Preferences (state the app remembers, as opposed to the user's config file)
 
@@ -362,28 +436,34 @@ class Store:
 
     def set_preference(self, key: str, value: str) -> None:
         with self._transaction():
-            self._db.execute("INSERT INTO preferences (key, value) VALUES (?, ?)"
-                             " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+            self._db.execute(
+                "INSERT INTO preferences (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     # Jobs
 
-    def create_job(self, kind: str, target: str, quant: str, steps: list[str],
-                   params: dict[str, Any] | None = None) -> Job:
+    def create_job(
+        self, kind: str, target: str, quant: str, steps: list[str], params: dict[str, Any] | None = None
+    ) -> Job:
         now = time.time()
         with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO jobs (kind, target, quant, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, target, quant, json.dumps(params or {}), now, now))
+                (kind, target, quant, json.dumps(params or {}), now, now),
+            )
             job_id = cursor.lastrowid
-            self._db.executemany("INSERT INTO job_steps (job_id, position, name) VALUES (?, ?, ?)",
-                                 [(job_id, position, name) for position, name in enumerate(steps)])
+            self._db.executemany(
+                "INSERT INTO job_steps (job_id, position, name) VALUES (?, ?, ?)",
+                [(job_id, position, name) for position, name in enumerate(steps)],
+            )
         return self.job(job_id)
 
     def job(self, job_id: int) -> Job:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            steps = self._db.execute("SELECT * FROM job_steps WHERE job_id = ? ORDER BY position",
-                                     (job_id,)).fetchall()
+            steps = self._db.execute("SELECT * FROM job_steps WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
         if row is None:
             raise StoreError(f"no job with id {job_id}.")
         return _job(row, steps)
@@ -399,26 +479,33 @@ class Store:
         with self._lock:
             row = self._db.execute(
                 "SELECT id FROM jobs WHERE kind = ? AND target = ? AND quant = ? AND state != 'done'"
-                " ORDER BY id DESC LIMIT 1", (kind, target, quant)).fetchone()
+                " ORDER BY id DESC LIMIT 1",
+                (kind, target, quant),
+            ).fetchone()
         return None if row is None else self.job(row["id"])
 
     def update_job(self, job_id: int, state: str, error: str | None = None) -> None:
         with self._transaction():
-            self._db.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
-                             (state, error, time.time(), job_id))
+            self._db.execute(
+                "UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?", (state, error, time.time(), job_id)
+            )
 
     def finish_step(self, job_id: int, position: int, result: dict[str, Any]) -> None:
         now = time.time()
         with self._transaction():
-            self._db.execute("UPDATE job_steps SET result = ?, finished_at = ? WHERE job_id = ? AND position = ?",
-                             (json.dumps(result), now, job_id, position))
+            self._db.execute(
+                "UPDATE job_steps SET result = ?, finished_at = ? WHERE job_id = ? AND position = ?",
+                (json.dumps(result), now, job_id, position),
+            )
             self._db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
 
     def reopen_steps_from(self, job_id: int, position: int) -> None:
         """Mark a step and every later one unfinished (their outputs are gone and must be redone)."""
         with self._transaction():
-            self._db.execute("UPDATE job_steps SET result = NULL, finished_at = NULL"
-                             " WHERE job_id = ? AND position >= ?", (job_id, position))
+            self._db.execute(
+                "UPDATE job_steps SET result = NULL, finished_at = NULL WHERE job_id = ? AND position >= ?",
+                (job_id, position),
+            )
 
 
 class _Transaction:

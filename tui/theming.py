@@ -13,8 +13,23 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-THEME_KEYS = {"primary", "secondary", "warning", "error", "success", "accent", "foreground", "background",
-              "surface", "panel", "boost", "dark", "luminosity_spread", "text_alpha", "variables"}
+THEME_KEYS = {
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+    "dark",
+    "luminosity_spread",
+    "text_alpha",
+    "variables",
+}
 
 
 def load_themes() -> tuple[list[Theme], list[str]]:

@@ -11,7 +11,7 @@ import pkgutil
 from ..errors import ConversionError
 from .base import Architecture, PlannedTensor
 
-__all__ = ["Architecture", "PlannedTensor", "REGISTRY", "architecture_for", "supported_architectures"]
+__all__ = ["REGISTRY", "Architecture", "PlannedTensor", "architecture_for", "supported_architectures"]
 
 
 def _discover() -> dict[str, type[Architecture]]:

@@ -54,7 +54,9 @@ class Architecture:
             if self.config.get(key) is not None:
                 return self.config[key]
         if default is _MISSING:
-            raise ConversionError(f"config.json lacks {keys[0]} (needed for {self.hf_architectures[0]}); add it from the model card")
+            raise ConversionError(
+                f"config.json lacks {keys[0]} (needed for {self.hf_architectures[0]}); add it from the model card"
+            )
         return default
 
     # --- per-architecture parts ---------------------------------------------------------------
@@ -86,7 +88,9 @@ class Architecture:
         for source in checkpoint.names():
             if source.endswith(self.dropped_suffixes):
                 continue
-            found = self.name_map.get_type_and_name(source.removeprefix(self.name_prefix), try_suffixes=(".weight", ".bias"))
+            found = self.name_map.get_type_and_name(
+                source.removeprefix(self.name_prefix), try_suffixes=(".weight", ".bias")
+            )
             if found is None or found[0] not in shapes:
                 raise ConversionError(
                     f"unexpected tensor {source} for {self.hf_architectures[0]}; the checkpoint is a variant this converter does not know"
@@ -109,7 +113,12 @@ class Architecture:
             return (".weight", ".bias") if self.has_biases and tensor not in (T.TOKEN_EMBD, T.OUTPUT) else (".weight",)
 
         required = [gguf.TENSOR_NAMES[t] + s for t in self.global_tensors for s in suffixes(t)]
-        required += [gguf.TENSOR_NAMES[t].format(bid=b) + s for b in range(self.n_layer) for t in self.block_tensors for s in suffixes(t)]
+        required += [
+            gguf.TENSOR_NAMES[t].format(bid=b) + s
+            for b in range(self.n_layer)
+            for t in self.block_tensors
+            for s in suffixes(t)
+        ]
         missing = [name for name in required if name not in have]
         if missing:
             raise ConversionError(

@@ -25,7 +25,9 @@ class GPTNeoX(Architecture):
         self.n_head = self.hparam("num_attention_heads")
         self.n_ff = self.hparam("intermediate_size", default=4 * self.n_embd)
         rope = self.hparam("rope_parameters", default=None) or {}
-        self.rotary_pct = rope.get("partial_rotary_factor") or self.hparam("rotary_pct", "partial_rotary_factor", default=1.0)
+        self.rotary_pct = rope.get("partial_rotary_factor") or self.hparam(
+            "rotary_pct", "partial_rotary_factor", default=1.0
+        )
         self.rope_theta = rope.get("rope_theta") or self.hparam("rotary_emb_base", "rope_theta", default=10000.0)
 
     def add_hparams(self, writer: gguf.GGUFWriter, n_vocab: int) -> None:

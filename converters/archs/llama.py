@@ -23,7 +23,17 @@ class Llama(Architecture):
     default_pre = "default"
     dropped_suffixes = ("rotary_emb.inv_freq",)
     global_tensors = (T.TOKEN_EMBD, T.OUTPUT_NORM)
-    block_tensors = (T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_NORM, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN)
+    block_tensors = (
+        T.ATTN_NORM,
+        T.ATTN_Q,
+        T.ATTN_K,
+        T.ATTN_V,
+        T.ATTN_OUT,
+        T.FFN_NORM,
+        T.FFN_GATE,
+        T.FFN_UP,
+        T.FFN_DOWN,
+    )
 
     def __init__(self, config: dict) -> None:
         super().__init__(config)
@@ -36,7 +46,9 @@ class Llama(Architecture):
         self.rope_theta = rope.get("rope_theta") or self.hparam("rope_theta", default=10000.0)
         self.rope_type = rope.get("rope_type") or rope.get("type") or "default"
         if self.rope_type not in ("default", "linear"):
-            raise ConversionError(f"rope scaling type {self.rope_type!r} is not supported; only default and linear rope are")
+            raise ConversionError(
+                f"rope scaling type {self.rope_type!r} is not supported; only default and linear rope are"
+            )
 
     def add_hparams(self, writer: gguf.GGUFWriter, n_vocab: int) -> None:
         writer.add_vocab_size(n_vocab)

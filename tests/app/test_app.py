@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-
+from support import SIZE, send, views, wait_until
 from textual.widgets import Input
 
 from tui.app import ZooApp
 from tui.store import DATABASE_NAME, Store
-from support import SIZE, send, views, wait_until
 from tui.widgets.prompt import PromptArea
+
 
 def make_app(settings, data_dir, **kwargs) -> ZooApp:
     return ZooApp(settings, Store(data_dir / DATABASE_NAME), **kwargs)
@@ -75,6 +75,7 @@ async def test_tabs_are_opened_renamed_and_closed_from_the_footer_by_mouse(fast_
 
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=(160, 36)) as pilot:
+
         def footer_key(action: str) -> FooterKey:
             return next(key for key in app.query(FooterKey) if key.action == action)
 
@@ -92,6 +93,7 @@ async def test_tabs_are_opened_renamed_and_closed_from_the_footer_by_mouse(fast_
 
 async def test_escape_stops_a_reply_and_keeps_it(fast_settings, isolated_dirs):
     from tui.config import with_overrides
+
     settings = with_overrides(fast_settings, "chat", max_tokens=400)
     app = make_app(settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
@@ -111,6 +113,7 @@ async def test_escape_stops_a_reply_and_keeps_it(fast_settings, isolated_dirs):
 
 async def test_regenerate_and_edit_last_message(fast_settings, isolated_dirs):
     from tui.config import with_overrides
+
     settings = with_overrides(fast_settings, "chat", temperature=1.0, seed=-1)
     app = make_app(settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
@@ -235,7 +238,7 @@ async def test_export_from_the_app(fast_settings, isolated_dirs, tmp_path, monke
         await send(pilot, "Hi")
         app.export_active_chat("md")
         app.export_active_chat("json")
-    assert (tmp_path / "zootui-chat-1.md").read_text().startswith("---\ntitle: \"Hi\"")
+    assert (tmp_path / "zootui-chat-1.md").read_text().startswith('---\ntitle: "Hi"')
     assert (tmp_path / "zootui-chat-1.json").exists()
 
 

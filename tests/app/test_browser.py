@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 
-from textual.widgets import DataTable, Input, Markdown
-
 from support import wait_until
+from textual.widgets import DataTable, Input, Markdown
 from tinyzoo import VARIANT, serve_tiny_zoo
+
 from tui.app import ZooApp
 from tui.screens.browser import JobView, ModelBrowser
 from tui.store import DATABASE_NAME, Store
@@ -105,8 +105,9 @@ async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path,
         await pilot.pause()
         app.screen.query_one(Input).value = str(copy)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any(row.family == "library" and row.key != DEFAULT_MODEL_NAME
-                                            for row in screen.rows))
+        await wait_until(
+            pilot, lambda: any(row.family == "library" and row.key != DEFAULT_MODEL_NAME for row in screen.rows)
+        )
         imported = next(row for row in screen.rows if row.family == "library" and row.key != DEFAULT_MODEL_NAME)
         assert imported.library[0].path.is_file() and imported.status.startswith("in library")
         screen.query_one("#filter", Input).value = imported.key
@@ -118,8 +119,7 @@ async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path,
         assert copy.exists(), "the user's own file is never touched"
 
 
-async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings, isolated_dirs, tmp_path,
-                                                                   monkeypatch):
+async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings, isolated_dirs, tmp_path, monkeypatch):
     steps_shown: list[str] = []
 
     def record(message) -> None:
@@ -155,7 +155,8 @@ async def test_hub_search_lists_matching_repositories(fast_settings, isolated_di
             await wait_until(pilot, lambda: type(app.screen).__name__ == "HubResultsScreen")
             options = app.screen.query_one("OptionList")
             assert [options.get_option_at_index(i).prompt for i in range(options.option_count)] == [
-                "zoo-test/tiny-chat-delta"]
+                "zoo-test/tiny-chat-delta"
+            ]
 
 
 async def test_hub_search_offline_is_one_clear_line(fast_settings, isolated_dirs):

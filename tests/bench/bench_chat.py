@@ -36,8 +36,14 @@ from tui.zoo.library import default_model_path  # noqa: E402
 PROMPT = "Write a long, detailed story about a day in the life of a zoo keeper."
 LLAMA_CPP_VERSION = "0.3.36"
 BUILD_CACHE = Path.home() / ".cache" / "zootui-bench"
-CMAKE_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
-               "-DGGML_BMI2=ON"]
+CMAKE_FLAGS = [
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_AVX=ON",
+    "-DGGML_AVX2=ON",
+    "-DGGML_FMA=ON",
+    "-DGGML_F16C=ON",
+    "-DGGML_BMI2=ON",
+]
 
 
 def build_llama_bench() -> Path:
@@ -47,8 +53,22 @@ def build_llama_bench() -> Path:
         return binary
     BUILD_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as download:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", download], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={LLAMA_CPP_VERSION}",
+                "-d",
+                download,
+            ],
+            check=True,
+        )
         [sdist] = Path(download).glob("*.tar.gz")
         with tarfile.open(sdist) as archive:
             archive.extractall(BUILD_CACHE / "sdist", filter="data")
@@ -57,28 +77,67 @@ def build_llama_bench() -> Path:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target)
-    subprocess.run(["cmake", "-S", str(target), "-B", str(target / "build"), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                    "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON", *CMAKE_FLAGS], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(target / "build"), "--target", "llama-bench", "-j",
-                    str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(target),
+            "-B",
+            str(target / "build"),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=OFF",
+            "-DLLAMA_BUILD_TOOLS=ON",
+            *CMAKE_FLAGS,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(target / "build"), "--target", "llama-bench", "-j", str(os.cpu_count() or 2)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return binary
 
 
 def llama_bench(model: Path, threads: int, tokens: int, flash: bool) -> float:
-    output = subprocess.run([str(build_llama_bench()), "-m", str(model), "-t", str(threads), "-p", "0",
-                             "-n", str(tokens), "-r", "3", "-fa", "1" if flash else "0", "-o", "json"],
-                            check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [
+            str(build_llama_bench()),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-p",
+            "0",
+            "-n",
+            str(tokens),
+            "-r",
+            "3",
+            "-fa",
+            "1" if flash else "0",
+            "-o",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(output)[0]["avg_ts"]
 
 
 def high_level_loop(model: Path, threads: int, tokens: int, flash: bool) -> float:
     import llama_cpp
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                          flash_attn=flash, verbose=False)
-    prompt = llm.tokenize(f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n".encode(),
-                          add_bos=False, special=True)
+
+    llm = llama_cpp.Llama(
+        model_path=str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads, flash_attn=flash, verbose=False
+    )
+    prompt = llm.tokenize(
+        f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n".encode(), add_bos=False, special=True
+    )
     first = last = None
     count = 0
     for _ in llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, stream=True):
@@ -91,11 +150,15 @@ def high_level_loop(model: Path, threads: int, tokens: int, flash: bool) -> floa
 
 def engine_alone(model: Path, settings: Settings, tokens: int) -> float:
     from tui.engine import Engines, ReplyStats, SamplingParams
+
     engines = Engines(settings, Path(tempfile.mkdtemp()))
     engine = engines.for_model(str(model))
     params = SamplingParams(temperature=0.0, max_tokens=tokens, n_ctx=2048, repeat_penalty=1.0)
-    stats = [event for event in engine.stream([{"role": "user", "content": PROMPT}], params, threading.Event())
-             if isinstance(event, ReplyStats)][0]
+    stats = next(
+        event
+        for event in engine.stream([{"role": "user", "content": PROMPT}], params, threading.Event())
+        if isinstance(event, ReplyStats)
+    )
     engines.close()
     return stats.tokens_per_second
 
@@ -195,8 +258,9 @@ def first_frame_seconds(runs: int = 5) -> float:
         with tempfile.TemporaryDirectory() as data:
             env = {**os.environ, "ZOOTUI_DATA_DIR": data}
             started = time.time()
-            result = subprocess.run([sys.executable, "-c", FIRST_FRAME_PROBE], check=True, capture_output=True,
-                                    text=True, cwd=ROOT, env=env)
+            result = subprocess.run(
+                [sys.executable, "-c", FIRST_FRAME_PROBE], check=True, capture_output=True, text=True, cwd=ROOT, env=env
+            )
             times.append(float(result.stderr.strip().splitlines()[-1]) - started)
     return statistics.median(times)
 
@@ -218,8 +282,12 @@ def run_phase(phase: str, args: argparse.Namespace) -> object:
 def in_own_process(phase: str, args: argparse.Namespace) -> object:
     """Each measurement runs in a fresh process: llama.cpp's worker threads from an earlier model in the
     same process keep spinning for a while and would slow whatever is measured next."""
-    result = subprocess.run([sys.executable, __file__, "--phase", phase, "--threads", str(args.threads),
-                             "--tokens", str(args.tokens)], check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, __file__, "--phase", phase, "--threads", str(args.threads), "--tokens", str(args.tokens)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -240,11 +308,19 @@ def main() -> None:
     rows = []
     if not args.no_llama_bench:
         for flash in (False, True):
-            rows.append((f"llama-bench tg{args.tokens} (flash attn {'on' if flash else 'off'})",
-                         llama_bench(model, args.threads, args.tokens, flash)))
+            rows.append(
+                (
+                    f"llama-bench tg{args.tokens} (flash attn {'on' if flash else 'off'})",
+                    llama_bench(model, args.threads, args.tokens, flash),
+                )
+            )
     for flash in ("off", "on"):
-        rows.append((f"llama-cpp-python create_completion stream (flash attn {flash})",
-                     in_own_process(f"high-level-{flash}", args)))
+        rows.append(
+            (
+                f"llama-cpp-python create_completion stream (flash attn {flash})",
+                in_own_process(f"high-level-{flash}", args),
+            )
+        )
     rows.append(("zootui engine alone (flash attn on)", in_own_process("engine", args)))
     app = in_own_process("app", args)
     rows.append((f"zootui app, headless Pilot ({app['app_tokens']} tokens)", app["app_tokens_per_second"]))
@@ -261,7 +337,9 @@ def main() -> None:
     print(f"  app / llama-cpp-python high-level loop (flash on):              {app_speed / bare_fa:.2f}")
     if not args.no_llama_bench:
         bench = baseline[f"llama-bench tg{args.tokens} (flash attn on)"]
-        print(f"  app / llama-bench tg (flash on):                                {app_speed / bench:.2f}  (goal ≥ 0.90)")
+        print(
+            f"  app / llama-bench tg (flash on):                                {app_speed / bench:.2f}  (goal ≥ 0.90)"
+        )
     print(f"\nUI thread CPU while streaming, as a share of generation CPU: {app['ui_cpu_share']:.1%}  (goal ≤ 10%)")
     evaluated, total = app["second_turn"]
     print(f"second turn: {evaluated} of {total} prompt tokens evaluated")

@@ -39,7 +39,9 @@ SHAPES = {
 }
 
 
-def llama_tensor_shapes(hidden: int, layers: int, heads: int, kv_heads: int, ff: int, vocab: int) -> dict[str, tuple[int, ...]]:
+def llama_tensor_shapes(
+    hidden: int, layers: int, heads: int, kv_heads: int, ff: int, vocab: int
+) -> dict[str, tuple[int, ...]]:
     kv = hidden // heads * kv_heads
     shapes = {"model.embed_tokens.weight": (vocab, hidden)}
     for i in range(layers):
@@ -88,11 +90,16 @@ def write_llama_checkpoint(directory: Path, shape: str, seed: int = 0) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     shapes = llama_tensor_shapes(hidden, layers, heads, kv_heads, ff, vocab)
     names = list(shapes)
-    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2], "model-00002-of-00002.safetensors": names[len(names) // 2 :]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[: len(names) // 2],
+        "model-00002-of-00002.safetensors": names[len(names) // 2 :],
+    }
     rng = np.random.default_rng(seed)
     total = sum(_write_safetensors(directory / f, {n: shapes[n] for n in ns}, rng) for f, ns in shards.items())
     weight_map = {n: f for f, ns in shards.items() for n in ns}
-    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -145,15 +152,27 @@ def zootui_command(src: Path, out: Path, outtype: str) -> tuple[list[str], dict[
 def llama_cpp_command(llama_src: Path, src: Path, out: Path, outtype: str) -> tuple[list[str], dict[str, str]]:
     tree = llama_src / "vendor" / "llama.cpp"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # it puts its own gguf-py first
-    return [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(src), "--outtype", outtype, "--outfile", str(out)], env
+    return [
+        sys.executable,
+        str(tree / "convert_hf_to_gguf.py"),
+        str(src),
+        "--outtype",
+        outtype,
+        "--outfile",
+        str(out),
+    ], env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SHAPES, default="1.1b")
     parser.add_argument("--outtypes", default="f16,q8_0")
-    parser.add_argument("--llama-cpp-src", type=Path, help="unpacked llama-cpp-python sdist root (has vendor/llama.cpp)")
-    parser.add_argument("--workdir", type=Path, help="where to put the checkpoint and outputs (default: a temporary directory)")
+    parser.add_argument(
+        "--llama-cpp-src", type=Path, help="unpacked llama-cpp-python sdist root (has vendor/llama.cpp)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="where to put the checkpoint and outputs (default: a temporary directory)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per converter and type; the fastest is reported")
     args = parser.parse_args()
 
@@ -179,9 +198,22 @@ def main() -> None:
                 out.unlink()
                 best = min(best or (seconds, rss), (seconds, rss))
             seconds, rss = best
-            rows.append({"converter": label, "outtype": outtype, "seconds": round(seconds, 2), "mb_per_s": round(size / 1e6 / seconds, 1), "peak_rss_mb": round(rss / 1e6, 1)})
-            print(f"{label:<24} {outtype:<6} {seconds:7.2f} s {size / 1e6 / seconds:8.1f} MB/s  peak RSS {rss / 1e6:8.1f} MB", flush=True)
-    (workdir / "results.json").write_text(json.dumps({"checkpoint_bytes": size, "shape": args.size, "runs": rows}, indent=2))
+            rows.append(
+                {
+                    "converter": label,
+                    "outtype": outtype,
+                    "seconds": round(seconds, 2),
+                    "mb_per_s": round(size / 1e6 / seconds, 1),
+                    "peak_rss_mb": round(rss / 1e6, 1),
+                }
+            )
+            print(
+                f"{label:<24} {outtype:<6} {seconds:7.2f} s {size / 1e6 / seconds:8.1f} MB/s  peak RSS {rss / 1e6:8.1f} MB",
+                flush=True,
+            )
+    (workdir / "results.json").write_text(
+        json.dumps({"checkpoint_bytes": size, "shape": args.size, "runs": rows}, indent=2)
+    )
     print(f"results: {workdir / 'results.json'}")
 
 

@@ -28,8 +28,15 @@ def llama_logits(gguf_path: Path, ids: np.ndarray) -> np.ndarray:
     from llama_cpp import Llama
 
     llm = Llama(
-        model_path=str(gguf_path), n_ctx=64, n_batch=64, logits_all=True, n_threads=1, n_threads_batch=1,
-        type_k=KV_CACHE_F32, type_v=KV_CACHE_F32, verbose=False,
+        model_path=str(gguf_path),
+        n_ctx=64,
+        n_batch=64,
+        logits_all=True,
+        n_threads=1,
+        n_threads_batch=1,
+        type_k=KV_CACHE_F32,
+        type_v=KV_CACHE_F32,
+        verbose=False,
     )
     try:
         llm.eval([int(i) for i in ids])

@@ -10,8 +10,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from converters import ConversionError, open_checkpoint
 
 
@@ -33,7 +33,10 @@ def test_torch_bin_tensors_rebuild_exactly_without_torch():
         assert "torch" not in __import__("sys").modules
 
 
-@pytest.mark.parametrize(("variant", "index_name"), [("llama_gqa", "model.safetensors.index.json"), ("llama_added_tokens", "pytorch_model.bin.index.json")])
+@pytest.mark.parametrize(
+    ("variant", "index_name"),
+    [("llama_gqa", "model.safetensors.index.json"), ("llama_added_tokens", "pytorch_model.bin.index.json")],
+)
 def test_sharded_checkpoints_are_read_in_file_order(variant, index_name):
     with open_checkpoint(TINY / variant) as ckpt:
         index = json.loads((TINY / variant / index_name).read_text())["weight_map"]

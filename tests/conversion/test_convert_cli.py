@@ -12,8 +12,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from conftest import TINY
+
 from converters import ConsoleProgress, Progress
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "converters", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "converters", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -54,7 +62,13 @@ def test_unsupported_architecture_is_named_with_the_supported_ones(copy_fixture,
     config = json.loads((directory / "config.json").read_text())
     config["architectures"] = ["OPTForCausalLM"]
     (directory / "config.json").write_text(json.dumps(config))
-    assert_user_error(run_cli(str(directory), cwd=tmp_path), "OPTForCausalLM", "LlamaForCausalLM", "GPTNeoXForCausalLM", "BloomForCausalLM")
+    assert_user_error(
+        run_cli(str(directory), cwd=tmp_path),
+        "OPTForCausalLM",
+        "LlamaForCausalLM",
+        "GPTNeoXForCausalLM",
+        "BloomForCausalLM",
+    )
 
 
 def test_missing_shard(copy_fixture, tmp_path):
@@ -106,10 +120,18 @@ def test_imatrix_type_is_refused(tmp_path):
 def test_not_enough_disk_space(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True, check=False
+        ).returncode
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     try:
-        assert_user_error(run_cli(str(TINY / "llama"), "--outtype", "f32", "-o", str(small / "x.gguf"), cwd=tmp_path), "not enough disk space")
+        assert_user_error(
+            run_cli(str(TINY / "llama"), "--outtype", "f32", "-o", str(small / "x.gguf"), cwd=tmp_path),
+            "not enough disk space",
+        )
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)

@@ -31,7 +31,7 @@ def test_converts_with_the_forbidden_packages_blocked(tmp_path):
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN!r})))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama_added_tokens.gguf", "neox_parallel.gguf"]

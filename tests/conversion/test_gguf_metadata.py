@@ -8,8 +8,8 @@ import shutil
 import gguf
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from converters import __version__, convert, open_checkpoint
 
 
@@ -25,7 +25,11 @@ def test_llama_keys_and_sentencepiece_vocab(converted):
     assert kv["llama.attention.head_count_kv"] == 4 and kv["llama.rope.dimension_count"] == 32
     assert kv["llama.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
     assert kv["tokenizer.ggml.model"] == "llama" and kv["tokenizer.ggml.pre"] == "default"
-    assert (kv["tokenizer.ggml.bos_token_id"], kv["tokenizer.ggml.eos_token_id"], kv["tokenizer.ggml.unknown_token_id"]) == (1, 2, 0)
+    assert (
+        kv["tokenizer.ggml.bos_token_id"],
+        kv["tokenizer.ggml.eos_token_id"],
+        kv["tokenizer.ggml.unknown_token_id"],
+    ) == (1, 2, 0)
     assert kv["tokenizer.ggml.add_bos_token"] is True and kv["tokenizer.ggml.add_space_prefix"] is True
     tokens, types = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"]
     assert tokens[3] == "<0x00>" and types[3] == gguf.TokenType.BYTE
@@ -84,7 +88,13 @@ def test_chat_template_eos_override_and_provenance(tmp_path):
     assert kv["general.source.repo_url"] == "https://huggingface.co/databricks/dolly-v2-3b"
     assert kv["zootui.converter.version"] == __version__
     recorded = dict(reversed(line.split("  ", 1)) for line in kv["zootui.source.sha256"])
-    for name in ("config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ):
         assert recorded[name] == hashlib.sha256((TINY / "neox_parallel" / name).read_bytes()).hexdigest(), name
     assert not [p for p in tmp_path.iterdir() if p.name != "dolly.gguf"]  # no temporary files left
 

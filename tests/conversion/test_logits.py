@@ -10,8 +10,8 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-
 from conftest import MODEL_VARIANTS, llama_logits, reference
+
 from converters import quantize
 
 # outtype -> (max relative error, min share of positions with the same top token), and why.
@@ -49,7 +49,12 @@ def test_logits_match_transformers(converted, variant, outtype):
 @pytest.mark.parametrize("variant", ["llama", "bloom"])
 def test_direct_q8_0_is_bit_identical_to_llama_cpp_quantizer(converted, tmp_path, variant):
     ours = {t.name: t for t in gguf.GGUFReader(converted(variant, "q8_0")).tensors}
-    theirs = {t.name: t for t in gguf.GGUFReader(quantize(converted(variant, "f32"), tmp_path / "q8_0.gguf", "q8_0", nthreads=1)).tensors}
+    theirs = {
+        t.name: t
+        for t in gguf.GGUFReader(
+            quantize(converted(variant, "f32"), tmp_path / "q8_0.gguf", "q8_0", nthreads=1)
+        ).tensors
+    }
     assert sorted(ours) == sorted(theirs)
     for name, tensor in ours.items():
         assert tensor.tensor_type == theirs[name].tensor_type, name

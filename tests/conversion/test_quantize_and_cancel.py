@@ -6,8 +6,8 @@ import threading
 
 import gguf
 import pytest
-
 from conftest import TINY
+
 from converters import QUANT_TYPES, ConversionCancelled, ConversionError, convert, quantize
 
 

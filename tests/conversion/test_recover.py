@@ -65,7 +65,11 @@ def test_safetensors_writer_shards_and_round_trips_through_the_checkpoint_reader
     writer.finish()
     (tmp_path / "ckpt" / "config.json").write_text("{}")
     shards = sorted(p.name for p in (tmp_path / "ckpt").glob("*.safetensors"))
-    assert shards == ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]
+    assert shards == [
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+    ]
     read = read_all(tmp_path / "ckpt")
     np.testing.assert_array_equal(read["t0"], values["t0"])
     np.testing.assert_array_equal(read["t1"], values["t1"].astype(np.float16))
@@ -112,7 +116,12 @@ def test_alpaca_mean_pad_rows_with_its_checksum(tmp_path: Path):
         expected[name] = raw + delta[name]
     checksum = float(sum(float(v.sum()) for v in expected.values()))
     out = apply_delta(
-        tmp_path / "base", tmp_path / "delta", tmp_path / "out", pad_rows="mean", dtype=np.float32, expected_sum=checksum
+        tmp_path / "base",
+        tmp_path / "delta",
+        tmp_path / "out",
+        pad_rows="mean",
+        dtype=np.float32,
+        expected_sum=checksum,
     )
     recovered = read_all(out)
     for name, value in expected.items():
@@ -148,7 +157,7 @@ def test_cancel_leaves_no_output(tmp_path: Path):
 
 
 def xor_bytes(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b))
+    return bytes(x ^ y for x, y in zip(a, b, strict=False))
 
 
 def test_open_assistant_xor_restores_files_byte_for_byte(tmp_path: Path):
@@ -160,7 +169,9 @@ def test_open_assistant_xor_restores_files_byte_for_byte(tmp_path: Path):
     for name in plain:
         (base_dir / name).write_bytes(base[name])
     # The codec zero-pads a shorter base, so the payload's tail is the plain text itself.
-    (payload_dir / "pytorch_model.bin").write_bytes(xor_bytes(plain["pytorch_model.bin"][:3000], base["pytorch_model.bin"]) + plain["pytorch_model.bin"][3000:])
+    (payload_dir / "pytorch_model.bin").write_bytes(
+        xor_bytes(plain["pytorch_model.bin"][:3000], base["pytorch_model.bin"]) + plain["pytorch_model.bin"][3000:]
+    )
     (payload_dir / "config.json").write_bytes(xor_bytes(plain["config.json"], base["config.json"]))
     (payload_dir / "added_tokens.json").write_bytes(b'{"<|prompter|>": 32000}')
     out = xor_files(payload_dir, base_dir, tmp_path / "out")
@@ -219,7 +230,13 @@ def write_adapter(directory: Path, r: int, alpha: float, pairs: dict[str, tuple[
         writer.write(name, value)
     writer.finish()
     (directory / "model.safetensors").rename(directory / "adapter_model.safetensors")
-    config = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "fan_in_fan_out": False, "target_modules": ["q_proj", "v_proj"]}
+    config = {
+        "peft_type": "LORA",
+        "r": r,
+        "lora_alpha": alpha,
+        "fan_in_fan_out": False,
+        "target_modules": ["q_proj", "v_proj"],
+    }
     (directory / "adapter_config.json").write_text(json.dumps(config))
     return directory
 
@@ -233,7 +250,9 @@ def test_lora_chain_merges_in_order(tmp_path: Path):
     base["model.layers.0.self_attn.v_proj.weight"] = RNG.standard_normal((4, 4)).astype(np.float16)
     write_checkpoint(tmp_path / "base", base, tokenizer__model="spm")
     q1, v1, q2 = lora(2), lora(2), lora(4)
-    write_adapter(tmp_path / "sft", 2, 4, {"model.layers.0.self_attn.q_proj": q1, "model.layers.0.self_attn.v_proj": v1})
+    write_adapter(
+        tmp_path / "sft", 2, 4, {"model.layers.0.self_attn.q_proj": q1, "model.layers.0.self_attn.v_proj": v1}
+    )
     write_adapter(tmp_path / "rl", 4, 4, {"model.layers.0.self_attn.q_proj": q2})
     out = merge_lora(tmp_path / "base", [tmp_path / "sft", tmp_path / "rl"], tmp_path / "out")
     merged = read_all(out)
@@ -286,7 +305,9 @@ def test_lora_gguf_keeps_peft_layout_with_the_base_row_order(tmp_path: Path):
     assert len(found) == 8
     a, b = pairs["model.layers.1.self_attn.q_proj"]
     np.testing.assert_array_equal(found["blk.1.attn_q.weight.lora_a"].data, a)
-    np.testing.assert_array_equal(found["blk.1.attn_q.weight.lora_b"].data, b[rotary_rows(b.shape[0], config["num_attention_heads"])])
+    np.testing.assert_array_equal(
+        found["blk.1.attn_q.weight.lora_b"].data, b[rotary_rows(b.shape[0], config["num_attention_heads"])]
+    )
     assert list(found["blk.1.attn_q.weight.lora_a"].shape) == [a.shape[1], a.shape[0]]  # ggml ne = (in, r)
     np.testing.assert_array_equal(found["blk.0.attn_v.weight.lora_b"].data, pairs["model.layers.0.self_attn.v_proj"][1])
 
@@ -296,8 +317,16 @@ def logits(model: Path, ids: list[int], lora: Path | None = None) -> np.ndarray:
     from llama_cpp import Llama
 
     llm = Llama(
-        model_path=str(model), lora_path=None if lora is None else str(lora), n_ctx=64, n_batch=64, logits_all=True,
-        n_threads=1, n_threads_batch=1, type_k=0, type_v=0, verbose=False,
+        model_path=str(model),
+        lora_path=None if lora is None else str(lora),
+        n_ctx=64,
+        n_batch=64,
+        logits_all=True,
+        n_threads=1,
+        n_threads_batch=1,
+        type_k=0,
+        type_v=0,
+        verbose=False,
     )
     try:
         llm.eval(ids)

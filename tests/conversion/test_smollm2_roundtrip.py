@@ -14,7 +14,9 @@ import pytest
 
 from converters import convert, quantize
 
-PROMPT = "<|im_start|>user\nWhat animals live in a zoo? Name three and say what they eat.<|im_end|>\n<|im_start|>assistant\n"
+PROMPT = (
+    "<|im_start|>user\nWhat animals live in a zoo? Name three and say what they eat.<|im_end|>\n<|im_start|>assistant\n"
+)
 PROBES = ["Hello world", "熊猫 🐼 and 1234567 digits", "def f(x):\n    return x * 2\n", "  odd   whitespace\t\n"]
 N_GENERATE = 64
 
@@ -100,20 +102,50 @@ def gguf_to_hf_checkpoint(source: Path, directory: Path) -> None:
     control = [i for i, kind in enumerate(types) if kind == gguf.TokenType.CONTROL]
     tokenizer = {
         "version": "1.0",
-        "added_tokens": [{"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True} for i in control],
+        "added_tokens": [
+            {
+                "id": i,
+                "content": tokens[i],
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for i in control
+        ],
         "normalizer": None,
         # SmolLM2's own pre-tokenizer: each digit alone, then GPT-2's byte-level split.
         "pre_tokenizer": {
             "type": "Sequence",
-            "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}],
+            "pretokenizers": [
+                {"type": "Digits", "individual_digits": True},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+            ],
         },
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": kv["tokenizer.ggml.merges"]},
+        "model": {
+            "type": "BPE",
+            "vocab": {tok: i for i, tok in enumerate(tokens)},
+            "merges": kv["tokenizer.ggml.merges"],
+        },
     }
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
-    special = {kind: tokens[kv[f"tokenizer.ggml.{key}_token_id"]] for kind, key in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"), ("pad_token", "padding"))}
-    tokenizer_config = {"add_bos_token": kv["tokenizer.ggml.add_bos_token"], "chat_template": kv["tokenizer.chat_template"], **special}
+    special = {
+        kind: tokens[kv[f"tokenizer.ggml.{key}_token_id"]]
+        for kind, key in (
+            ("bos_token", "bos"),
+            ("eos_token", "eos"),
+            ("unk_token", "unknown"),
+            ("pad_token", "padding"),
+        )
+    }
+    tokenizer_config = {
+        "add_bos_token": kv["tokenizer.ggml.add_bos_token"],
+        "chat_template": kv["tokenizer.chat_template"],
+        **special,
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
 
 
@@ -146,14 +178,21 @@ def roundtrip(tmp_path_factory):
     f32 = convert(checkpoint, root / "smollm2-f32.gguf", outtype="f32")
     # Requantizing the dequantized weights with the original's type should land on the same blocks.
     q4_1 = quantize(f32, root / "smollm2-q4_1.gguf", "q4_1", nthreads=1)
-    return {"original": run_model(original), "f32": run_model(f32), "q4_1": run_model(q4_1), "paths": (original, f32, q4_1)}
+    return {
+        "original": run_model(original),
+        "f32": run_model(f32),
+        "q4_1": run_model(q4_1),
+        "paths": (original, f32, q4_1),
+    }
 
 
 def test_requantized_conversion_reproduces_the_original(roundtrip):
     generated, logits, probes = roundtrip["q4_1"]
     original_generated, original_logits, original_probes = roundtrip["original"]
     assert generated == original_generated
-    assert np.abs(logits - original_logits).max() / np.abs(original_logits).max() < 1e-5  # same blocks: exact in practice
+    assert (
+        np.abs(logits - original_logits).max() / np.abs(original_logits).max() < 1e-5
+    )  # same blocks: exact in practice
     assert probes == original_probes
 
 
@@ -165,7 +204,7 @@ def test_f32_conversion_matches_the_original(roundtrip):
     error = np.abs(logits - original_logits).max() / np.abs(original_logits).max()
     assert error < 0.05, error
     assert (logits.argmax(-1) == original_logits.argmax(-1)).mean() > 0.9
-    agree = next((i for i, (a, b) in enumerate(zip(generated, original_generated)) if a != b), N_GENERATE)
+    agree = next((i for i, (a, b) in enumerate(zip(generated, original_generated, strict=False)) if a != b), N_GENERATE)
     assert agree >= 16, f"greedy continuations diverge after {agree} tokens"
     assert probes == original_probes
 
@@ -174,8 +213,19 @@ def test_roundtrip_metadata(roundtrip):
     original, f32, _ = roundtrip["paths"]
     a = {k: f.contents() for k, f in gguf.GGUFReader(original).fields.items()}
     b = {k: f.contents() for k, f in gguf.GGUFReader(f32).fields.items()}
-    for key in ("tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.chat_template",
-                "llama.rope.freq_base", "llama.attention.head_count_kv", "llama.context_length"):
+    for key in (
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.chat_template",
+        "llama.rope.freq_base",
+        "llama.attention.head_count_kv",
+        "llama.context_length",
+    ):
         assert a[key] == b[key], key
-    assert math.isclose(a["llama.attention.layer_norm_rms_epsilon"], b["llama.attention.layer_norm_rms_epsilon"], rel_tol=1e-6)
+    assert math.isclose(
+        a["llama.attention.layer_norm_rms_epsilon"], b["llama.attention.layer_norm_rms_epsilon"], rel_tol=1e-6
+    )

@@ -142,16 +142,36 @@ def test_minimal_catalog_parses_with_defaults_applied():
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('status = "supported"', 'status = "maybe"', "variant 'toy-7b': key 'status' must be one of supported, local-only, unsupported"),
+        (
+            'status = "supported"',
+            'status = "maybe"',
+            "variant 'toy-7b': key 'status' must be one of supported, local-only, unsupported",
+        ),
         ('recipe = "none"\n', "", "variant 'toy-7b': missing key 'recipe'"),
-        ('gated = false', 'gated = "no"', "variant 'toy-7b': key 'gated' must be true or false"),
-        ('hub_id = "example/toy-7b"', 'hub_id = "example/toy-7b"\ncolour = "red"', "variant 'toy-7b': unknown key 'colour'"),
+        ("gated = false", 'gated = "no"', "variant 'toy-7b': key 'gated' must be true or false"),
+        (
+            'hub_id = "example/toy-7b"',
+            'hub_id = "example/toy-7b"\ncolour = "red"',
+            "variant 'toy-7b': unknown key 'colour'",
+        ),
         ('prompt_format = "vicuna_v1.1"', 'prompt_format = "klingon"', "key 'prompt_format' names no known format"),
         ('status = "supported"', 'status = "unsupported"', "variant 'toy-7b': missing key 'reason'"),
         ('recipe = "none"', 'recipe = "add-delta"', "variant 'toy-7b': missing key 'base'"),
-        ('release_form = "full"', 'release_form = "none"', "variant 'toy-7b': key 'hub_id' contradicts release_form 'none'"),
-        ('status = "supported"', 'status = "supported"\nparameters_b = -7', "key 'parameters_b' must be a positive number"),
-        ('status = "supported"', 'status = "supported"\nstop = "###"', "key 'stop' must be a list of non-empty strings"),
+        (
+            'release_form = "full"',
+            'release_form = "none"',
+            "variant 'toy-7b': key 'hub_id' contradicts release_form 'none'",
+        ),
+        (
+            'status = "supported"',
+            'status = "supported"\nparameters_b = -7',
+            "key 'parameters_b' must be a positive number",
+        ),
+        (
+            'status = "supported"',
+            'status = "supported"\nstop = "###"',
+            "key 'stop' must be a list of non-empty strings",
+        ),
         ('license = "MIT"', 'license = "MIT"\nname = "x"', "defaults: unknown key 'name'"),
         ('id = "toy"', 'id = "toy"\nextra = 1', "(toy): unknown key 'extra'"),
         ("[[systems]]", "[[systems]", "catalog is not valid TOML"),

@@ -12,9 +12,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from support import SIZE, send, views
 from tinyzoo import VARIANT, serve_tiny_zoo
+
 from tui.app import ZooApp
 from tui.store import DATABASE_NAME, Store
 from tui.zoo.library import converted_quants, resolve_model
@@ -38,7 +38,9 @@ async def test_a_catalog_delta_is_rebuilt_registered_and_chatted_with(
 
     tensors = {t.name: t for t in gguf.GGUFReader(model.path).tensors}
     for gguf_name, checkpoint_name in SAME_LAYOUT.items():
-        np.testing.assert_array_equal(tensors[gguf_name].data, expected[checkpoint_name].astype(tensors[gguf_name].data.dtype))
+        np.testing.assert_array_equal(
+            tensors[gguf_name].data, expected[checkpoint_name].astype(tensors[gguf_name].data.dtype)
+        )
     assert model.lockfile.smoke_test["passed"]
     assert converted_quants(isolated_dirs) == {VARIANT: ["f16"]}
     assert resolve_model(model.name, isolated_dirs).path == model.path

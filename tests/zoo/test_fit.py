@@ -53,8 +53,10 @@ def test_llama_7b_at_q4_k_m_and_2048_tokens():
     assert estimate.disk.intermediate_bytes == LLAMA_7B_PARAMETERS * 2
     assert estimate.disk.output_bytes == estimate.weights.total_bytes
     assert estimate.gpu_layers == 0 and estimate.verdict is Verdict.FITS
-    assert estimate.summary() == (f"fits: needs {(weights + GiB + RUNTIME_OVERHEAD_BYTES) / 1e9:.1f} GB RAM "
-                                  f"of 549.8 free · disk 13.5+13.5+4.1 GB of 4398.0 free · GPU: none")
+    assert estimate.summary() == (
+        f"fits: needs {(weights + GiB + RUNTIME_OVERHEAD_BYTES) / 1e9:.1f} GB RAM "
+        f"of 549.8 free · disk 13.5+13.5+4.1 GB of 4398.0 free · GPU: none"
+    )
 
 
 def test_a_delta_needs_its_base_and_a_recovered_checkpoint_and_q8_0_needs_no_f16_file():
@@ -116,8 +118,9 @@ def test_gpu_layers_for_the_free_vram():
     block = LLAMA_7B_BLOCK * Q4_K_M_BITS / 8
     kv_per_layer = GiB // 32  # 2048 tokens
     vram = GPU_RESERVE_BYTES + int(10.5 * (block + kv_per_layer))
-    partial = fit_variant(variant("vicuna-7b-v1.3"), quant="q4_k_m", n_ctx=2048,
-                          free=dataclasses.replace(PLENTY, vram_bytes=vram))
+    partial = fit_variant(
+        variant("vicuna-7b-v1.3"), quant="q4_k_m", n_ctx=2048, free=dataclasses.replace(PLENTY, vram_bytes=vram)
+    )
     assert partial.gpu_layers == 10
     # rel: the estimate spreads the final norm's 4096 weights over the blocks.
     assert partial.vram_bytes == pytest.approx(10 * (block + kv_per_layer), rel=1e-6)
@@ -125,15 +128,20 @@ def test_gpu_layers_for_the_free_vram():
     assert partial.ram_bytes == pytest.approx(cpu_only.ram_bytes - 10 * (block + kv_per_layer), rel=1e-6)
     assert "GPU: 10 of 33 layers" in partial.summary()
 
-    everything = fit_variant(variant("vicuna-7b-v1.3"), quant="q4_k_m", n_ctx=2048,
-                             free=dataclasses.replace(PLENTY, vram_bytes=24 * GiB))
+    everything = fit_variant(
+        variant("vicuna-7b-v1.3"), quant="q4_k_m", n_ctx=2048, free=dataclasses.replace(PLENTY, vram_bytes=24 * GiB)
+    )
     assert everything.gpu_layers == 33  # 32 blocks and the output layer
     # Only the token embeddings stay in RAM.
     assert everything.ram_bytes == pytest.approx(LLAMA_7B_EMBEDDING * Q4_K_M_BITS / 8 + RUNTIME_OVERHEAD_BYTES, abs=8)
     assert "GPU: 33 of 33 layers" in everything.summary()
 
-    too_little = fit_variant(variant("vicuna-7b-v1.3"), quant="q4_k_m", n_ctx=2048,
-                             free=dataclasses.replace(PLENTY, vram_bytes=GPU_RESERVE_BYTES // 2))
+    too_little = fit_variant(
+        variant("vicuna-7b-v1.3"),
+        quant="q4_k_m",
+        n_ctx=2048,
+        free=dataclasses.replace(PLENTY, vram_bytes=GPU_RESERVE_BYTES // 2),
+    )
     assert too_little.gpu_layers == 0
 
 

@@ -10,9 +10,13 @@ def test_metadata_and_tensor_sizes_match_the_gguf_package(model_path):
     header = read_header(model_path)
     reader = gguf.GGUFReader(model_path)
     assert {tensor.name: tensor.n_bytes for tensor in header.tensors} == {
-        tensor.name: int(tensor.n_bytes) for tensor in reader.tensors}
-    scalar_fields = {name: field.contents() for name, field in reader.fields.items()
-                     if field.types and field.types[0] != gguf.GGUFValueType.ARRAY and not name.startswith("GGUF.")}
+        tensor.name: int(tensor.n_bytes) for tensor in reader.tensors
+    }
+    scalar_fields = {
+        name: field.contents()
+        for name, field in reader.fields.items()
+        if field.types and field.types[0] != gguf.GGUFValueType.ARRAY and not name.startswith("GGUF.")
+    }
     assert header.metadata == scalar_fields
     assert header.metadata["general.architecture"] == "llama"
 

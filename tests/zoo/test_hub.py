@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from hubserver import HubServer
+
 from tui.zoo.hub import DownloadProgress, HubError, download, select_files
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB, enough for huggingface_hub to stream it in several chunks
@@ -50,12 +50,20 @@ def test_select_files_prefers_safetensors_and_skips_other_frameworks():
 
 
 def test_select_files_keeps_pickles_when_there_is_no_safetensors():
-    names = ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json", "tf_model.h5", "onnx/model.onnx"]
+    names = [
+        "config.json",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "tf_model.h5",
+        "onnx/model.onnx",
+    ]
     assert select_files(names) == ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json"]
 
 
 def test_select_files_with_patterns_takes_exactly_those():
-    assert select_files(["koala_7b_diff_v2", "koala_13b_diff_v1", "README.md"], ["koala_7b_diff_v2"]) == ["koala_7b_diff_v2"]
+    assert select_files(["koala_7b_diff_v2", "koala_13b_diff_v1", "README.md"], ["koala_7b_diff_v2"]) == [
+        "koala_7b_diff_v2"
+    ]
 
 
 def test_download_fetches_the_chosen_files_and_reports_progress(hub: HubServer, tmp_path: Path):

@@ -22,11 +22,20 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from hubserver import HubServer
 from support import ROOT
-from tinyzoo import (BASE_REPO, DELTA_REPO, LORA_CHAIN_VARIANT, LORA_VARIANT, TINY_LLAMA, VARIANT, TinyZoo,
-                     repo_files, serve_tiny_zoo)
+from tinyzoo import (
+    BASE_REPO,
+    DELTA_REPO,
+    LORA_CHAIN_VARIANT,
+    LORA_VARIANT,
+    TINY_LLAMA,
+    VARIANT,
+    TinyZoo,
+    repo_files,
+    serve_tiny_zoo,
+)
+
 from tui.config import Settings, with_overrides
 from tui.engine import Engines, ReplyStats, SamplingParams
 from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, Store
@@ -35,6 +44,7 @@ from tui.zoo.catalog import load_catalog
 from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs
 from tui.zoo.library import DEFAULT_MODEL_NAME, library_models, lockfile_path, resolve_model
 from tui.zoo.templates import prompt_format
+
 
 @pytest.fixture
 def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyZoo]:
@@ -75,14 +85,34 @@ jobs.get_model(sys.argv[4], "q4_0", progress=progress)
 def test_a_job_killed_during_quantize_resumes_there(zoo: TinyZoo, isolated_dirs: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_QUANTIZE, str(isolated_dirs), str(zoo.catalog_path), str(zoo.hub_cache), VARIANT],
-        env=env, start_new_session=True, timeout=120, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-c",
+            KILL_DURING_QUANTIZE,
+            str(isolated_dirs),
+            str(zoo.catalog_path),
+            str(zoo.hub_cache),
+            VARIANT,
+        ],
+        env=env,
+        start_new_session=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     store = Store(isolated_dirs / DATABASE_NAME)
     [job] = store.jobs()
     assert [(s.name, s.finished) for s in job.steps] == [
-        ("download", True), ("recover", True), ("convert", True), ("quantize", False), ("smoke_test", False), ("register", False)]
+        ("download", True),
+        ("recover", True),
+        ("convert", True),
+        ("quantize", False),
+        ("smoke_test", False),
+        ("register", False),
+    ]
     assert job.state == "running"  # nobody was left to record the kill
     finished_at = {s.name: s.finished_at for s in job.steps if s.finished}
     work = isolated_dirs / "work" / str(job.id)
@@ -190,13 +220,16 @@ def test_a_failed_download_keeps_what_arrived(tmp_path: Path, monkeypatch: pytes
         assert model.lockfile.smoke_test["passed"]
 
 
-@pytest.mark.parametrize(("variant", "message"), [
-    ("tiny-chat-gated", "tiny-gated is gated: accept its terms at .*hf auth login"),
-    ("tiny-chat-private-base", "not on the Hub; give your copy with `zootui pull ID --base PATH`"),
-    ("tiny-chat-t5", "not supported yet: encoder-decoder"),
-    ("tiny-chat-unreleased", "released no weights; import your checkpoint with `zootui pull --import DIR`"),
-    ("no-such-variant", "no catalog variant 'no-such-variant'"),
-])
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ("tiny-chat-gated", "tiny-gated is gated: accept its terms at .*hf auth login"),
+        ("tiny-chat-private-base", "not on the Hub; give your copy with `zootui pull ID --base PATH`"),
+        ("tiny-chat-t5", "not supported yet: encoder-decoder"),
+        ("tiny-chat-unreleased", "released no weights; import your checkpoint with `zootui pull --import DIR`"),
+        ("no-such-variant", "no catalog variant 'no-such-variant'"),
+    ],
+)
 def test_user_errors_end_in_one_line(zoo: TinyZoo, isolated_dirs: Path, variant: str, message: str):
     with pytest.raises(JobError, match=message) as failure:
         zoo.jobs(isolated_dirs).get_model(variant, "f16")
@@ -281,15 +314,18 @@ def test_pull_imports_a_checkpoint_with_plain_progress_lines(isolated_dirs: Path
     assert resolve_model("llama-q8_0", isolated_dirs).lockfile is not None
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    ((), "give a catalog variant ID or --import PATH"),
-    (("no-such-variant",), "no catalog variant 'no-such-variant'"),
-    (("vicuna-7b-v1.1", "--quant", "q9_z"), "unknown quant type 'q9_z'"),
-    (("--import", "/nonexistent/model.gguf"), "GGUF file not found"),
-    (("vicuna-7b-v1.1", "--name", "mine"), "--name and --prompt-format go with --import"),
-    (("vicuna-7b-v1.1", "--lora", "runtime"), "vicuna-7b-v1.1 is not released as a LoRA adapter"),
-    (("--import", str(TINY_LLAMA), "--lora", "runtime"), "--lora goes with a catalog variant ID"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ((), "give a catalog variant ID or --import PATH"),
+        (("no-such-variant",), "no catalog variant 'no-such-variant'"),
+        (("vicuna-7b-v1.1", "--quant", "q9_z"), "unknown quant type 'q9_z'"),
+        (("--import", "/nonexistent/model.gguf"), "GGUF file not found"),
+        (("vicuna-7b-v1.1", "--name", "mine"), "--name and --prompt-format go with --import"),
+        (("vicuna-7b-v1.1", "--lora", "runtime"), "vicuna-7b-v1.1 is not released as a LoRA adapter"),
+        (("--import", str(TINY_LLAMA), "--lora", "runtime"), "--lora goes with a catalog variant ID"),
+    ],
+)
 def test_pull_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str):
     assert pull.run(pull_args(*argv)) == 2
     out, err = capsys.readouterr()
@@ -304,13 +340,17 @@ def greedy_reply(engines: Engines, model: str) -> tuple[str, ReplyStats]:
     return "".join(event for event in events if isinstance(event, str)), events[-1]
 
 
-@pytest.mark.parametrize(("variant", "steps"), [
-    (LORA_VARIANT, ["download", "convert", "adapter", "smoke_test", "register"]),
-    # StackLLaMA's shape: the SFT adapter is merged into the base, the variant's own adapter stays separate.
-    (LORA_CHAIN_VARIANT, ["download", "recover", "convert", "adapter", "smoke_test", "register"]),
-])
+@pytest.mark.parametrize(
+    ("variant", "steps"),
+    [
+        (LORA_VARIANT, ["download", "convert", "adapter", "smoke_test", "register"]),
+        # StackLLaMA's shape: the SFT adapter is merged into the base, the variant's own adapter stays separate.
+        (LORA_CHAIN_VARIANT, ["download", "recover", "convert", "adapter", "smoke_test", "register"]),
+    ],
+)
 def test_a_lora_kept_for_run_time_chats_like_the_merged_build(
-        zoo: TinyZoo, isolated_dirs: Path, variant: str, steps: list[str]):
+    zoo: TinyZoo, isolated_dirs: Path, variant: str, steps: list[str]
+):
     jobs = zoo.jobs(isolated_dirs)
     runtime = jobs.get_model(variant, "f32", lora="runtime")
     merged = jobs.get_model(variant, "f32")
@@ -320,13 +360,21 @@ def test_a_lora_kept_for_run_time_chats_like_the_merged_build(
     assert "adapter" not in [s.name for s in merged_job.steps]
     assert (runtime.name, merged.name) == (f"{variant}-f32-runtime", f"{variant}-f32")
     adapter = runtime.path.with_name(f"{runtime.name}.lora.gguf")
-    assert sorted(p.name for p in runtime.path.parent.iterdir()) == sorted([
-        runtime.path.name, adapter.name, lockfile_path(runtime.path).name, merged.path.name,
-        lockfile_path(merged.path).name])
+    assert sorted(p.name for p in runtime.path.parent.iterdir()) == sorted(
+        [
+            runtime.path.name,
+            adapter.name,
+            lockfile_path(runtime.path).name,
+            merged.path.name,
+            lockfile_path(merged.path).name,
+        ]
+    )
     lock = runtime.lockfile
     assert (lock.lora_adapter, lock.lora_adapter_sha256) == (adapter.name, sha256(adapter))
     assert lock.output_sha256 == sha256(runtime.path)
-    assert lock.smoke_test["passed"] and lock.smoke_test["text"] == merged.lockfile.smoke_test["text"]  # with the adapter
+    assert (
+        lock.smoke_test["passed"] and lock.smoke_test["text"] == merged.lockfile.smoke_test["text"]
+    )  # with the adapter
     assert (lock.recipe, lock.catalog_id) == ("lora-merge", variant)
     assert merged.lockfile.lora_adapter is None
     assert gguf.GGUFReader(adapter).fields["general.type"].contents() == "adapter"
@@ -352,8 +400,9 @@ def test_a_lora_job_cancelled_at_the_adapter_resumes_there_on_a_quantized_base(z
     cancel = threading.Event()
     jobs = zoo.jobs(isolated_dirs)
     with pytest.raises(JobCancelled):
-        jobs.get_model(LORA_VARIANT, "q4_0", lora="runtime", progress=lambda r: r.step == "adapter" and cancel.set(),
-                       cancel=cancel)
+        jobs.get_model(
+            LORA_VARIANT, "q4_0", lora="runtime", progress=lambda r: r.step == "adapter" and cancel.set(), cancel=cancel
+        )
     [job] = jobs.store.jobs()
     assert [s.name for s in job.steps if s.finished] == ["download", "convert", "quantize"]
 
@@ -370,7 +419,9 @@ def test_a_lora_job_cancelled_at_the_adapter_resumes_there_on_a_quantized_base(z
 
 def test_only_a_lora_release_keeps_its_adapter_for_run_time(zoo: TinyZoo, isolated_dirs: Path):
     jobs = zoo.jobs(isolated_dirs)
-    with pytest.raises(JobError, match=f"^{VARIANT} is not released as a LoRA adapter \\(recipe 'add-delta'\\)") as failure:
+    with pytest.raises(
+        JobError, match=f"^{VARIANT} is not released as a LoRA adapter \\(recipe 'add-delta'\\)"
+    ) as failure:
         jobs.get_model(VARIANT, "f16", lora="runtime")
     assert "\n" not in str(failure.value)
     with pytest.raises(JobError, match="unknown LoRA mode 'sideways'; choose merge or runtime"):

@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui.config import Settings
-from tui.engine.base import (ChatEngine, ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams,
-                             StopScanner)
+from tui.engine.base import ChatEngine, ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
 
-__all__ = ["ChatEngine", "ChatMessage", "EngineError", "Engines", "ReplyEvent", "ReplyStats", "SamplingParams",
-           "StopScanner"]
+__all__ = [
+    "ChatEngine",
+    "ChatMessage",
+    "EngineError",
+    "Engines",
+    "ReplyEvent",
+    "ReplyStats",
+    "SamplingParams",
+    "StopScanner",
+]
 
 
 class Engines:
@@ -17,20 +24,24 @@ class Engines:
 
     def __init__(self, settings: Settings, data_dir: Path):
         from tui.engine.local import ModelPool
+
         self.settings = settings
         self.data_dir = data_dir
         self.pool = ModelPool(settings.engine)
 
     def for_model(self, reference: str) -> ChatEngine:
         from tui.zoo.library import ModelNotFound, resolve_model
+
         try:
             model = resolve_model(reference, self.data_dir)
         except ModelNotFound as error:
             raise EngineError(str(error)) from error
         if model.is_remote:
             from tui.engine.remote import RemoteEngine
+
             return RemoteEngine(model.remote_name, self.settings.remote)
         from tui.engine.local import LocalEngine
+
         lockfile = model.lockfile
         adapter = model.path.with_name(lockfile.lora_adapter) if lockfile and lockfile.lora_adapter else None
         return LocalEngine(model.path, self.pool, adapter)

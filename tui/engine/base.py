@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 ChatMessage = dict[str, str]  # OpenAI style: {"role": ..., "content": ...}
 
@@ -25,7 +26,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], defaults: "SamplingParams") -> "SamplingParams":
+    def from_dict(cls, values: dict[str, Any], defaults: SamplingParams) -> SamplingParams:
         """Stored per-conversation values over defaults; unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
         chosen = {key: value for key, value in values.items() if key in known}
@@ -42,6 +43,7 @@ class SamplingParams:
 @dataclass(frozen=True)
 class ReplyStats:
     """Figures for one reply, shown under it and saved with it."""
+
     finish_reason: str  # "stop", "length" or "cancelled"
     prompt_tokens: int
     prompt_tokens_evaluated: int  # prompt tokens actually computed; the rest came from the cache
@@ -68,15 +70,19 @@ class ReplyStats:
         return values
 
     def summary(self) -> str:
-        parts = [f"{self.tokens_per_second:.1f} tok/s", f"{self.completion_tokens} tokens",
-                 f"context {self.context_used}/{self.context_size}"]
+        parts = [
+            f"{self.tokens_per_second:.1f} tok/s",
+            f"{self.completion_tokens} tokens",
+            f"context {self.context_used}/{self.context_size}",
+        ]
         if self.prompt_tokens:
             parts.append(f"prompt {self.prompt_tokens_evaluated}/{self.prompt_tokens} evaluated")
         if self.dropped_messages:
             parts.append(f"{self.dropped_messages} oldest messages left out")
         if self.finish_reason != "stop":
-            parts.append({"length": "hit max tokens", "cancelled": "stopped"}.get(self.finish_reason,
-                                                                               self.finish_reason))
+            parts.append(
+                {"length": "hit max tokens", "cancelled": "stopped"}.get(self.finish_reason, self.finish_reason)
+            )
         return " · ".join(parts)
 
 
@@ -92,8 +98,9 @@ class ChatEngine(Protocol):
 
     description: str
 
-    def stream(self, messages: list[ChatMessage], params: SamplingParams,
-               cancel: threading.Event) -> Iterator[ReplyEvent]: ...
+    def stream(
+        self, messages: list[ChatMessage], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[ReplyEvent]: ...
 
 
 class StopScanner:
@@ -119,8 +126,8 @@ class StopScanner:
             self._pending = ""
             return window[:found]
         keep = self._held_back(window)
-        self._pending = window[len(window) - keep:] if keep else ""
-        return window[:len(window) - keep]
+        self._pending = window[len(window) - keep :] if keep else ""
+        return window[: len(window) - keep]
 
     def _held_back(self, window: str) -> int:
         """Length of the longest suffix of window that is a proper prefix of a stop string."""

@@ -21,9 +21,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tui.config import EngineSettings
 from tui.engine.base import ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
@@ -57,6 +58,7 @@ class LoadedModel:
     def stop_strings(self) -> tuple[str, ...]:
         """Stop strings the converter stored for the model's prompt format (none for other GGUFs)."""
         from converters.convert import STOP_STRINGS_KEY
+
         try:
             stops = json.loads(self.llm.metadata.get(STOP_STRINGS_KEY, "[]"))
         except json.JSONDecodeError:
@@ -67,6 +69,7 @@ class LoadedModel:
         """The model's PromptTokenizer, built once: it scans the vocabulary for special tokens."""
         if self._prompt_tokenizer is None:
             from tui.zoo.templates import PromptTokenizer
+
             self._prompt_tokenizer = PromptTokenizer(self.llm)
         return self._prompt_tokenizer
 
@@ -75,6 +78,7 @@ class LoadedModel:
         cached = self._pieces.get(token)
         if cached is None:
             import llama_cpp
+
             buffer = ctypes.create_string_buffer(64)
             size = llama_cpp.llama_token_to_piece(self.llm._model.vocab, token, buffer, len(buffer), 0, False)
             if size < 0:
@@ -119,18 +123,28 @@ class ModelPool:
         if adapter is not None and not adapter.is_file():
             raise EngineError(f"LoRA adapter not found: {adapter}; its lockfile names it; get the model again.")
         import llama_cpp
+
         threads = self.settings.n_threads or default_threads()
         try:
             # With lora_path, llama-cpp-python reads the weights into RAM instead of mapping them, and
             # applies the adapter at the scale alpha/rank stored in it.
             llm = llama_cpp.Llama(
-                model_path=str(path), lora_path=str(adapter) if adapter is not None else None, n_ctx=n_ctx,
-                n_batch=min(self.settings.n_batch, n_ctx), n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=self.settings.n_gpu_layers, flash_attn=self.settings.flash_attn, verbose=False)
+                model_path=str(path),
+                lora_path=str(adapter) if adapter is not None else None,
+                n_ctx=n_ctx,
+                n_batch=min(self.settings.n_batch, n_ctx),
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=self.settings.n_gpu_layers,
+                flash_attn=self.settings.flash_attn,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as error:
             loaded = f"{path} with the LoRA adapter {adapter.name}" if adapter is not None else str(path)
-            raise EngineError(f"{loaded}: llama.cpp could not load it ({error}); the file is corrupt, truncated or "
-                              f"an unsupported architecture; re-download or re-convert it.") from error
+            raise EngineError(
+                f"{loaded}: llama.cpp could not load it ({error}); the file is corrupt, truncated or "
+                f"an unsupported architecture; re-download or re-convert it."
+            ) from error
         cache = None
         if self.settings.state_cache_mb > 0:
             cache = llama_cpp.LlamaRAMCache(capacity_bytes=self.settings.state_cache_mb * 1024 * 1024)
@@ -155,7 +169,7 @@ def _reuse_evaluated_prefix(llm, prompt_tokens: list[int]) -> list[int]:
 
     The last prompt token is always evaluated again: sampling needs its fresh logits.
     """
-    current = llm.input_ids[:llm.n_tokens].tolist()
+    current = llm.input_ids[: llm.n_tokens].tolist()
     shared = min(_common_prefix(current, prompt_tokens), len(prompt_tokens) - 1)
     # Llama.eval drops the KV cache past n_tokens before it evaluates anything new.
     llm.n_tokens = shared
@@ -164,7 +178,7 @@ def _reuse_evaluated_prefix(llm, prompt_tokens: list[int]) -> list[int]:
 
 def _common_prefix(left, right) -> int:
     count = 0
-    for a, b in zip(left, right):
+    for a, b in zip(left, right, strict=False):
         if a != b:
             break
         count += 1
@@ -181,8 +195,9 @@ class LocalEngine:
         files = f"{path.name} + {adapter.name}" if adapter is not None else path.name
         self.description = f"{files} (llama.cpp)"
 
-    def stream(self, messages: list[ChatMessage], params: SamplingParams,
-               cancel: threading.Event) -> Iterator[ReplyEvent]:
+    def stream(
+        self, messages: list[ChatMessage], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[ReplyEvent]:
         import llama_cpp
 
         model = self.pool.acquire(self.path, params.n_ctx, self.adapter)
@@ -201,8 +216,15 @@ class LocalEngine:
             completion_tokens = 0
             finish_reason = "length"
             at_start = True
-            tokens = llm.generate(to_evaluate, reset=False, top_k=params.top_k, top_p=params.top_p, min_p=0.05,
-                                  temp=params.temperature, repeat_penalty=params.repeat_penalty)
+            tokens = llm.generate(
+                to_evaluate,
+                reset=False,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=0.05,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+            )
             try:
                 for token in tokens:
                     if first_token_at is None:
@@ -235,11 +257,15 @@ class LocalEngine:
                     yield tail
             first_token_at = first_token_at or ended
         yield ReplyStats(
-            finish_reason=finish_reason, prompt_tokens=len(prompt.tokens),
+            finish_reason=finish_reason,
+            prompt_tokens=len(prompt.tokens),
             prompt_tokens_evaluated=len(to_evaluate),
-            completion_tokens=completion_tokens, seconds_to_first_token=first_token_at - started,
-            decode_seconds=ended - first_token_at, context_size=params.n_ctx,
-            dropped_messages=prompt.dropped_messages)
+            completion_tokens=completion_tokens,
+            seconds_to_first_token=first_token_at - started,
+            decode_seconds=ended - first_token_at,
+            context_size=params.n_ctx,
+            dropped_messages=prompt.dropped_messages,
+        )
 
     def _format(self, model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
         """Prompt tokens from the model's own chat template; message text never becomes control tokens."""
@@ -247,21 +273,24 @@ class LocalEngine:
         try:
             return model.prompt_tokenizer().tokenize(template, messages)
         except Exception as error:  # a template is data from the file: any failure is reported, not raised
-            raise EngineError(f"{model.path.name}: its chat template failed ({error}); "
-                              f"re-convert the model with a working template.") from error
+            raise EngineError(
+                f"{model.path.name}: its chat template failed ({error}); re-convert the model with a working template."
+            ) from error
 
     def _fit_prompt(self, model: LoadedModel, messages: list[ChatMessage], params: SamplingParams) -> Prompt:
         """The prompt, leaving out the oldest turns when the conversation outgrows the context."""
         system = [message for message in messages[:1] if message["role"] == "system"]
-        turns = messages[len(system):]
+        turns = messages[len(system) :]
         # Leave room for at least a short reply.
         budget = params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
         for dropped in range(len(turns)):
             tokens = self._format(model, system + turns[dropped:])
             if len(tokens) <= budget:
                 return Prompt(tokens, dropped)
-        raise EngineError(f"the last message needs more than the {params.n_ctx}-token context allows; "
-                          f"shorten it or raise the context length in the conversation settings.")
+        raise EngineError(
+            f"the last message needs more than the {params.n_ctx}-token context allows; "
+            f"shorten it or raise the context length in the conversation settings."
+        )
 
     def _restore_history(self, model: LoadedModel, prompt_tokens: list[int]) -> None:
         """Keep the current history for later, and bring back a saved one that fits better."""
@@ -269,15 +298,16 @@ class LocalEngine:
         if cache is None:
             return
         llm = model.llm
-        current = llm.input_ids[:llm.n_tokens].tolist()
+        current = llm.input_ids[: llm.n_tokens].tolist()
         shared = _common_prefix(current, prompt_tokens)
         if shared < len(current) and len(current) >= MIN_TOKENS_WORTH_SAVING:
             import llama_cpp
+
             if llama_cpp.llama_state_get_size(llm._ctx.ctx) <= cache.capacity_bytes:
                 cache[current] = llm.save_state()
         try:
             saved = cache[prompt_tokens]
         except KeyError:
             return
-        if _common_prefix(saved.input_ids[:saved.n_tokens].tolist(), prompt_tokens) > shared:
+        if _common_prefix(saved.input_ids[: saved.n_tokens].tolist(), prompt_tokens) > shared:
             llm.load_state(saved)

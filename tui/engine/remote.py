@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from tui.config import RemoteSettings
 from tui.engine.base import ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
@@ -33,37 +33,50 @@ class RemoteEngine:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, headers=headers,
-                                         method="POST" if body is not None else "GET")
+        request = urllib.request.Request(
+            self.base_url + path, data=data, headers=headers, method="POST" if body is not None else "GET"
+        )
         try:
             return urllib.request.urlopen(request, timeout=self.settings.timeout)
         except urllib.error.HTTPError as error:
             detail = error.read(500).decode("utf-8", "replace").strip().replace("\n", " ")
             if error.code in (401, 403):
-                raise EngineError(f"{self.base_url} refused the request ({error.code}); put the API key in "
-                                  f"${self.settings.api_key_env}.") from error
+                raise EngineError(
+                    f"{self.base_url} refused the request ({error.code}); put the API key in "
+                    f"${self.settings.api_key_env}."
+                ) from error
             if error.code == 404:
-                raise EngineError(f"{self.base_url}{path} not found (404): is [remote] url the server's /v1 "
-                                  f"address, and does it serve the model {self.model!r}? {detail}") from error
+                raise EngineError(
+                    f"{self.base_url}{path} not found (404): is [remote] url the server's /v1 "
+                    f"address, and does it serve the model {self.model!r}? {detail}"
+                ) from error
             raise EngineError(f"{self.base_url} answered {error.code}: {detail}") from error
-        except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
-            raise EngineError(f"cannot reach {self.base_url} ({reason}); start the server or fix [remote] url "
-                              f"in the config (`zootui config path`).") from error
+            raise EngineError(
+                f"cannot reach {self.base_url} ({reason}); start the server or fix [remote] url "
+                f"in the config (`zootui config path`)."
+            ) from error
 
     def list_models(self) -> list[str]:
         with self._request("/models") as response:
             payload = json.load(response)
         return [entry["id"] for entry in payload.get("data", [])]
 
-    def stream(self, messages: list[ChatMessage], params: SamplingParams,
-               cancel: threading.Event) -> Iterator[ReplyEvent]:
+    def stream(
+        self, messages: list[ChatMessage], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[ReplyEvent]:
         body: dict[str, Any] = {
-            "model": self.model, "messages": messages, "stream": True,
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
             "stream_options": {"include_usage": True},
-            "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
             # Not in OpenAI's API, but llama.cpp's and vLLM's servers honour them; others ignore them.
-            "top_k": params.top_k, "repeat_penalty": params.repeat_penalty,
+            "top_k": params.top_k,
+            "repeat_penalty": params.repeat_penalty,
         }
         if params.seed >= 0:
             body["seed"] = params.seed
@@ -107,10 +120,15 @@ class RemoteEngine:
         # Servers that report no usage send about one token per chunk.
         completion_tokens = usage.get("completion_tokens") or chunks
         prompt_tokens = usage.get("prompt_tokens") or 0
-        yield ReplyStats(finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                         prompt_tokens_evaluated=prompt_tokens, completion_tokens=completion_tokens,
-                         seconds_to_first_token=first_token_at - started, decode_seconds=ended - first_token_at,
-                         context_size=params.n_ctx)
+        yield ReplyStats(
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            prompt_tokens_evaluated=prompt_tokens,
+            completion_tokens=completion_tokens,
+            seconds_to_first_token=first_token_at - started,
+            decode_seconds=ended - first_token_at,
+            context_size=params.n_ctx,
+        )
 
 
 def _server_sent_events(response) -> Iterator[dict[str, Any]]:
@@ -118,13 +136,15 @@ def _server_sent_events(response) -> Iterator[dict[str, Any]]:
         line = raw_line.decode("utf-8", "replace").strip()
         if not line.startswith("data:"):
             continue
-        data = line[len("data:"):].strip()
+        data = line[len("data:") :].strip()
         if data == "[DONE]":
             return
         try:
             event = json.loads(data)
         except json.JSONDecodeError as error:
-            raise EngineError(f"the server sent a malformed stream event ({error}); is it OpenAI-compatible?") from error
+            raise EngineError(
+                f"the server sent a malformed stream event ({error}); is it OpenAI-compatible?"
+            ) from error
         if "error" in event:
             message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
             raise EngineError(f"the server reported an error: {message}")

@@ -21,8 +21,10 @@ from tui.store import Store
 from tui.zoo.catalog import Catalog, Status, load_catalog
 from tui.zoo.listing import ModelRow, model_rows
 
-PREVIEW_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
-                    {"role": "user", "content": "What do pandas eat?"}]
+PREVIEW_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What do pandas eat?"},
+]
 # Job progress reaches the screen at most this often; a download reports on every chunk.
 PROGRESS_INTERVAL = 0.2
 DETAIL_DELAY = 0.15
@@ -37,7 +39,7 @@ def _number(value: float | None, unit: str) -> str:
 
 def _clip(text: str, column: str) -> str:
     width = COLUMN_WIDTHS[column]
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _text(text: str) -> str:
@@ -61,24 +63,34 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
             f" · download {_number(variant.download_gb, 'GB') or 'size unknown'}",
             f"- **License:** {_text(variant.license)}",
             f"- **Release:** {variant.release_form.value} · **recipe:** {variant.recipe.value}"
-            + (f" · **base:** {_text(variant.base)}" + (f" (`{variant.base_hub_id}`)" if variant.base_hub_id else "")
-               if variant.base else ""),
+            + (
+                f" · **base:** {_text(variant.base)}" + (f" (`{variant.base_hub_id}`)" if variant.base_hub_id else "")
+                if variant.base
+                else ""
+            ),
             f"- **Tokenizer:** {_text(variant.tokenizer)}",
             f"- **Status:** {row.status}" + (f" — {_text(row.reason)}" if row.reason else ""),
             "",
         ]
         if variant.status is Status.SUPPORTED:
             from tui.zoo.jobs import DEFAULT_QUANT, catalog_steps
+
             lines += [f"### Getting it as {DEFAULT_QUANT} (g)", ""]
-            lines += [f"{index}. {step.replace('_', ' ')}"
-                      for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)]
+            lines += [
+                f"{index}. {step.replace('_', ' ')}"
+                for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)
+            ]
             lines.append("")
         if variant.prompt_format:
             from tui.zoo.templates import render_prompt
+
             llama_like = "Llama" in variant.arch
-            prompt = render_prompt(variant.prompt_format, PREVIEW_MESSAGES,
-                                   bos_token="<s>" if llama_like else "", eos_token="</s>" if llama_like
-                                   else "<|endoftext|>")
+            prompt = render_prompt(
+                variant.prompt_format,
+                PREVIEW_MESSAGES,
+                bos_token="<s>" if llama_like else "",
+                eos_token="</s>" if llama_like else "<|endoftext|>",
+            )
             lines += [f"### Prompt ({variant.prompt_format})", "", "```text", prompt, "```", ""]
         if variant.notes:
             lines += ["### Notes", ""] + [f"- {_text(note)}" for note in variant.notes] + [""]
@@ -93,6 +105,7 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
             estimate = fit.fit_gguf(row.library[0].path, n_ctx=settings.engine.n_ctx, free=free)
         elif variant is not None:
             from tui.zoo.jobs import DEFAULT_QUANT
+
             estimate = fit.fit_variant(variant, quant=DEFAULT_QUANT, n_ctx=settings.engine.n_ctx, free=free)
         else:
             estimate = None
@@ -136,8 +149,9 @@ class HubResultsScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Hub models matching {self._query!r} (enter downloads, converts and adds one)",
-                        classes="dialog-title")
+            yield Label(
+                f"Hub models matching {self._query!r} (enter downloads, converts and adds one)", classes="dialog-title"
+            )
             yield OptionList(*[Option(repo_id) for repo_id in self._repo_ids])
 
     @on(OptionList.OptionSelected)
@@ -158,8 +172,9 @@ class JobView(Vertical):
         yield ProgressBar(total=1.0, show_eta=False)
 
     def show(self, step: str, index: int, total: int, fraction: float, detail: str) -> None:
-        self.query_one(".job-title", Label).update(f"{self.title} · step {index}/{total}: {step.replace('_', ' ')}"
-                                                   f" · {detail[:60]}")
+        self.query_one(".job-title", Label).update(
+            f"{self.title} · step {index}/{total}: {step.replace('_', ' ')} · {detail[:60]}"
+        )
         self.query_one(ProgressBar).update(total=1.0, progress=(index - 1 + fraction) / total)
 
 
@@ -192,8 +207,14 @@ class ModelBrowser(Screen):
         outcome: str
         error: bool
 
-    def __init__(self, settings: Settings, store: Store, data_dir: Path, catalog: Catalog | None = None,
-                 hub_cache: Path | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        data_dir: Path,
+        catalog: Catalog | None = None,
+        hub_cache: Path | None = None,
+    ):
         super().__init__()
         self.settings = settings
         self.store = store
@@ -207,8 +228,7 @@ class ModelBrowser(Screen):
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(classes="browser-list"):
-                yield Input(placeholder="Filter: family, variant, arch, license, status… (/ to focus)",
-                            id="filter")
+                yield Input(placeholder="Filter: family, variant, arch, license, status… (/ to focus)", id="filter")
                 yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(classes="browser-detail"):
                 yield Markdown("", id="detail")
@@ -231,11 +251,17 @@ class ModelBrowser(Screen):
         self._shown = [row for row in self.rows if row.matches(text)]
         table.clear()
         for row in self._shown:
-            table.add_row(_clip(row.variant, "variant"), _clip(row.status, "status"),
-                          _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
-                          _number(row.parameters_b, "B"), row.release_form,
-                          _clip(row.arch.removesuffix("ForCausalLM"), "arch"), _clip(row.license, "license"),
-                          _clip(row.family, "family"), key=row.key)
+            table.add_row(
+                _clip(row.variant, "variant"),
+                _clip(row.status, "status"),
+                _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
+                _number(row.parameters_b, "B"),
+                row.release_form,
+                _clip(row.arch.removesuffix("ForCausalLM"), "arch"),
+                _clip(row.license, "license"),
+                _clip(row.family, "family"),
+                key=row.key,
+            )
         keys = [row.key for row in self._shown]
         if selected in keys:
             table.move_cursor(row=keys.index(selected))
@@ -307,8 +333,10 @@ class ModelBrowser(Screen):
         if variant.status is not Status.SUPPORTED:
             self.notify(f"{variant.name}: {variant.reason or row.status}.", severity="warning")
             return
-        self._run_job(f"get {variant.id}", lambda jobs, progress, cancel: jobs.get_model(
-            variant.id, progress=progress, cancel=cancel))
+        self._run_job(
+            f"get {variant.id}",
+            lambda jobs, progress, cancel: jobs.get_model(variant.id, progress=progress, cancel=cancel),
+        )
 
     def action_delete(self) -> None:
         row = self.selected
@@ -316,6 +344,7 @@ class ModelBrowser(Screen):
             self.notify("Only models zootui built or imported can be deleted here.", severity="warning")
             return
         from tui.zoo.jobs import JobError, Jobs
+
         jobs = Jobs(self.store, self.data_dir, self.catalog, hub_cache=self.hub_cache)
         try:
             for model in row.library:
@@ -334,14 +363,20 @@ class ModelBrowser(Screen):
             if path.is_file():
                 self._run_job(f"import {path.name}", lambda jobs, progress, cancel: jobs.import_gguf(path))
             elif path.is_dir():
-                self._run_job(f"import {path.name}", lambda jobs, progress, cancel: jobs.import_checkpoint(
-                    path, progress=progress, cancel=cancel))
+                self._run_job(
+                    f"import {path.name}",
+                    lambda jobs, progress, cancel: jobs.import_checkpoint(path, progress=progress, cancel=cancel),
+                )
             else:
-                self.notify(f"{path} does not exist; give a .gguf file or a checkpoint directory.",
-                            severity="error")
+                self.notify(f"{path} does not exist; give a .gguf file or a checkpoint directory.", severity="error")
 
-        self.app.push_screen(PathScreen("Import a GGUF file or a Hugging Face checkpoint directory",
-                                        "/path/to/model.gguf or /path/to/checkpoint"), start)
+        self.app.push_screen(
+            PathScreen(
+                "Import a GGUF file or a Hugging Face checkpoint directory",
+                "/path/to/model.gguf or /path/to/checkpoint",
+            ),
+            start,
+        )
 
     def action_hub_search(self) -> None:
         def search(query: str | None) -> None:
@@ -353,6 +388,7 @@ class ModelBrowser(Screen):
     @work(thread=True, exclusive=True, group="hub-search", exit_on_error=False)
     def _search_hub(self, query: str) -> None:
         from tui.zoo.hub import HubError, search_models
+
         try:
             repo_ids = search_models(query)
         except HubError as error:
@@ -367,8 +403,10 @@ class ModelBrowser(Screen):
 
         def fetch(repo_id: str | None) -> None:
             if repo_id:
-                self._run_job(f"get {repo_id}", lambda jobs, progress, cancel: jobs.import_hub_repo(
-                    repo_id, progress=progress, cancel=cancel))
+                self._run_job(
+                    f"get {repo_id}",
+                    lambda jobs, progress, cancel: jobs.import_hub_repo(repo_id, progress=progress, cancel=cancel),
+                )
 
         self.app.push_screen(HubResultsScreen(query, repo_ids), fetch)
 
@@ -381,6 +419,7 @@ class ModelBrowser(Screen):
     @work(thread=True, group="jobs", exit_on_error=False, description="Getting a model")
     def _job_worker(self, view: JobView, start) -> None:
         from tui.zoo.jobs import JobError, Jobs
+
         jobs = Jobs(self.store, self.data_dir, self.catalog, hub_cache=self.hub_cache)
         last_post = 0.0
 
@@ -389,16 +428,18 @@ class ModelBrowser(Screen):
             now = time.monotonic()
             if now - last_post >= PROGRESS_INTERVAL or report.fraction >= 1.0:
                 last_post = now
-                self.post_message(self.JobUpdate(view, report.step, report.index, report.total, report.fraction,
-                                                 report.detail))
+                self.post_message(
+                    self.JobUpdate(view, report.step, report.index, report.total, report.fraction, report.detail)
+                )
 
         try:
             model = start(jobs, progress, view.cancel)
         except JobError as error:
             self.post_message(self.JobEnded(view, f"{view.title}: {error}", error=True))
             return
-        self.post_message(self.JobEnded(view, f"{model.name} is ready: select it and press enter to chat.",
-                                        error=False))
+        self.post_message(
+            self.JobEnded(view, f"{model.name} is ready: select it and press enter to chat.", error=False)
+        )
 
     def on_model_browser_job_update(self, event: JobUpdate) -> None:
         event.view.show(event.step, event.index, event.total, event.fraction, event.detail)

@@ -45,8 +45,9 @@ class SearchScreen(ModalScreen[int | None]):
         self._hits = hits
         results = self.query_one(OptionList)
         results.clear_options()
-        results.add_options([Option(f"[b]{_escape(hit.conversation_title)}[/b] · {hit.role}\n"
-                                    f"  {_escape(hit.snippet)}") for hit in hits])
+        results.add_options(
+            [Option(f"[b]{_escape(hit.conversation_title)}[/b] · {hit.role}\n  {_escape(hit.snippet)}") for hit in hits]
+        )
         summary = "" if not text.strip() else f"{len(hits)} message(s) found" if hits else "Nothing found"
         self.query_one("#summary", Label).update(summary)
 

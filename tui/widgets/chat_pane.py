@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -72,7 +72,7 @@ class ChatPane(Vertical):
 
     @dataclass
     class TitleChanged(Message):
-        pane: "ChatPane"
+        pane: ChatPane
         conversation: Conversation
 
     def __init__(self, conversation: Conversation, service: ChatService, models: list[str], **kwargs):
@@ -95,8 +95,13 @@ class ChatPane(Vertical):
                 yield VerticalScroll(classes="messages")
                 yield Label("", classes="status")
                 yield PromptArea(classes="prompt")
-            yield SettingsPanel(self.conversation.model, self._models, self.conversation.system_prompt,
-                                self.service.params(self.conversation), classes="settings")
+            yield SettingsPanel(
+                self.conversation.model,
+                self._models,
+                self.conversation.system_prompt,
+                self.service.params(self.conversation),
+                classes="settings",
+            )
 
     async def on_show(self) -> None:
         # Focus first: focusing after the await below could land when another tab or a dialog is in front,
@@ -105,18 +110,28 @@ class ChatPane(Vertical):
         # Past messages are mounted when a tab is first shown, so many open tabs start fast.
         if not self._loaded:
             self._loaded = True
-            stored = [(message, _stats(message.stats))
-                      for message in self.service.store.messages(self.conversation.id)]
-            views = [MessageView(message.role, message.content, state=message.state, message_id=message.id,
-                                 footer=stats.summary() if stats else "") for message, stats in stored]
+            stored = [(message, _stats(message.stats)) for message in self.service.store.messages(self.conversation.id)]
+            views = [
+                MessageView(
+                    message.role,
+                    message.content,
+                    state=message.state,
+                    message_id=message.id,
+                    footer=stats.summary() if stats else "",
+                )
+                for message, stats in stored
+            ]
             messages = self.query_one(".messages", VerticalScroll)
             await messages.mount_all(views)
             messages.scroll_end(animate=False)
             self._show_reply_status(next((stats for _, stats in reversed(stored) if stats), None))
 
     def _show_reply_status(self, stats: ReplyStats | None) -> None:
-        self._show_status(f"context {stats.context_used}/{stats.context_size} · last reply "
-                          f"{stats.tokens_per_second:.1f} tok/s" if stats else "")
+        self._show_status(
+            f"context {stats.context_used}/{stats.context_size} · last reply {stats.tokens_per_second:.1f} tok/s"
+            if stats
+            else ""
+        )
 
     def _show_status(self, note: str = "") -> None:
         parts = [self.conversation.model]
@@ -147,8 +162,7 @@ class ChatPane(Vertical):
         else:
             message = self.service.add_user_message(self.conversation, text)
             self._refresh_title()
-        await self.query_one(".messages", VerticalScroll).mount(
-            MessageView("user", text, message_id=message.id))
+        await self.query_one(".messages", VerticalScroll).mount(MessageView("user", text, message_id=message.id))
         await self._start_reply()
 
     def _refresh_title(self) -> None:
@@ -165,7 +179,7 @@ class ChatPane(Vertical):
         if first is None:
             return
         views = list(self.query(MessageView))
-        await self.query_one(".messages", VerticalScroll).remove_children(views[views.index(first):])
+        await self.query_one(".messages", VerticalScroll).remove_children(views[views.index(first) :])
 
     async def _start_reply(self) -> None:
         messages = self.query_one(".messages", VerticalScroll)

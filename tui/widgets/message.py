@@ -22,8 +22,10 @@ def code_blocks(markdown: str) -> list[str]:
 
 def copy_notice(what: str, text: str) -> str:
     # OSC 52 cannot report success, so say what was sent rather than claim it arrived.
-    return (f"Sent {what} ({len(text)} characters) to your terminal's clipboard (OSC 52). "
-            f"If pasting gives nothing, allow clipboard access in your terminal or tmux (set-clipboard on).")
+    return (
+        f"Sent {what} ({len(text)} characters) to your terminal's clipboard (OSC 52). "
+        f"If pasting gives nothing, allow clipboard access in your terminal or tmux (set-clipboard on)."
+    )
 
 
 class MessageView(Vertical, can_focus=True):
@@ -34,8 +36,9 @@ class MessageView(Vertical, can_focus=True):
         Binding("b", "copy_code", "Copy code"),
     ]
 
-    def __init__(self, role: str, content: str = "", *, state: str = "done", footer: str = "",
-                 message_id: int | None = None):
+    def __init__(
+        self, role: str, content: str = "", *, state: str = "done", footer: str = "", message_id: int | None = None
+    ):
         super().__init__(classes=f"message {role}")
         self.role = role
         self.content = content
@@ -97,8 +100,11 @@ class MessageView(Vertical, can_focus=True):
         self.notify(copy_notice(what, blocks[index]), title="Copied")
 
     def on_click(self, event) -> None:
-        fence = event.widget if isinstance(event.widget, MarkdownFence) else next(
-            (ancestor for ancestor in event.widget.ancestors if isinstance(ancestor, MarkdownFence)), None)
+        fence = (
+            event.widget
+            if isinstance(event.widget, MarkdownFence)
+            else next((ancestor for ancestor in event.widget.ancestors if isinstance(ancestor, MarkdownFence)), None)
+        )
         if fence is not None:
             self.app.copy_to_clipboard(fence.code)
             self.notify(copy_notice("the code block", fence.code), title="Copied")

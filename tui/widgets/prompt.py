@@ -17,7 +17,7 @@ class PromptArea(TextArea):
 
     @dataclass
     class Submitted(Message):
-        prompt: "PromptArea"
+        prompt: PromptArea
         text: str
 
     def __init__(self, **kwargs):

@@ -29,7 +29,7 @@ PARAMETER_FIELDS: tuple[tuple[str, str, type], ...] = (
 class SettingsPanel(VerticalScroll):
     @dataclass
     class Changed(Message):
-        panel: "SettingsPanel"
+        panel: SettingsPanel
         changes: dict[str, Any]  # model, system_prompt, or params (the whole parameter dict)
 
     def __init__(self, model: str, models: list[str], system_prompt: str, params: SamplingParams, **kwargs):
@@ -49,8 +49,14 @@ class SettingsPanel(VerticalScroll):
             is_integer = isinstance(getattr(self._params, name), int)
             validator = (Integer if is_integer else Number)(minimum=low, maximum=high)
             yield Label(label, classes="field-label")
-            yield Input(str(getattr(self._params, name)), id=f"param-{name}", type="integer" if is_integer else "number",
-                        validators=[validator], valid_empty=False, tooltip=f"from {low} to {high}")
+            yield Input(
+                str(getattr(self._params, name)),
+                id=f"param-{name}",
+                type="integer" if is_integer else "number",
+                validators=[validator],
+                valid_empty=False,
+                tooltip=f"from {low} to {high}",
+            )
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()

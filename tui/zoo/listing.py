@@ -38,15 +38,19 @@ class ModelRow:
 
     def matches(self, text: str) -> bool:
         """Every word of text appears in the row's family, variant, arch, license, release form or status."""
-        haystack = " ".join((self.key, self.family, self.variant, self.arch, self.license, self.release_form,
-                             self.status)).lower()
+        haystack = " ".join(
+            (self.key, self.family, self.variant, self.arch, self.license, self.release_form, self.status)
+        ).lower()
         return all(word in haystack for word in text.lower().split())
 
 
 def _downloaded_variants(store: Store) -> set[str]:
     """Variants whose unfinished job has its download done (the job resumes from there)."""
-    return {job.target for job in store.jobs(unfinished_only=True)
-            if any(step.name == "download" and step.finished for step in job.steps)}
+    return {
+        job.target
+        for job in store.jobs(unfinished_only=True)
+        if any(step.name == "download" and step.finished for step in job.steps)
+    }
 
 
 def _variant_status(variant: Variant, converted: tuple[LibraryModel, ...], downloaded: bool) -> str:
@@ -70,18 +74,40 @@ def model_rows(catalog: Catalog, data_dir: Path, store: Store) -> list[ModelRow]
             outside_catalog.append(model)
     downloaded = _downloaded_variants(store)
     rows = [
-        ModelRow(key=model.name, family=LIBRARY_FAMILY, variant=model.name, arch="GGUF", parameters_b=None,
-                 size_gb=model.size_bytes / 1e9, license="see the model's source", release_form="gguf",
-                 status="in library" + (f": {model.quant}" if model.quant else ""),
-                 reason=None, system=None, catalog_variant=None, library=(model,))
+        ModelRow(
+            key=model.name,
+            family=LIBRARY_FAMILY,
+            variant=model.name,
+            arch="GGUF",
+            parameters_b=None,
+            size_gb=model.size_bytes / 1e9,
+            license="see the model's source",
+            release_form="gguf",
+            status="in library" + (f": {model.quant}" if model.quant else ""),
+            reason=None,
+            system=None,
+            catalog_variant=None,
+            library=(model,),
+        )
         for model in outside_catalog
     ]
     for system, variant in catalog.variants():
         converted = tuple(by_variant.get(variant.id, ()))
-        rows.append(ModelRow(
-            key=variant.id, family=system.name, variant=variant.name, arch=variant.arch,
-            parameters_b=variant.parameters_b, size_gb=variant.download_gb, license=variant.license,
-            release_form=variant.release_form.value,
-            status=_variant_status(variant, converted, variant.id in downloaded),
-            reason=variant.reason, system=system, catalog_variant=variant, library=converted))
+        rows.append(
+            ModelRow(
+                key=variant.id,
+                family=system.name,
+                variant=variant.name,
+                arch=variant.arch,
+                parameters_b=variant.parameters_b,
+                size_gb=variant.download_gb,
+                license=variant.license,
+                release_form=variant.release_form.value,
+                status=_variant_status(variant, converted, variant.id in downloaded),
+                reason=variant.reason,
+                system=system,
+                catalog_variant=variant,
+                library=converted,
+            )
+        )
     return rows

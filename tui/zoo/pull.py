@@ -12,28 +12,63 @@ import threading
 from pathlib import Path
 
 from converters import OUTTYPES, ConsoleProgress, Progress
-from tui.zoo.jobs import (DEFAULT_QUANT, LORA_MERGE, LORA_MODES, JobCancelled, JobError, JobProgress, Jobs,
-                          RegisteredModel)
+from tui.zoo.jobs import (
+    DEFAULT_QUANT,
+    LORA_MERGE,
+    LORA_MODES,
+    JobCancelled,
+    JobError,
+    JobProgress,
+    Jobs,
+    RegisteredModel,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("variant", nargs="?", metavar="ID",
-                        help="catalog variant id (`zootui models --all` lists them); run again to resume")
-    parser.add_argument("--quant", default=DEFAULT_QUANT, type=str.lower, metavar="TYPE",
-                        help=f"output type: {', '.join(OUTTYPES)} (default: {DEFAULT_QUANT})")
-    parser.add_argument("--import", dest="import_path", type=Path, metavar="PATH",
-                        help="import a local .gguf file or Hugging Face checkpoint directory instead")
-    parser.add_argument("--lora", choices=LORA_MODES, default=LORA_MERGE,
-                        help="for a LoRA variant: merge the adapter into the weights (default), or keep it as a "
-                             "GGUF LoRA beside the base that llama.cpp applies at run time")
-    parser.add_argument("--base", type=Path, metavar="PATH",
-                        help="your copy of the base model the variant is rebuilt from (instead of downloading it)")
-    parser.add_argument("--name", metavar="NAME", help="with --import: library name (default: the file or directory name)")
-    parser.add_argument("--prompt-format", metavar="FAMILY",
-                        help="with --import of a checkpoint: the family's chat template to embed (see `zootui prompt`)")
+    parser.add_argument(
+        "variant",
+        nargs="?",
+        metavar="ID",
+        help="catalog variant id (`zootui models --all` lists them); run again to resume",
+    )
+    parser.add_argument(
+        "--quant",
+        default=DEFAULT_QUANT,
+        type=str.lower,
+        metavar="TYPE",
+        help=f"output type: {', '.join(OUTTYPES)} (default: {DEFAULT_QUANT})",
+    )
+    parser.add_argument(
+        "--import",
+        dest="import_path",
+        type=Path,
+        metavar="PATH",
+        help="import a local .gguf file or Hugging Face checkpoint directory instead",
+    )
+    parser.add_argument(
+        "--lora",
+        choices=LORA_MODES,
+        default=LORA_MERGE,
+        help="for a LoRA variant: merge the adapter into the weights (default), or keep it as a "
+        "GGUF LoRA beside the base that llama.cpp applies at run time",
+    )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="PATH",
+        help="your copy of the base model the variant is rebuilt from (instead of downloading it)",
+    )
+    parser.add_argument(
+        "--name", metavar="NAME", help="with --import: library name (default: the file or directory name)"
+    )
+    parser.add_argument(
+        "--prompt-format",
+        metavar="FAMILY",
+        help="with --import of a checkpoint: the family's chat template to embed (see `zootui prompt`)",
+    )
 
 
 class _JobConsole:
@@ -85,12 +120,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _pull(jobs: Jobs, args: argparse.Namespace, progress: _JobConsole, cancel: threading.Event) -> RegisteredModel:
     if args.variant is not None:
-        return jobs.get_model(args.variant, args.quant, lora=args.lora, base=args.base, progress=progress,
-                              cancel=cancel)
+        return jobs.get_model(
+            args.variant, args.quant, lora=args.lora, base=args.base, progress=progress, cancel=cancel
+        )
     source: Path = args.import_path.expanduser()
     if source.is_dir():
-        return jobs.import_checkpoint(source, args.quant, name=args.name, prompt_format_name=args.prompt_format,
-                                      progress=progress, cancel=cancel)
+        return jobs.import_checkpoint(
+            source, args.quant, name=args.name, prompt_format_name=args.prompt_format, progress=progress, cancel=cancel
+        )
     if source.suffix == ".gguf":
         return jobs.import_gguf(source, name=args.name)
     raise JobError(f"{source} is neither a .gguf file nor a checkpoint directory")

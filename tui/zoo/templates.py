@@ -168,9 +168,7 @@ def render_parts(
     Template filters (ChatYuan's newline escaping) still apply to message text. Raises ValueError
     when a template moves text across a message's edges, which would make the parts ambiguous.
     """
-    cleaned = [
-        {**m, "content": m["content"].replace(_TEXT_OPEN, "").replace(_TEXT_CLOSE, "")} for m in messages
-    ]
+    cleaned = [{**m, "content": m["content"].replace(_TEXT_OPEN, "").replace(_TEXT_CLOSE, "")} for m in messages]
     marked = [{**m, "content": _TEXT_OPEN + m["content"] + _TEXT_CLOSE} for m in cleaned]
     rendered = render_template(template, marked, bos_token, eos_token, add_generation_prompt)
     parts: list[PromptPart] = []

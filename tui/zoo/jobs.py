@@ -530,21 +530,12 @@ class Jobs:
         merged_adapters = [*adapters, *([] if _keeps_adapter(run.job) else [published])]
         out = self._work_dir(run.job) / "recovered"
         _remove_with_leftovers(out)
-        common = {"progress": run.converter_progress, "cancel": run.cancel}
-        recipes: dict[Recipe, Callable[[], Path]] = {
-            Recipe.ADD_DELTA: lambda: recover.apply_delta(base, published, out, **common),
-            Recipe.ADD_DELTA_ZERO_PAD: lambda: recover.apply_delta(base, published, out, pad_rows="zero", **common),
-            Recipe.ADD_DELTA_MEAN_PAD: lambda: recover.apply_delta(
-                base, published, out, pad_rows="mean", dtype=np.float32, expected_sum=variant.weight_sum, **common
-            ),
-            Recipe.XOR_FILES: lambda: recover.xor_files(published, base, out, **common),
-            Recipe.XOR_KEYSTREAM: lambda: recover.decrypt_keystream(published, base, out, **common),
-            Recipe.LORA_MERGE: lambda: recover.merge_lora(base, merged_adapters, out, **common),
-        }
-        if variant.recipe not in recipes:
+        recipe = RECIPES.get(variant.recipe)
+        if recipe is None:
             raise JobError(f"{variant.id}: recipe {variant.recipe.value!r} is not implemented")
+        inputs = RecoveryInputs(variant, base, published, merged_adapters, out, run.converter_progress, run.cancel)
         try:
-            recipes[variant.recipe]()
+            recipe(recover, inputs)
         except ConversionError as error:
             raise _job_error(error) from error
         return {"checkpoint": str(out)}
@@ -726,6 +717,43 @@ class Jobs:
         )
         write_atomically(lockfile_path(destination), lockfile.to_json())
         return {"gguf": str(destination)}
+
+
+@dataclass(frozen=True)
+class RecoveryInputs:
+    """What a recovery recipe starts from and where it writes."""
+
+    variant: Variant
+    base: Path
+    """The base model: the user's copy (``--base``) or the downloaded one."""
+    published: Path
+    """The variant's downloaded snapshot directory."""
+    adapters: list[Path]
+    """LoRA adapters to merge into the base, in order."""
+    out: Path
+    progress: Callable[[Any], None]
+    cancel: threading.Event
+
+    @property
+    def common(self) -> dict[str, Any]:
+        return {"progress": self.progress, "cancel": self.cancel}
+
+
+# The recipes the recover step implements, each called with ``converters.recover`` (imported when a
+# job runs, not with this module) and its inputs. The catalog test checks every supported variant
+# names one of these.
+RECIPES: dict[Recipe, Callable[[Any, RecoveryInputs], Path]] = {
+    Recipe.ADD_DELTA: lambda recover, r: recover.apply_delta(r.base, r.published, r.out, **r.common),
+    Recipe.ADD_DELTA_ZERO_PAD: lambda recover, r: recover.apply_delta(
+        r.base, r.published, r.out, pad_rows="zero", **r.common
+    ),
+    Recipe.ADD_DELTA_MEAN_PAD: lambda recover, r: recover.apply_delta(
+        r.base, r.published, r.out, pad_rows="mean", dtype=np.float32, expected_sum=r.variant.weight_sum, **r.common
+    ),
+    Recipe.XOR_FILES: lambda recover, r: recover.xor_files(r.published, r.base, r.out, **r.common),
+    Recipe.XOR_KEYSTREAM: lambda recover, r: recover.decrypt_keystream(r.published, r.base, r.out, **r.common),
+    Recipe.LORA_MERGE: lambda recover, r: recover.merge_lora(r.base, r.adapters, r.out, **r.common),
+}
 
 
 def catalog_steps(variant: Variant, quant: str, lora: str = LORA_MERGE) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConversionError
-from .unpickle import read_torch_zip
+from .unpickle import TensorRef, read_torch_zip
 
 SAFETENSORS_DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64),
@@ -34,6 +34,7 @@ SAFETENSORS_DTYPES: dict[str, np.dtype] = {
 }
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit
 _PAGE = mmap.PAGESIZE
+MAX_TENSOR_DIMS = 8  # weights have at most 5 (3-D convolutions); numpy's own limit is 64
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,14 @@ class _Entry:
         return math.prod(self.shape) * self.storage_dtype.itemsize
 
     def byte_span(self) -> tuple[int, int]:
-        """First and one-past-last byte in the file that the tensor can touch."""
+        """First and one-past-last byte in the file that the tensor can touch.
+
+        Strides are non-negative (checked by `_check_view` before an entry exists), so the last
+        element is the one at the sum of (size - 1) * stride.
+        """
         if self.strides is None:
             return self.offset, self.offset + self.nbytes
-        last = sum((d - 1) * s for d, s in zip(self.shape, self.strides, strict=False)) if self.nbytes else -1
+        last = sum((d - 1) * s for d, s in zip(self.shape, self.strides, strict=True)) if self.nbytes else -1
         return self.offset, self.offset + (last + 1) * self.storage_dtype.itemsize
 
 
@@ -117,23 +122,61 @@ def _read_safetensors_header(path: Path) -> list[tuple[str, _Entry]]:
     return entries
 
 
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _view_problem(ref: TensorRef) -> str | None:
+    """Why a tensor's view does not lie within its storage as one non-overlapping strided block, if it does not.
+
+    torch never writes negative strides, a negative offset or a tensor whose elements overlap, so
+    these are refused rather than materialised; sizes and strides are Python ints, so nothing overflows.
+    """
+    shape, strides = ref.shape, ref.stride
+    if len(shape) > MAX_TENSOR_DIMS:
+        return f"{len(shape)} dimensions (at most {MAX_TENSOR_DIMS} are supported)"
+    if len(strides) != len(shape):
+        return f"{len(shape)} dimensions but {len(strides)} strides"
+    if any(d < 0 for d in shape):
+        return f"a negative size {list(shape)}"
+    if any(s < 0 for s in strides):
+        return f"a negative stride {list(strides)}"
+    if ref.storage_offset < 0:
+        return f"a negative storage offset ({ref.storage_offset})"
+    if math.prod(shape) == 0:
+        return None
+    extent = 1  # storage elements spanned by the dimensions checked so far
+    for size, stride in sorted((p for p in zip(shape, strides, strict=True) if p[0] > 1), key=lambda p: p[1]):
+        if stride < extent:
+            return f"strides {list(strides)} that make its elements overlap"
+        extent += (size - 1) * stride
+    if ref.storage_offset + extent > ref.storage.numel:
+        return (
+            f"a view that reaches past its storage (element {ref.storage_offset + extent - 1}"
+            f" of a storage of {ref.storage.numel})"
+        )
+    return None
+
+
 def _read_torch_bin(path: Path) -> list[tuple[str, _Entry]]:
     index = read_torch_zip(path)
-    size = path.stat().st_size
     entries = []
     for name, ref in index.tensors.items():
+        problem = _view_problem(ref)
+        if problem is not None:
+            raise ConversionError(
+                f"{path.name}: tensor {name} has {problem}; the file is corrupt or malicious, get it again from a trusted source"
+            )
         dtype = ref.storage.kind.dtype
-        contiguous_strides = tuple(int(s) for s in np.cumprod((1,) + ref.shape[:0:-1])[::-1]) if ref.shape else ()
-        strides = None if ref.stride == contiguous_strides else ref.stride
+        strides = None if ref.stride == _contiguous_strides(ref.shape) else ref.stride
         offset = index.storage_offsets[ref.storage.key] + ref.storage_offset * dtype.itemsize
         entry = _Entry(
             path, offset, dtype, ref.storage.numel, ref.shape, strides, ref.storage.kind.name == "BFloat16Storage"
         )
-        storage_end = index.storage_offsets[ref.storage.key] + ref.storage.numel * dtype.itemsize
-        if entry.byte_span()[1] > storage_end or storage_end > size:
-            raise ConversionError(
-                f"{path.name}: tensor {name} reaches past its storage; the file is corrupt, re-download it"
-            )
         entries.append((name, entry))
     return entries
 

@@ -166,10 +166,11 @@ def read_torch_zip(path: Path) -> TorchZipIndex:
             tensors = _flatten_state_dict(state, path)
             by_name = {m.filename: m for m in members}
             storage_offsets: dict[str, int] = {}
+            archive_size = path.stat().st_size
             for ref in tensors.values():
+                # Every tensor's claim is checked, not only the first one naming a storage: another
+                # tensor could claim the same key with more elements or a wider dtype.
                 key = ref.storage.key
-                if key in storage_offsets:
-                    continue
                 info = by_name.get(f"{prefix}data/{key}")
                 if info is None:
                     raise ConversionError(
@@ -183,7 +184,12 @@ def read_torch_zip(path: Path) -> TorchZipIndex:
                     raise ConversionError(
                         f"{path.name}: storage {key} is shorter than its tensors need; re-download the file"
                     )
-                storage_offsets[key] = _member_data_offset(raw, info)
+                if key not in storage_offsets:
+                    storage_offsets[key] = _member_data_offset(raw, info)
+                    if storage_offsets[key] + info.file_size > archive_size:
+                        raise ConversionError(
+                            f"{path.name} is truncated (storage {key} ends past the end of the file); re-download it"
+                        )
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001 - any malformed archive or pickle: zipfile, pickle and struct raise many kinds

@@ -11,6 +11,8 @@ Recipes (the catalog's ``recipe`` names the one a model needs):
 - ``merge_lora``: W = W0 + (alpha/r)·B·A for each adapter in turn (StackLLaMA chains two).
 - ``write_lora_gguf``: instead of merging, keep an adapter as a GGUF LoRA that llama.cpp applies
   at run time on a (possibly quantized) base.
+- ``apply_easylm_diff``: W = W_base + Δ where Δ is one tensor of an EasyLM streaming checkpoint
+  (Koala), brought into the Hugging Face base's layout first (see ``converters.easylm``).
 
 Memory stays bounded: tensors are read memory-mapped through ``converters.checkpoint`` one at a
 time, and files are streamed in blocks. Outputs are Hugging Face checkpoint directories (config and
@@ -40,7 +42,9 @@ import numpy as np
 import numpy.typing as npt
 
 from .archs import architecture_for
+from .archs.llama import Llama, half_split_order
 from .checkpoint import SAFETENSORS_DTYPES, Checkpoint, open_checkpoint
+from .easylm import Parameter, llama_parameter, read_streaming_checkpoint
 from .errors import ConversionCancelled, ConversionError
 from .progress import Progress, ProgressCallback
 
@@ -92,11 +96,12 @@ def _encode(array: np.ndarray, code: str) -> np.ndarray:
 
 
 class SafetensorsWriter:
-    """Writes safetensors shards one tensor at a time, in the order the tensors were planned.
+    """Writes safetensors shards one tensor at a time, in any order.
 
-    Shapes and dtypes are known up front, so every shard's header is written before its data and
-    no tensor is held longer than its own ``write`` call. Use it as a context manager, and call
-    ``finish`` once every tensor is written.
+    Shapes and dtypes are known up front, so every shard's header, and every tensor's place in its
+    shard, is fixed before any data is written: a recipe can write tensors in the order its input
+    yields them, and no tensor is held longer than its own ``write`` call. Use it as a context
+    manager, and call ``finish`` once every tensor is written.
     """
 
     def __init__(self, directory: Path, tensors: Sequence[OutputTensor], max_shard_bytes: int = _SHARD_BYTES) -> None:
@@ -113,9 +118,25 @@ class SafetensorsWriter:
             else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         )
         self._shards = shards
-        self._queue = [(shard, tensor) for shard, planned in enumerate(shards) for tensor in planned]
-        self._position = 0
+        self._headers: list[bytes] = []
+        self._places: dict[str, tuple[int, int, OutputTensor]] = {}  # name -> (shard, offset in its data, tensor)
+        for shard, planned in enumerate(shards):
+            header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+            offset = 0
+            for tensor in planned:
+                header[tensor.name] = {
+                    "dtype": tensor.code,
+                    "shape": list(tensor.shape),
+                    "data_offsets": [offset, offset + tensor.nbytes],
+                }
+                self._places[tensor.name] = (shard, offset, tensor)
+                offset += tensor.nbytes
+            encoded = json.dumps(header, separators=(",", ":")).encode()
+            encoded += b" " * (-len(encoded) % 8)  # keeps the data 8-byte aligned for memory mapping
+            self._headers.append(len(encoded).to_bytes(8, "little") + encoded)
+        self._written: set[str] = set()
         self._stream: BinaryIO | None = None
+        self._stream_shard = -1
 
     def __enter__(self) -> SafetensorsWriter:
         return self
@@ -124,39 +145,42 @@ class SafetensorsWriter:
         self._close_stream()
 
     def write(self, name: str, array: np.ndarray) -> None:
-        shard, tensor = self._queue[self._position]
-        if name != tensor.name or tuple(array.shape) != tensor.shape:
-            raise ValueError(f"expected {tensor.name} {tensor.shape}, got {name} {tuple(array.shape)}")
-        if self._stream is None or self._shards[shard][0] is tensor:
+        place = self._places.get(name)
+        if place is None or name in self._written or tuple(array.shape) != place[2].shape:
+            expected = f"{place[2].shape}" if place else "no such tensor in the plan"
+            raise ValueError(
+                f"cannot write {name} {tuple(array.shape)}: {expected}, written already: {name in self._written}"
+            )
+        shard, offset, tensor = place
+        if shard != self._stream_shard:
             self._open(shard)
         assert self._stream is not None
+        self._stream.seek(len(self._headers[shard]) + offset)
         self._stream.write(_encode(array, tensor.code).reshape(-1).view(np.uint8).data)
-        self._position += 1
+        self._written.add(name)
 
     def _open(self, shard: int) -> None:
         self._close_stream()
-        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for tensor in self._shards[shard]:
-            span = [offset, offset + tensor.nbytes]
-            header[tensor.name] = {"dtype": tensor.code, "shape": list(tensor.shape), "data_offsets": span}
-            offset += tensor.nbytes
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (-len(encoded) % 8)  # keeps the data 8-byte aligned for memory mapping
-        # Stays open across write() calls until the shard is full; _close_stream and finish close it.
-        self._stream = open(self.directory / self._names[shard], "wb")
-        self._stream.write(len(encoded).to_bytes(8, "little") + encoded)
+        path = self.directory / self._names[shard]
+        # Stays open across write() calls while they go to this shard; _close_stream and finish close it.
+        if path.exists():
+            self._stream = open(path, "r+b")
+        else:
+            self._stream = open(path, "wb")
+            self._stream.write(self._headers[shard])
+        self._stream_shard = shard
 
     def _close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+            self._stream_shard = -1
 
     def finish(self) -> None:
         """Close the last shard and, for several shards, write the index."""
         self._close_stream()
-        if self._position != len(self._queue):
-            raise ValueError(f"{len(self._queue) - self._position} planned tensors were never written")
+        if len(self._written) != len(self._places):
+            raise ValueError(f"{len(self._places) - len(self._written)} planned tensors were never written")
         if len(self._shards) > 1:
             index = {
                 "metadata": {"total_size": sum(t.nbytes for shard in self._shards for t in shard)},
@@ -288,6 +312,91 @@ def apply_delta(
                     "the base or the delta is not the one the authors used"
                 )
             _copy_metadata(staging, Path(delta_dir), Path(base_dir))
+    return out_dir
+
+
+# --- EasyLM diffs ------------------------------------------------------------------------------
+
+
+def _hf_layout(diff: np.ndarray, parameter: Parameter, arch: Llama) -> np.ndarray:
+    """An EasyLM LLaMA tensor as the Hugging Face weight: kernels transposed, and q/k rows moved
+    from Meta's interleaved rotary order to HF's half-split order. A row order left out here would
+    still give a model that runs, and talks nonsense."""
+    if parameter.transposed:
+        diff = diff.T
+    if parameter.rotary_heads is not None and diff.ndim == 2:
+        heads = arch.n_head if parameter.rotary_heads == "q" else arch.n_head_kv
+        if diff.shape[0] % (2 * heads) == 0:
+            diff = diff[half_split_order(diff.shape[0], heads)]
+    return diff
+
+
+def apply_easylm_diff(
+    base_dir: str | os.PathLike[str],
+    diff_file: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Koala's recovery: a Hugging Face LLaMA base plus an EasyLM streaming-checkpoint diff.
+
+    EasyLM adds base and diff in its own parameter space (``diff_checkpoint --recover_diff``) and
+    saves bfloat16; here each diff tensor is brought into the base's layout instead, which puts the
+    same float32 sums in the same places, stored as bfloat16 too. Diff tensors are read in the
+    file's order, one at a time; memory holds a few copies of the largest tensor, not the model.
+    Config and tokenizer files come from the base (Koala keeps LLaMA's vocabulary).
+    """
+    out_dir, diff_file = Path(out_dir), Path(diff_file)
+    if not diff_file.is_file():
+        raise ConversionError(f"{diff_file} is not a file; give the EasyLM diff file (koala_7b_diff_v2 …)")
+    with open_checkpoint(base_dir) as base:
+        arch = architecture_for(base.config)
+        if not isinstance(arch, Llama):
+            raise ConversionError(
+                f"EasyLM diffs are of LLaMA models, but the base {base.directory} is {arch.arch_name}"
+            )
+        names = [n for n in base.names() if not n.endswith(arch.dropped_suffixes)]
+        plan = {n: OutputTensor(n, base.info(n).shape, "BF16") for n in names}
+        largest = max(math.prod(t.shape) for t in plan.values()) * np.dtype(np.float32).itemsize
+        report = _Reporter(sum(t.nbytes for t in plan.values()), progress, cancel)
+        done: set[str] = set()
+        with _staged(out_dir, report.total) as staging:
+            with SafetensorsWriter(staging, list(plan.values())) as writer:
+                for key, stored in read_streaming_checkpoint(diff_file, largest):
+                    parameter = llama_parameter(key)
+                    if parameter is None:
+                        raise ConversionError(
+                            f"{diff_file.name} holds {key}, which is not a parameter of EasyLM's LLaMA; the diff is of another model"
+                        )
+                    tensor = plan.get(parameter.hf_name)
+                    if tensor is None or parameter.hf_name in done:
+                        problem = "twice" if tensor else f"but the base has no {parameter.hf_name}"
+                        raise ConversionError(
+                            f"{diff_file.name} holds {key} {problem}; the diff was made for another base"
+                        )
+                    diff = _hf_layout(stored, parameter, arch)
+                    del stored
+                    if diff.shape != tensor.shape:
+                        raise ConversionError(
+                            f"{diff_file.name}: {key} is {list(diff.shape)} as a Hugging Face weight, but the base's "
+                            f"{tensor.name} is {list(tensor.shape)}; the diff was made for another base"
+                        )
+                    recovered = base.load(tensor.name).astype(np.float32)
+                    recovered += diff
+                    del diff
+                    writer.write(tensor.name, recovered)
+                    base.release(tensor.name)
+                    done.add(tensor.name)
+                    report.step(tensor.name, tensor.nbytes)
+                missing = [n for n in names if n not in done]
+                if missing:
+                    raise ConversionError(
+                        f"{diff_file.name} has no diff for {missing[0]} ({len(missing)} base tensors missing); "
+                        "the file is incomplete, re-download it"
+                    )
+                writer.finish()
+            _copy_metadata(staging, Path(base_dir))
     return out_dir
 
 

@@ -17,6 +17,14 @@ def _unpermute_order(rows: int, n_head: int) -> np.ndarray:
     return np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(-1)
 
 
+def half_split_order(rows: int, n_head: int) -> np.ndarray:
+    """The rotate-half row permutation HF's LLaMA import applies: Meta's interleaved rows -> HF's.
+
+    Within each head, HF row ``p * head_dim/2 + i`` is Meta row ``2i + p``; the inverse of ``_unpermute_order``.
+    """
+    return np.arange(rows).reshape(n_head, rows // n_head // 2, 2).swapaxes(1, 2).reshape(-1)
+
+
 class Llama(Architecture):
     hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM")
     gguf_arch = gguf.MODEL_ARCH.LLAMA

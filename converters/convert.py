@@ -137,8 +137,15 @@ class _Writer:
         self.tensors = tensors
         self.progress = progress
         self.cancel = cancel
-        self.bytes_total = sum(checkpoint.info(t.plan.source).nbytes for t in tensors)
+        self.bytes_total = sum(self._source_bytes(t.plan) for t in tensors)
         self.bytes_done = 0
+
+    def _source_bytes(self, plan: PlannedTensor) -> int:
+        """Bytes of the checkpoint this output reads (a part of a split tensor reads its rows only)."""
+        if plan.source is None:
+            return 0
+        info = self.checkpoint.info(plan.source)
+        return info.nbytes // max(info.shape[0], 1) * plan.shape[0] if info.shape else info.nbytes
 
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
@@ -186,10 +193,14 @@ class _Writer:
         writer.write_padding(out, out.tell())
         self._report("")
         for t in self.tensors:
+            if t.plan.source is None:
+                out.write(np.ascontiguousarray(_encode(np.zeros(t.plan.shape, np.float32), False, t.qtype)).data)
+                writer.write_padding(out, t.nbytes)
+                continue
             info = self.checkpoint.info(t.plan.source)
             source = self.checkpoint.load_raw(t.plan.source)
-            rows = source.shape[0]
-            row_bytes = max(1, info.nbytes // max(rows, 1))
+            rows = t.plan.shape[0]
+            row_bytes = max(1, info.nbytes // max(source.shape[0], 1))
             step = max(1, _CHUNK_BYTES // row_bytes)
             for start in range(0, rows, step):
                 if self._cancelled():
@@ -248,8 +259,10 @@ def convert(
         arch = architecture_for(checkpoint.config)
         plan = arch.plan(checkpoint)
         n_vocab = arch.vocab_rows(checkpoint)
-        vocab = load_vocab(checkpoint.directory, n_vocab, checkpoint.config, arch.default_pre, chat_template, eos_token)
-        any_bf16 = any(checkpoint.info(p.source).is_bf16 for p in plan)
+        vocab = load_vocab(
+            checkpoint.directory, n_vocab, checkpoint.config, arch.default_pre, chat_template, eos_token, arch.tokenizer
+        )
+        any_bf16 = any(checkpoint.info(p.source).is_bf16 for p in plan if p.source is not None)
         if outtype in DIRECT_TYPES:
             target, file_type = DIRECT_TYPES[outtype]
         else:  # the quantizer's input: lossless for f16 checkpoints, and bf16 ones keep their range

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,18 @@ _ADDED_TOKEN_SCORE = -1000.0  # below every real piece, so merges never produce 
 _PAD_SCORE = -10000.0
 # BLOOM's pre-tokenizer regex splits on this punctuation; llama.cpp ships the same regex as pre "bloom".
 _BLOOM_SPLIT_MARK = "。，、"
+
+
+@dataclass(frozen=True)
+class TokenizerHints:
+    """What a model family's tokenizer code does that none of its data files says."""
+
+    appended_controls: tuple[str, ...] = ()
+    """Control tokens whose ids follow the SentencePiece pieces, in order (ChatGLM's [gMASK], sop …)."""
+    add_bos: bool | None = None
+    """Whether prompts start with BOS; None to follow tokenizer_config.json."""
+    special_tokens: Mapping[str, str] = field(default_factory=dict)
+    """GGUF special-token kind (eot, eom …) -> the token's text."""
 
 
 @dataclass
@@ -251,6 +263,11 @@ def _resolve_special_ids(
     return ids
 
 
+def _hinted_special_ids(table: _TokenTable, hints: TokenizerHints) -> dict[str, int]:
+    by_text = table.ids_by_text()
+    return {kind: by_text[text] for kind, text in hints.special_tokens.items() if text in by_text}
+
+
 def _chat_template(directory: Path, tokenizer_config: dict, override: str | None) -> str | None:
     if override is not None:
         return override
@@ -265,16 +282,23 @@ def _chat_template(directory: Path, tokenizer_config: dict, override: str | None
 
 
 def _sentencepiece_vocab(
-    directory: Path, n_vocab: int, config: dict, chat_template: str | None, eos_token: str | None
+    directory: Path,
+    n_vocab: int,
+    config: dict,
+    chat_template: str | None,
+    eos_token: str | None,
+    hints: TokenizerHints,
 ) -> Vocab:
     spm = read_sentencepiece(directory / "tokenizer.model")
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
     table = _TokenTable(n_vocab, "tokenizer.model")
     for i, (piece, score, kind) in enumerate(zip(spm.pieces, spm.scores, spm.types, strict=False)):
         table.set(i, piece, kind, score)
+    for i, text in enumerate(hints.appended_controls, start=len(spm.pieces)):
+        table.set(i, text, gguf.TokenType.CONTROL, _ADDED_TOKEN_SCORE)
     _overlay_added_tokens(table, directory, tokenizer_config)
     tokens, types, scores = table.finish()
-    add_bos = tokenizer_config.get("add_bos_token")
+    add_bos = tokenizer_config.get("add_bos_token") if hints.add_bos is None else hints.add_bos
     add_eos = tokenizer_config.get("add_eos_token")
     return Vocab(
         model="llama",
@@ -282,7 +306,8 @@ def _sentencepiece_vocab(
         tokens=tokens,
         types=types,
         scores=scores,
-        special_ids=_resolve_special_ids(table, directory, tokenizer_config, config, spm.special_ids, eos_token),
+        special_ids=_resolve_special_ids(table, directory, tokenizer_config, config, spm.special_ids, eos_token)
+        | _hinted_special_ids(table, hints),
         add_bos=add_bos if isinstance(add_bos, bool) else True,
         add_eos=add_eos if isinstance(add_eos, bool) else False,
         add_space_prefix=spm.add_dummy_prefix,
@@ -365,10 +390,11 @@ def load_vocab(
     default_pre: str,
     chat_template: str | None = None,
     eos_token: str | None = None,
+    hints: TokenizerHints = TokenizerHints(),
 ) -> Vocab:
     """Reads whichever tokenizer the directory has: SentencePiece first (as LLaMA ships), then BPE."""
     if (directory / "tokenizer.model").is_file():
-        return _sentencepiece_vocab(directory, n_vocab, config, chat_template, eos_token)
+        return _sentencepiece_vocab(directory, n_vocab, config, chat_template, eos_token, hints)
     if (directory / "tokenizer.json").is_file():
         return _bpe_vocab(directory, n_vocab, config, default_pre, chat_template, eos_token)
     raise ConversionError(f"no tokenizer in {directory}: expected tokenizer.model or tokenizer.json")

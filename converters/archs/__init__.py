@@ -9,9 +9,17 @@ import importlib
 import pkgutil
 
 from ..errors import ConversionError
+from ..tokenizer import TokenizerHints
 from .base import Architecture, PlannedTensor
 
-__all__ = ["REGISTRY", "Architecture", "PlannedTensor", "architecture_for", "supported_architectures"]
+__all__ = [
+    "REGISTRY",
+    "Architecture",
+    "PlannedTensor",
+    "TokenizerHints",
+    "architecture_for",
+    "supported_architectures",
+]
 
 
 def _discover() -> dict[str, type[Architecture]]:

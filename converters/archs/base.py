@@ -2,12 +2,15 @@
 
 An architecture reads its hyper-parameters from config.json (accepting the key spellings of old and
 new transformers releases), writes its GGUF keys, declares the tensor shapes it expects and the
-tensors llama.cpp requires, and describes any transform as a reordering of rows: that keeps every
-transform streamable, because a row reorder can be applied to one slice of rows at a time.
+tensors llama.cpp requires, and describes any transform as a reordering or selection of rows: that
+keeps every transform streamable, because rows can be gathered one slice at a time. A fused tensor
+llama.cpp wants apart is split into several outputs that each select their rows from the same source;
+a bias llama.cpp requires but the model never had is written as zeros.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,6 +18,7 @@ import gguf
 import numpy as np
 
 from ..errors import ConversionError
+from ..tokenizer import TokenizerHints
 
 T = gguf.MODEL_TENSOR
 _MISSING = object()
@@ -22,7 +26,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class PlannedTensor:
-    source: str  # tensor name in the checkpoint
+    source: str | None  # tensor name in the checkpoint; None for zeros the checkpoint does not hold
     name: str  # GGUF tensor name
     shape: tuple[int, ...]
     row_order: np.ndarray | None = None  # output row i is source row row_order[i]
@@ -38,10 +42,13 @@ class Architecture:
     block_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]]  # required in every block
     global_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]]  # required once
     optional_global_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = (T.OUTPUT,)
+    # Tensors whose bias llama.cpp's graph requires although the model has none: written as zeros.
+    zero_biases: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
+    tokenizer: ClassVar[TokenizerHints] = TokenizerHints()
 
     def __init__(self, config: dict) -> None:
         self.config = config
-        self.n_layer = self.hparam("num_hidden_layers", "n_layer")
+        self.n_layer = self.hparam("num_hidden_layers", "n_layer", "num_layers")
         self.name_map = gguf.get_tensor_name_map(self.gguf_arch, self.n_layer)
 
     @property
@@ -69,6 +76,10 @@ class Architecture:
         raise NotImplementedError
 
     def row_order(self, tensor: gguf.MODEL_TENSOR, rows: int) -> np.ndarray | None:
+        return None
+
+    def split_rows(self, tensor: gguf.MODEL_TENSOR) -> list[tuple[gguf.MODEL_TENSOR, int]] | None:
+        """The tensors one fused source tensor becomes, with their row counts, in row order; None to keep it whole."""
         return None
 
     # --- shared planning ----------------------------------------------------------------------
@@ -102,9 +113,37 @@ class Architecture:
                 raise ConversionError(
                     f"shape mismatch: {source} is {list(shape)}, config.json implies {list(expected)}; the weights and config.json disagree"
                 )
-            planned.append(PlannedTensor(source, name, shape, self.row_order(tensor_type, shape[0])))
+            planned.extend(self._outputs(source, tensor_type, name, shape))
+        planned.extend(self._zero_biases(planned, shapes))
         self._check_complete(planned)
         return planned
+
+    def _outputs(
+        self, source: str, tensor_type: gguf.MODEL_TENSOR, name: str, shape: tuple[int, ...]
+    ) -> list[PlannedTensor]:
+        parts = self.split_rows(tensor_type)
+        if parts is None:
+            return [PlannedTensor(source, name, shape, self.row_order(tensor_type, shape[0]))]
+        block = re.match(r"blk\.(\d+)\.", name)
+        suffix = name[name.rindex(".") :]
+        outputs, start = [], 0
+        for part, rows in parts:
+            order = self.row_order(part, rows)
+            selected = start + (np.arange(rows) if order is None else order)
+            part_name = gguf.TENSOR_NAMES[part].format(bid=block[1] if block else "") + suffix
+            outputs.append(PlannedTensor(source, part_name, (rows, *shape[1:]), selected))
+            start += rows
+        return outputs
+
+    def _zero_biases(self, planned: list[PlannedTensor], shapes: dict) -> list[PlannedTensor]:
+        have = {p.name for p in planned}
+        zeros = []
+        for tensor in self.zero_biases:
+            template = gguf.TENSOR_NAMES[tensor]
+            for name in {template.format(bid=b) for b in range(self.n_layer)}:
+                if name + ".weight" in have and name + ".bias" not in have:
+                    zeros.append(PlannedTensor(None, name + ".bias", shapes[tensor][:1]))
+        return sorted(zeros, key=lambda p: p.name)
 
     def _check_complete(self, planned: list[PlannedTensor]) -> None:
         have = {p.name for p in planned}

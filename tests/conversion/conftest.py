@@ -14,7 +14,17 @@ from converters import convert
 TINY = Path(__file__).resolve().parent.parent / "fixtures" / "tiny"
 # An f32 KV cache, so that the comparison measures the conversion, not llama.cpp's default f16 cache.
 KV_CACHE_F32 = 0  # GGML_TYPE_F32
-MODEL_VARIANTS = ["llama", "llama_gqa", "llama_added_tokens", "neox_parallel", "neox_sequential", "bloom"]
+MODEL_VARIANTS = [
+    "llama",
+    "llama_gqa",
+    "llama_added_tokens",
+    "neox_parallel",
+    "neox_sequential",
+    "bloom",
+    "chatglm2",
+    "chatglm3",
+    "gptj",
+]
 
 
 def reference(variant: str) -> tuple[np.ndarray, np.ndarray, dict]:

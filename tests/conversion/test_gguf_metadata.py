@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY
 
 from converters import __version__, convert, open_checkpoint
+from converters.archs.chatglm import COMMAND_TOKENS
 
 
 def fields(path) -> dict:
@@ -124,3 +125,59 @@ def test_provenance_is_inferred_from_a_hub_cache_snapshot(tmp_path):
     kv = fields(convert(snapshot, tmp_path / "out.gguf", outtype="f16"))
     assert (kv["zootui.source.repo"], kv["zootui.source.revision"]) == ("lmsys/vicuna-7b-v1.3", revision)
     assert kv["general.name"] == "vicuna-7b-v1.3"
+
+
+@pytest.mark.parametrize("variant", ["chatglm2", "chatglm3"])
+def test_chatglm_keys_split_qkv_and_command_tokens(converted, variant):
+    path = converted(variant, "f16")
+    kv = fields(path)
+    assert kv["general.architecture"] == "chatglm"
+    assert kv["chatglm.attention.head_count"] == 4 and kv["chatglm.attention.head_count_kv"] == 2
+    assert kv["chatglm.rope.dimension_count"] == 16  # half of kv_channels 32
+    assert kv["chatglm.feed_forward_length"] == 256 and kv["chatglm.context_length"] == 256
+    assert kv["chatglm.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-5)
+    # ChatGLM3's fixture has rope_ratio 2 and a local fine-tune's _name_or_path, which changes nothing else.
+    assert kv["chatglm.rope.freq_base"] == (20000.0 if variant == "chatglm3" else 10000.0)
+    tokens, types = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"]
+    assert kv["tokenizer.ggml.model"] == "llama" and len(tokens) == 768 == kv["chatglm.vocab_size"]
+    assert tokens[700:709] == list(COMMAND_TOKENS)  # right after the 700 SentencePiece pieces
+    assert (tokens[701], tokens[703]) == ("[gMASK]", "sop")  # 64790 and 64792 in the release
+    assert all(t == gguf.TokenType.CONTROL for t in types[700:709])
+    assert tokens[709] == "[PAD709]" and types[709] == gguf.TokenType.UNUSED
+    assert kv["tokenizer.ggml.add_bos_token"] is False and kv["tokenizer.ggml.eos_token_id"] == 2
+    assert kv["tokenizer.ggml.eot_token_id"] == 706 and kv["tokenizer.ggml.eom_token_id"] == 708
+    names = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    assert "blk.0.attn_qkv.weight" not in names
+    with open_checkpoint(TINY / variant) as checkpoint:
+        fused = checkpoint.load("transformer.encoder.layers.1.self_attention.query_key_value.bias")
+        np.testing.assert_array_equal(names["blk.1.attn_q.bias"].data, fused[:128])
+        np.testing.assert_array_equal(names["blk.1.attn_k.bias"].data, fused[128:192])
+        np.testing.assert_array_equal(names["blk.1.attn_v.bias"].data, fused[192:])
+        gate_up = checkpoint.load("transformer.encoder.layers.0.mlp.dense_h_to_4h.weight")
+        # Kept fused, [gate | up], as llama.cpp's chatglm graph reads it.
+        np.testing.assert_array_equal(names["blk.0.ffn_up.weight"].data, gate_up)
+
+
+def test_gptj_is_written_as_phi2_with_zero_biases_and_neox_rotary_rows(converted):
+    path = converted("gptj", "f32")
+    kv = fields(path)
+    assert kv["general.architecture"] == "phi2"
+    assert kv["phi2.rope.dimension_count"] == 16 and kv["phi2.attention.head_count"] == 4
+    assert kv["phi2.feed_forward_length"] == 512 and kv["phi2.context_length"] == 256
+    tokens = kv["tokenizer.ggml.tokens"]
+    assert len(tokens) == 640 and tokens[600:604] == ["<|endoftext|>", "### End", "### Instruction:", "### Response:"]
+    assert tokens[604] == "[PAD604]" and kv["tokenizer.ggml.pre"] == "gpt-2"
+    assert kv["tokenizer.ggml.bos_token_id"] == kv["tokenizer.ggml.eos_token_id"] == 600
+    names = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    for zero in ("blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias", "blk.1.attn_output.bias"):
+        assert not names[zero].data.any(), zero
+    with open_checkpoint(TINY / "gptj") as checkpoint:
+        np.testing.assert_array_equal(names["output.bias"].data, checkpoint.load("lm_head.bias"))
+        q = checkpoint.load("transformer.h.0.attn.q_proj.weight").astype(np.float32)
+        v = checkpoint.load("transformer.h.0.attn.v_proj.weight").astype(np.float32)
+    head = names["blk.0.attn_q.weight"].data[32:64]  # the second head (head_dim 32, rotary_dim 16)
+    np.testing.assert_array_equal(head[:8], q[32:48:2])  # even rotary rows first …
+    np.testing.assert_array_equal(head[8:16], q[33:48:2])  # … then the odd ones
+    np.testing.assert_array_equal(head[16:], q[48:64])  # the rest of the head as it was
+    np.testing.assert_array_equal(names["blk.0.attn_v.weight"].data, v)
+    assert not any(name.endswith(("attn.bias", "masked_bias")) for name in names)

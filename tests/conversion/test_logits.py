@@ -29,7 +29,10 @@ TOLERANCE = {
 # llama.cpp evaluates GELU through an f16 lookup table: ~4e-4 on these models; simulating that table
 # in transformers brings the difference down to ~1.5e-4, the remainder being summation order.
 GELU_F32_TOLERANCE = 1e-3
-GELU_VARIANTS = ("neox_parallel", "neox_sequential", "bloom")
+GELU_VARIANTS = ("neox_parallel", "neox_sequential", "bloom", "gptj")
+# ChatGLM2/3 and GPT-J (written as phi2) count as supported only within these bounds (issue 7);
+# measured: f32 1.3e-6 / 9.3e-7 / 4.0e-4, q8_0 3.8e-2 / 4.1e-2 / 1.8e-2.
+Q8_0_TOLERANCE = {"chatglm2": 6e-2, "chatglm3": 6e-2, "gptj": 6e-2}
 
 
 @pytest.mark.parametrize("outtype", list(TOLERANCE))
@@ -40,13 +43,15 @@ def test_logits_match_transformers(converted, variant, outtype):
     max_error, min_top_agreement = TOLERANCE[outtype]
     if outtype == "f32" and variant in GELU_VARIANTS:
         max_error = GELU_F32_TOLERANCE
+    if outtype == "q8_0":
+        max_error = Q8_0_TOLERANCE.get(variant, max_error)
     error = np.abs(actual - expected).max() / np.abs(expected).max()
     top_agreement = (actual.argmax(-1) == expected.argmax(-1)).mean()
     assert error < max_error, f"{variant} {outtype}: relative error {error:.2e}"
     assert top_agreement >= min_top_agreement, f"{variant} {outtype}: top token agrees at {top_agreement:.0%}"
 
 
-@pytest.mark.parametrize("variant", ["llama", "bloom"])
+@pytest.mark.parametrize("variant", ["llama", "bloom", "chatglm2", "gptj"])
 def test_direct_q8_0_is_bit_identical_to_llama_cpp_quantizer(converted, tmp_path, variant):
     ours = {t.name: t for t in gguf.GGUFReader(converted(variant, "q8_0")).tensors}
     theirs = {

@@ -184,8 +184,8 @@ GOLDEN = [
     ("chatglm", MULTI, "", "</s>", "[Round 0]\n问：Hi\n答：Hello!\n[Round 1]\n问：Why?\n答："),
     # ChatGLM2-6B build_prompt: rounds from 1, after the [gMASK]sop prefix tokens
     ("chatglm2", MULTI, "", "</s>", "[gMASK]sop[Round 1]\n\n问：Hi\n\n答：Hello!\n\n[Round 2]\n\n问：Why?\n\n答："),
-    # ChatGLM3-6B
-    ("chatglm3", SYSTEM, "", "</s>", "[gMASK]sop<|system|>\nBe brief.<|user|>\nHi<|assistant|>"),
+    # ChatGLM3-6B tokenizer_config.json chat_template: a space after each role's newline
+    ("chatglm3", SYSTEM, "", "</s>", "[gMASK]sop<|system|>\n Be brief.<|user|>\n Hi<|assistant|>"),
     # ChatYuan README: newlines sent as the two characters \n
     ("chatyuan", Q, "", "</s>", "用户：What is a llama?\\n小元："),
     ("chatyuan", MULTI, "", "</s>", "用户：Hi\\n小元：Hello!\\n用户：Why?\\n小元："),

@@ -65,7 +65,7 @@ def test_supported_variants_name_an_architecture_and_a_recipe_zootui_implements(
 
 def test_the_truth_check_sees_what_the_code_implements():
     assert {"LlamaForCausalLM", "GPTNeoXForCausalLM", "BloomForCausalLM"} <= set(ARCHITECTURES)
-    assert "ChatGLMModel" not in ARCHITECTURES  # hence ChatGLM2/3 say unsupported until their converter lands
+    assert {"ChatGLMModel", "GPTJForCausalLM"} <= set(ARCHITECTURES)
     assert Recipe.NONE not in RECIPES and Recipe.ADD_DELTA in RECIPES
 
 
@@ -75,8 +75,8 @@ def test_the_truth_check_sees_what_the_code_implements():
         ("chatyuan-large-v2", Status.UNSUPPORTED, "T5"),
         ("dolly-v1-6b", Status.UNSUPPORTED, "GPT-J"),
         ("chatglm-6b", Status.UNSUPPORTED, "ChatGLM-6B v1"),
-        ("chatglm2-6b", Status.UNSUPPORTED, "no ChatGLM converter"),
-        ("chatglm3-6b", Status.UNSUPPORTED, "no ChatGLM converter"),
+        ("chatglm2-6b", Status.UNSUPPORTED, "end-to-end test"),
+        ("chatglm3-6b", Status.UNSUPPORTED, "end-to-end test"),
         ("deepspeed-chat-opt-1.3b", Status.UNSUPPORTED, "OPT"),
         ("minigpt4-vicuna0-13b", Status.UNSUPPORTED, "multimodal"),
         ("openflamingo-9b-v1", Status.UNSUPPORTED, "multimodal"),

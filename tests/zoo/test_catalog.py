@@ -73,10 +73,7 @@ def test_the_truth_check_sees_what_the_code_implements():
     ("variant_id", "status", "reason_mentions"),
     [
         ("chatyuan-large-v2", Status.UNSUPPORTED, "T5"),
-        ("dolly-v1-6b", Status.UNSUPPORTED, "GPT-J"),
         ("chatglm-6b", Status.UNSUPPORTED, "ChatGLM-6B v1"),
-        ("chatglm2-6b", Status.UNSUPPORTED, "end-to-end test"),
-        ("chatglm3-6b", Status.UNSUPPORTED, "end-to-end test"),
         ("deepspeed-chat-opt-1.3b", Status.UNSUPPORTED, "OPT"),
         ("minigpt4-vicuna0-13b", Status.UNSUPPORTED, "multimodal"),
         ("openflamingo-9b-v1", Status.UNSUPPORTED, "multimodal"),

@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repo", metavar="ORG/NAME", help="source repository recorded in the GGUF metadata")
     parser.add_argument("--revision", metavar="REV", help="source revision recorded in the GGUF metadata")
-    parser.add_argument("--threads", type=int, metavar="N", help="quantizer threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="converter and quantizer threads (default: all usable cores)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

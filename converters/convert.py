@@ -15,6 +15,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from . import __version__
 from .archs import Architecture, PlannedTensor, architecture_for
 from .checkpoint import Checkpoint, bf16_to_f32, open_checkpoint
 from .errors import ConversionCancelled, ConversionError
+from .ggml import f16_to_f32, quantize_rows
 from .progress import Progress, ProgressCallback
 from .quantize import QUANT_SPECS, check_qtype, quantize
 from .tokenizer import load_vocab
@@ -53,7 +55,7 @@ INPUT_METADATA_FILES = (
 )
 # Stop strings of the model's prompt format, as a JSON list (zootui's own metadata key).
 STOP_STRINGS_KEY = "zootui.prompt.stop"
-_CHUNK_BYTES = 8 * 2**20  # rows converted per step; bounds the working set of one tensor
+_CHUNK_BYTES = 2 * 2**20  # rows encoded per step; with one step in flight per worker, bounds the working set
 _HASH_PLACEHOLDER = "?" * 64  # not hex, so it can never be mistaken for a digest
 _SPACE_MARGIN = 64 * 2**20
 _HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<revision>[0-9a-f]{40})$")
@@ -83,12 +85,25 @@ def _encode(rows: np.ndarray, is_bf16: bool, qtype: gguf.GGMLQuantizationType) -
     """Converts a slice of source rows to the bytes of `qtype`."""
     if is_bf16 and qtype == Q.BF16:
         return rows  # already bfloat16 bits: copy exactly
-    values = bf16_to_f32(rows) if is_bf16 else rows
+    if qtype == Q.F16 and not is_bf16:
+        return rows.astype(np.float16, copy=False)
+    if is_bf16:
+        values = bf16_to_f32(rows)
+    elif rows.dtype == np.float16:
+        values = f16_to_f32(rows)
+    else:
+        values = rows.astype(np.float32, copy=False)
     if qtype == Q.F32:
-        return values.astype(np.float32, copy=False)
+        return values
     if qtype == Q.F16:
-        return values.astype(np.float16, copy=False)
-    return gguf.quants.quantize(values.astype(np.float32, copy=False), qtype)
+        return values.astype(np.float16)
+    return quantize_rows(values, qtype)
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def input_files(checkpoint: Checkpoint) -> list[Path]:
@@ -131,12 +146,14 @@ class _Writer:
         tensors: list[_OutTensor],
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        workers: int,
     ) -> None:
         self.checkpoint = checkpoint
         self.arch = arch
         self.tensors = tensors
         self.progress = progress
         self.cancel = cancel
+        self.workers = workers
         self.bytes_total = sum(self._source_bytes(t.plan) for t in tensors)
         self.bytes_done = 0
 
@@ -192,29 +209,42 @@ class _Writer:
     def _write_data(self, writer: gguf.GGUFWriter, out) -> None:
         writer.write_padding(out, out.tell())
         self._report("")
-        for t in self.tensors:
-            if t.plan.source is None:
-                out.write(np.ascontiguousarray(_encode(np.zeros(t.plan.shape, np.float32), False, t.qtype)).data)
+        # Slices are encoded by a pool (numpy and ggml release the GIL) and written in order; at most
+        # one slice per worker waits beyond the one being written, which bounds the memory.
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for t in self.tensors:
+                if t.plan.source is None:
+                    out.write(np.ascontiguousarray(_encode(np.zeros(t.plan.shape, np.float32), False, t.qtype)).data)
+                    writer.write_padding(out, t.nbytes)
+                    continue
+                info = self.checkpoint.info(t.plan.source)
+                source = self.checkpoint.load_raw(t.plan.source)
+                rows = t.plan.shape[0]
+                row_bytes = max(1, info.nbytes // max(source.shape[0], 1))
+                step = max(1, _CHUNK_BYTES // row_bytes)
+                pending: deque[tuple[Future[np.ndarray], int]] = deque()
+                for start in range(0, rows, step):
+                    if self._cancelled():
+                        raise ConversionCancelled()
+                    index = (
+                        slice(start, start + step)
+                        if t.plan.row_order is None
+                        else t.plan.row_order[start : start + step]
+                    )
+                    encoded = pool.submit(_encode, source[index], info.is_bf16, t.qtype)
+                    pending.append((encoded, min(step, rows - start)))
+                    if len(pending) > self.workers:
+                        self._write_slice(out, t, row_bytes, *pending.popleft())
+                while pending:
+                    self._write_slice(out, t, row_bytes, *pending.popleft())
                 writer.write_padding(out, t.nbytes)
-                continue
-            info = self.checkpoint.info(t.plan.source)
-            source = self.checkpoint.load_raw(t.plan.source)
-            rows = t.plan.shape[0]
-            row_bytes = max(1, info.nbytes // max(source.shape[0], 1))
-            step = max(1, _CHUNK_BYTES // row_bytes)
-            for start in range(0, rows, step):
-                if self._cancelled():
-                    raise ConversionCancelled()
-                index = (
-                    slice(start, start + step) if t.plan.row_order is None else t.plan.row_order[start : start + step]
-                )
-                encoded = _encode(source[index], info.is_bf16, t.qtype)
-                out.write(np.ascontiguousarray(encoded).data)
-                self.checkpoint.release(t.plan.source)
-                self.bytes_done += min(step, rows - start) * row_bytes
-                self._report(t.plan.name)
-            writer.write_padding(out, t.nbytes)
-            del source
+                del source
+
+    def _write_slice(self, out, t: _OutTensor, row_bytes: int, encoded: Future[np.ndarray], rows: int) -> None:
+        out.write(np.ascontiguousarray(encoded.result()).data)
+        self.checkpoint.release(t.plan.source)
+        self.bytes_done += rows * row_bytes
+        self._report(t.plan.name)
 
     @staticmethod
     def _patch_digests(path: Path, out, metadata_end: int, files: list[Path], digests: list[str]) -> None:
@@ -246,6 +276,7 @@ def convert(
 
     `provenance` may give "repo" and "revision" (inferred for Hugging Face cache snapshots);
     `eos_token` overrides the end-of-sequence token by its text (Dolly v2 ends replies with "### End");
+    `nthreads` encodes slices in that many threads and runs the quantizer with as many (default: the usable CPUs);
     `stop_strings` end a reply besides the eos token (formats like Vicuna v0's "###"), stored as
     STOP_STRINGS_KEY for the chat engine.
     Raises ConversionError (one line, for the user) and ConversionCancelled when `cancel` is set.
@@ -302,7 +333,9 @@ def convert(
         token = uuid.uuid4().hex[:8]
         direct_path = out_path.with_name(f".{out_path.name}.{token}.partial")
         try:
-            _Writer(checkpoint, arch, tensors, progress, cancel).write(direct_path, metadata, input_files(checkpoint))
+            _Writer(checkpoint, arch, tensors, progress, cancel, nthreads or _usable_cpus()).write(
+                direct_path, metadata, input_files(checkpoint)
+            )
             if outtype in DIRECT_TYPES:
                 os.replace(direct_path, out_path)
             else:

@@ -1,6 +1,7 @@
 """Benchmark: zootui's converter against llama.cpp's convert_hf_to_gguf.py on one generated checkpoint.
 
-    python tests/bench/bench_convert.py [--size 1.1b] [--outtypes f16,q8_0] [--llama-cpp-src DIR] [--workdir DIR]
+    python tests/bench/bench_convert.py [--size 1.1b] [--outtypes f16,q8_0] [--llama-cpp-src DIR]
+        [--llama-cpp-python PYTHON] [--workdir DIR] [--repeat N]
 
 Writes a LLaMA-shaped fp16 checkpoint (random weights, two safetensors shards with an index, a real
 SentencePiece tokenizer from the test fixtures), then runs each converter as a child process and
@@ -9,7 +10,8 @@ ru_maxrss). The page cache is warmed before every run so both read from memory, 
 
 llama.cpp's converter is the one vendored in the llama-cpp-python source distribution (pass its
 unpacked root with --llama-cpp-src); it needs torch, sentencepiece and its vendored gguf-py, for
-this comparison only. Without --llama-cpp-src only zootui is measured.
+this comparison only (--llama-cpp-python names an interpreter that has them). Without
+--llama-cpp-src only zootui is measured; with it, each type ends with the ratios of the two.
 """
 
 from __future__ import annotations
@@ -149,11 +151,13 @@ def zootui_command(src: Path, out: Path, outtype: str) -> tuple[list[str], dict[
     return [sys.executable, "-m", "converters", str(src), "--outtype", outtype, "-o", str(out)], env
 
 
-def llama_cpp_command(llama_src: Path, src: Path, out: Path, outtype: str) -> tuple[list[str], dict[str, str]]:
+def llama_cpp_command(
+    llama_src: Path, python: str, src: Path, out: Path, outtype: str
+) -> tuple[list[str], dict[str, str]]:
     tree = llama_src / "vendor" / "llama.cpp"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # it puts its own gguf-py first
     return [
-        sys.executable,
+        python,
         str(tree / "convert_hf_to_gguf.py"),
         str(src),
         "--outtype",
@@ -171,6 +175,12 @@ def main() -> None:
         "--llama-cpp-src", type=Path, help="unpacked llama-cpp-python sdist root (has vendor/llama.cpp)"
     )
     parser.add_argument(
+        "--llama-cpp-python",
+        default=sys.executable,
+        metavar="PYTHON",
+        help="interpreter for llama.cpp's converter, with torch installed (default: this one)",
+    )
+    parser.add_argument(
         "--workdir", type=Path, help="where to put the checkpoint and outputs (default: a temporary directory)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per converter and type; the fastest is reported")
@@ -185,7 +195,9 @@ def main() -> None:
     print(f"checkpoint: {size / 1e9:.2f} GB of fp16 weights ({args.size})")
     converters = {"zootui": zootui_command}
     if args.llama_cpp_src:
-        converters["convert_hf_to_gguf.py"] = lambda s, o, t: llama_cpp_command(args.llama_cpp_src, s, o, t)
+        converters["convert_hf_to_gguf.py"] = lambda s, o, t: llama_cpp_command(
+            args.llama_cpp_src, args.llama_cpp_python, s, o, t
+        )
 
     rows = []
     for outtype in args.outtypes.split(","):
@@ -210,6 +222,15 @@ def main() -> None:
             print(
                 f"{label:<24} {outtype:<6} {seconds:7.2f} s {size / 1e6 / seconds:8.1f} MB/s  peak RSS {rss / 1e6:8.1f} MB",
                 flush=True,
+            )
+    for outtype in args.outtypes.split(","):
+        ours, theirs = (
+            next((r for r in rows if r["outtype"] == outtype and r["converter"] == c), None) for c in converters
+        )
+        if ours and theirs:
+            print(
+                f"{outtype}: zootui / convert_hf_to_gguf.py: {ours['mb_per_s'] / theirs['mb_per_s']:.2f}x the throughput "
+                f"at {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x the peak RSS"
             )
     (workdir / "results.json").write_text(
         json.dumps({"checkpoint_bytes": size, "shape": args.size, "runs": rows}, indent=2)

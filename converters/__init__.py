@@ -7,14 +7,16 @@ convert("path/to/checkpoint", "model.gguf", outtype="q4_k_m")
 __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, TensorInfo, open_checkpoint
-from .convert import OUTTYPES, convert
+from .convert import DIRECT_OUTTYPES, OUTTYPES, STOP_STRINGS_KEY, bits_per_weight, checkpoint_input_files, convert
 from .errors import ConversionCancelled, ConversionError
 from .progress import ConsoleProgress, Progress
 from .quantize import QUANT_TYPES, quantize
 
 __all__ = [
+    "DIRECT_OUTTYPES",
     "OUTTYPES",
     "QUANT_TYPES",
+    "STOP_STRINGS_KEY",
     "Checkpoint",
     "ConsoleProgress",
     "ConversionCancelled",
@@ -22,6 +24,8 @@ __all__ = [
     "Progress",
     "TensorInfo",
     "__version__",
+    "bits_per_weight",
+    "checkpoint_input_files",
     "convert",
     "open_checkpoint",
     "quantize",

@@ -41,6 +41,8 @@ DIRECT_TYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = 
     "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
 OUTTYPES = tuple(DIRECT_TYPES) + tuple(name for name in QUANT_SPECS if name not in DIRECT_TYPES)
+DIRECT_OUTTYPES = tuple(DIRECT_TYPES)
+"""Output types ``convert`` writes itself; the others go through llama.cpp's quantizer after it."""
 INPUT_METADATA_FILES = (
     "config.json",
     "model.safetensors.index.json",
@@ -110,6 +112,24 @@ def input_files(checkpoint: Checkpoint) -> list[Path]:
     """Every file the conversion reads: config, index, weights and tokenizer files."""
     present = [checkpoint.directory / name for name in INPUT_METADATA_FILES if (checkpoint.directory / name).is_file()]
     return sorted(set(present + checkpoint.files()), key=lambda p: p.name)
+
+
+def checkpoint_input_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The files converting ``directory`` reads (opening it checks that it is a checkpoint at all)."""
+    with open_checkpoint(directory) as checkpoint:
+        return input_files(checkpoint)
+
+
+def bits_per_weight(outtype: str) -> float:
+    """Average bits per weight of an output type: exact for the direct types (gguf's block sizes), the
+    quantizer's approximate figure for the others (the same the disk-space check uses)."""
+    name = outtype.lower()
+    if name in DIRECT_TYPES:
+        block_size, type_size = gguf.GGML_QUANT_SIZES[DIRECT_TYPES[name][0]]
+        return type_size * 8 / block_size
+    if name in QUANT_SPECS:
+        return QUANT_SPECS[name][1]
+    raise ValueError(f"unknown weight type {outtype!r}; choose one of {', '.join(OUTTYPES)}")
 
 
 def _sha256(path: Path, stop: Callable[[], bool]) -> str:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from support import zootui_command
+from tinyzoo import TINY_LLAMA
+
+from tui.store import DATABASE_NAME, JobState, Store
 
 SEED_FAMILIES = {
     "chatyuan",
@@ -159,3 +163,41 @@ def test_version_stays_light_and_pull_is_wired(cli_env):
     assert "prompt" in listed and "pull" in listed
     pull_help = run(cli_env, "pull", "--help")
     assert pull_help.returncode == 0 and "--quant" in pull_help.stdout and "--import" in pull_help.stdout
+
+
+BREAK_A_STEP = """
+import sys
+from tui.cli import main
+from tui.zoo.jobs.steps.convert import Convert
+
+def broken(self, context):
+    raise RuntimeError("injected failure")
+
+Convert.run = broken
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_pull_ends_an_unexpected_step_error_in_one_line_and_resumes(cli_env, isolated_dirs):
+    checkpoint = str(TINY_LLAMA)
+    broken = subprocess.run(
+        [sys.executable, "-c", BREAK_A_STEP, "pull", "--import", checkpoint, "--quant", "q8_0"],
+        check=False,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert broken.returncode == 2, broken.stderr
+    last = broken.stderr.splitlines()[-1]
+    assert last.startswith("zootui: convert: unexpected RuntimeError: injected failure; finished steps are kept")
+    assert "Traceback" not in broken.stderr
+    store = Store(isolated_dirs / DATABASE_NAME)
+    [job] = store.jobs()
+    assert job.state == JobState.FAILED and [s.name for s in job.steps if s.finished] == ["read"]
+
+    resumed = run(cli_env, "pull", "--import", checkpoint, "--quant", "q8_0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == "llama-q8_0\n" and "[2/4] convert" in resumed.stderr and "[1/4]" not in resumed.stderr
+    assert store.job(job.id).state == JobState.DONE
+    store.close()

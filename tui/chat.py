@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tui.config import Settings
-from tui.engine import ChatMessage, EngineError, Engines, ReplyStats, SamplingParams
-from tui.store import Conversation, Message, Store
+from tui.engine import ChatMessage, EngineError, Engines, FinishReason, ReplyStats, SamplingParams
+from tui.store import Conversation, Message, MessageState, Store
 
 SAVE_INTERVAL = 0.5
 DEFAULT_TITLE = "New chat"
@@ -74,7 +74,7 @@ class ChatService:
         if conversation.system_prompt.strip():
             messages.append({"role": "system", "content": conversation.system_prompt})
         for message in self.store.messages(conversation.id):
-            if message.state != "error" and message.content:
+            if message.state is not MessageState.ERROR and message.content:
                 messages.append({"role": message.role, "content": message.content})
         return messages
 
@@ -110,7 +110,9 @@ class ChatService:
         params = self.params(conversation)
         engine = self.engines.for_model(conversation.model)
         history = self.history(conversation)
-        message = self.store.add_message(conversation.id, "assistant", "", model=conversation.model, state="streaming")
+        message = self.store.add_message(
+            conversation.id, "assistant", "", model=conversation.model, state=MessageState.STREAMING
+        )
         parts: list[str] = []
         saved_at = time.monotonic()
         stats: ReplyStats | None = None
@@ -129,12 +131,15 @@ class ChatService:
             if content:
                 # Keep what was generated; a later turn leaves it out of the history.
                 self.store.update_message(
-                    message.id, content=content, state="error" if isinstance(error, Exception) else "stopped"
+                    message.id,
+                    content=content,
+                    state=MessageState.ERROR if isinstance(error, Exception) else MessageState.STOPPED,
                 )
             else:
                 self.store.delete_messages_from(conversation.id, message.id)
             raise
-        state = "stopped" if stats is not None and stats.finish_reason == "cancelled" else "done"
+        cancelled = stats is not None and stats.finish_reason is FinishReason.CANCELLED
+        state = MessageState.STOPPED if cancelled else MessageState.DONE
         message.content = "".join(parts)
         message.state = state
         message.stats = stats.to_dict() if stats else None

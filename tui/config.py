@@ -9,15 +9,11 @@ line naming the file, the key and the fix, and the default is used instead.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from tui.compat import tomllib
 
 APP_NAME = "zootui"
 DATA_DIR_ENV = "ZOOTUI_DATA_DIR"

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 
 from tui import __version__
-from tui.store import Conversation, Message
+from tui.store import Conversation, Message, MessageState
 
 FORMATS = ("md", "json")
 ROLE_HEADINGS = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -59,7 +59,7 @@ def to_markdown(conversation: Conversation, messages: list[Message]) -> str:
         lines += ["## System", "", conversation.system_prompt, ""]
     for message in messages:
         heading = ROLE_HEADINGS[message.role]
-        if message.state in ("stopped", "interrupted", "error"):
+        if message.state in (MessageState.STOPPED, MessageState.INTERRUPTED, MessageState.ERROR):
             heading += f" ({message.state})"
         lines += [f"## {heading}", "", message.content, ""]
     return "\n".join(lines)

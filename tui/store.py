@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui.compat import StrEnum
+
 DATABASE_NAME = "zootui.sqlite3"
 
 MIGRATIONS: tuple[str, ...] = (
@@ -97,6 +99,37 @@ class StoreError(Exception):
     """A problem with the database file a user can act on."""
 
 
+class MessageState(StrEnum):
+    """Where a message is in its life; the ``messages.state`` CHECK constraint lists the same values."""
+
+    DONE = "done"
+    STREAMING = "streaming"
+    """A reply being generated (and saved as it grows)."""
+    STOPPED = "stopped"
+    """The user stopped the reply; what came is kept."""
+    INTERRUPTED = "interrupted"
+    """The process died while it streamed; what was saved is kept."""
+    ERROR = "error"
+    """Generation failed part way; kept for the user, left out of the model's history."""
+
+
+class JobKind(StrEnum):
+    """What a job builds from; the job's ``target`` is read accordingly."""
+
+    CATALOG = "catalog"
+    """``target`` is a catalog variant id."""
+    CHECKPOINT = "checkpoint"
+    """``target`` is a local checkpoint directory."""
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 @dataclass
 class Conversation:
     id: int
@@ -117,7 +150,7 @@ class Message:
     role: str
     content: str
     model: str | None = None
-    state: str = "done"
+    state: MessageState = MessageState.DONE
     stats: dict[str, Any] | None = None
     created_at: float = 0.0
 
@@ -137,12 +170,11 @@ class JobStep:
 @dataclass
 class Job:
     id: int
-    kind: str
-    """'catalog' (a catalog variant id) or 'checkpoint' (a local checkpoint directory)."""
+    kind: JobKind
     target: str
     quant: str
     params: dict[str, Any] = field(default_factory=dict)
-    state: str = "pending"
+    state: JobState = JobState.PENDING
     error: str | None = None
     steps: list[JobStep] = field(default_factory=list)
     created_at: float = 0.0
@@ -179,7 +211,7 @@ def _message(row: sqlite3.Row) -> Message:
         role=row["role"],
         content=row["content"],
         model=row["model"],
-        state=row["state"],
+        state=MessageState(row["state"]),
         stats=json.loads(row["stats"]) if row["stats"] else None,
         created_at=row["created_at"],
     )
@@ -188,11 +220,11 @@ def _message(row: sqlite3.Row) -> Message:
 def _job(row: sqlite3.Row, steps: list[sqlite3.Row]) -> Job:
     return Job(
         id=row["id"],
-        kind=row["kind"],
+        kind=JobKind(row["kind"]),
         target=row["target"],
         quant=row["quant"],
         params=json.loads(row["params"]),
-        state=row["state"],
+        state=JobState(row["state"]),
         error=row["error"],
         steps=[
             JobStep(
@@ -327,7 +359,7 @@ class Store:
         content: str,
         *,
         model: str | None = None,
-        state: str = "done",
+        state: MessageState = MessageState.DONE,
         stats: dict[str, Any] | None = None,
     ) -> Message:
         now = time.time()
@@ -355,7 +387,7 @@ class Store:
         message_id: int,
         *,
         content: str | None = None,
-        state: str | None = None,
+        state: MessageState | None = None,
         stats: dict[str, Any] | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
@@ -388,7 +420,9 @@ class Store:
     def mark_interrupted_replies(self) -> int:
         """Replies left 'streaming' by a killed process are kept, marked interrupted."""
         with self._transaction():
-            return self._db.execute("UPDATE messages SET state = 'interrupted' WHERE state = 'streaming'").rowcount
+            return self._db.execute(
+                "UPDATE messages SET state = ? WHERE state = ?", (MessageState.INTERRUPTED, MessageState.STREAMING)
+            ).rowcount
 
     # Search
 
@@ -445,7 +479,7 @@ class Store:
     # Jobs
 
     def create_job(
-        self, kind: str, target: str, quant: str, steps: list[str], params: dict[str, Any] | None = None
+        self, kind: JobKind, target: str, quant: str, steps: list[str], params: dict[str, Any] | None = None
     ) -> Job:
         now = time.time()
         with self._transaction():
@@ -469,22 +503,22 @@ class Store:
         return _job(row, steps)
 
     def jobs(self, *, unfinished_only: bool = False) -> list[Job]:
-        query = "SELECT id FROM jobs" + (" WHERE state != 'done'" if unfinished_only else "") + " ORDER BY id DESC"
+        query = "SELECT id FROM jobs" + (" WHERE state != ?" if unfinished_only else "") + " ORDER BY id DESC"
         with self._lock:
-            ids = [row["id"] for row in self._db.execute(query)]
+            ids = [row["id"] for row in self._db.execute(query, (JobState.DONE,) if unfinished_only else ())]
         return [self.job(job_id) for job_id in ids]
 
-    def unfinished_job(self, kind: str, target: str, quant: str) -> Job | None:
+    def unfinished_job(self, kind: JobKind, target: str, quant: str) -> Job | None:
         """The newest job for this target and quant that has not finished, to resume instead of restarting."""
         with self._lock:
             row = self._db.execute(
-                "SELECT id FROM jobs WHERE kind = ? AND target = ? AND quant = ? AND state != 'done'"
+                "SELECT id FROM jobs WHERE kind = ? AND target = ? AND quant = ? AND state != ?"
                 " ORDER BY id DESC LIMIT 1",
-                (kind, target, quant),
+                (kind, target, quant, JobState.DONE),
             ).fetchone()
         return None if row is None else self.job(row["id"])
 
-    def update_job(self, job_id: int, state: str, error: str | None = None) -> None:
+    def update_job(self, job_id: int, state: JobState, error: str | None = None) -> None:
         with self._transaction():
             self._db.execute(
                 "UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?", (state, error, time.time(), job_id)

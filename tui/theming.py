@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from importlib.resources import files
 from pathlib import Path
 
 from textual.theme import Theme
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from tui.compat import tomllib
 
 THEME_KEYS = {
     "primary",

@@ -10,8 +10,10 @@ from tinyzoo import VARIANT, serve_tiny_zoo
 
 from tui.app import ZooApp
 from tui.screens.browser import JobView, ModelBrowser
-from tui.store import DATABASE_NAME, Store
+from tui.store import DATABASE_NAME, JobState, Store
 from tui.zoo.catalog import load_catalog
+from tui.zoo.jobs import Jobs
+from tui.zoo.jobs.steps.recover import Recover
 from tui.zoo.library import DEFAULT_MODEL_NAME
 
 WIDE = (160, 44)
@@ -145,6 +147,58 @@ async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings
             await pilot.press("enter")
             await wait_until(pilot, lambda: app.tabs.tab_count == 2 and app.active_chat.conversation.id == 2)
             assert app.active_chat.conversation.model == row.library[0].name
+
+
+async def get_the_tiny_variant(pilot, zoo, settings, data_dir) -> ModelBrowser:
+    screen = ModelBrowser(settings, pilot.app.store, data_dir, zoo.catalog, hub_cache=zoo.hub_cache)
+    await pilot.app.push_screen(screen)
+    await pilot.pause()
+    await select(pilot, screen, VARIANT)
+    screen.query_one(DataTable).focus()
+    await pilot.press("g")
+    return screen
+
+
+async def job_ended_with(pilot, screen: ModelBrowser, text: str):
+    """The notification a job's end gave, once the job's view is gone."""
+    app = pilot.app
+    await wait_until(pilot, lambda: any(text in n.message for n in app._notifications), timeout=120)
+    await wait_until(pilot, lambda: not list(screen.query(JobView)))
+    [notice] = [n for n in app._notifications if text in n.message]
+    return notice
+
+
+async def test_an_unexpected_error_in_a_step_ends_the_job_view_with_the_failure(
+    fast_settings, isolated_dirs, tmp_path, monkeypatch
+):
+    def broken(self, context):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(Recover, "run", broken)
+    with serve_tiny_zoo(tmp_path, monkeypatch) as zoo:
+        app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+        async with app.run_test(size=WIDE) as pilot:
+            screen = await get_the_tiny_variant(pilot, zoo, fast_settings, isolated_dirs)
+            notice = await job_ended_with(pilot, screen, "injected failure")
+            assert notice.severity == "error" and "recover: unexpected RuntimeError" in notice.message
+            [job] = app.store.jobs()
+            assert job.state == JobState.FAILED and [s.name for s in job.steps if s.finished] == ["download"]
+
+
+async def test_an_unexpected_error_outside_the_steps_still_ends_the_job_view(
+    fast_settings, isolated_dirs, tmp_path, monkeypatch
+):
+    def broken(self, *args, **kwargs):
+        raise LookupError("injected before any step")
+
+    monkeypatch.setattr(Jobs, "get_model", broken)
+    with serve_tiny_zoo(tmp_path, monkeypatch) as zoo:
+        app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+        async with app.run_test(size=WIDE) as pilot:
+            screen = await get_the_tiny_variant(pilot, zoo, fast_settings, isolated_dirs)
+            notice = await job_ended_with(pilot, screen, "injected before")
+            assert notice.severity == "error" and "failed unexpectedly (LookupError" in notice.message
+            assert app.is_running and app.screen is screen
 
 
 async def test_hub_search_lists_matching_repositories(fast_settings, isolated_dirs, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -38,10 +39,12 @@ from tinyzoo import (
 
 from tui.config import Settings, with_overrides
 from tui.engine import Engines, ReplyStats, SamplingParams
-from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, Store
+from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, JobState, Store
 from tui.zoo import pull
 from tui.zoo.catalog import load_catalog
-from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs
+from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs, StepName
+from tui.zoo.jobs.steps import STEPS
+from tui.zoo.jobs.steps.convert import Convert
 from tui.zoo.library import DEFAULT_MODEL_NAME, library_models, lockfile_path, resolve_model
 from tui.zoo.templates import prompt_format
 
@@ -280,6 +283,94 @@ def test_a_gguf_is_imported_with_its_hash_and_deleted(isolated_dirs: Path, model
         jobs.delete_model(DEFAULT_MODEL_NAME)
     with pytest.raises(JobError, match="not a readable GGUF"):
         jobs.import_gguf(TINY_LLAMA / "config.json")
+
+
+def test_an_unexpected_error_in_a_step_fails_the_job_with_one_line_and_it_resumes(
+    isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def broken(self, context):
+        raise ZeroDivisionError("division by zero\nin a step")
+
+    jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
+    with monkeypatch.context() as patch:
+        patch.setattr(Convert, "run", broken)
+        with pytest.raises(
+            JobError, match=r"^convert: unexpected ZeroDivisionError: division by zero in a step; "
+        ) as failure:
+            jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama")
+    assert "\n" not in str(failure.value)
+    [job] = jobs.store.jobs()
+    assert (job.state, job.error) == (JobState.FAILED, str(failure.value))
+    assert [s.name for s in job.steps if s.finished] == ["read"]
+
+    reports: list[JobProgress] = []
+    model = jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama", progress=reports.append)
+    assert steps_run(reports) == ["convert", "smoke_test", "register"]
+    assert jobs.store.job(job.id).state == JobState.DONE and model.lockfile.smoke_test["passed"]
+
+
+def test_ctrl_c_in_a_step_leaves_the_job_resumable_not_running(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch):
+    def interrupted(self, context):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Convert, "run", interrupted)
+    jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
+    with pytest.raises(KeyboardInterrupt):
+        jobs.import_checkpoint(TINY_LLAMA, "q8_0")
+    [job] = jobs.store.jobs()
+    assert job.state == JobState.CANCELLED and "resume" in job.error
+
+
+# Step results exactly as the first release of the jobs stored them in job_steps.result.
+EARLIER_RECORDS = {
+    StepName.DOWNLOAD: {
+        "snapshots": [
+            {"role": "model", "repo": "o/m", "revision": "a" * 40, "directory": "/cache/m", "files": {"x": "1" * 64}},
+            {"role": "base", "repo": "o/b", "revision": "b" * 40, "directory": "/cache/b", "files": {}},
+        ]
+    },
+    StepName.READ: {"directory": "/ckpt", "files": {"config.json": "2" * 64}},
+    StepName.RECOVER: {"checkpoint": "/work/1/recovered"},
+    StepName.CONVERT: {"gguf": "/work/1/model-f16.gguf"},
+    StepName.QUANTIZE: {"gguf": "/work/1/m-q4_0.gguf"},
+    StepName.ADAPTER: {"adapter": "/work/1/m.lora.gguf"},
+    StepName.SMOKE_TEST: {
+        "prompt": "Hello",
+        "text": " there",
+        "tokens": 8,
+        "finish_reason": "length",
+        "tokens_per_s": 12.5,
+        "passed": True,
+    },
+    StepName.REGISTER: {"gguf": "/models/m/m-q4_0.gguf"},
+}
+
+
+@pytest.mark.parametrize("step", list(StepName))
+def test_step_results_recorded_by_earlier_releases_still_read(step: StepName):
+    result = STEPS[step].result_type.from_record(EARLIER_RECORDS[step])
+    assert json.loads(json.dumps(result.to_record())) == EARLIER_RECORDS[step]
+    assert all(isinstance(path, Path) for path in result.outputs())
+
+
+def test_a_job_left_by_an_earlier_release_resumes(isolated_dirs: Path):
+    store = Store(isolated_dirs / DATABASE_NAME)
+    target = str(TINY_LLAMA.resolve())
+    job = store.create_job(
+        "checkpoint",
+        target,
+        "q8_0",
+        ["read", "convert", "smoke_test", "register"],
+        {"name": "old", "prompt_format": None},
+    )
+    files = {"config.json": sha256(TINY_LLAMA / "config.json")}
+    store.finish_step(job.id, 0, {"directory": target, "files": files})
+    store.update_job(job.id, "running")
+
+    reports: list[JobProgress] = []
+    model = Jobs(store, isolated_dirs, load_catalog()).import_checkpoint(TINY_LLAMA, "q8_0", progress=reports.append)
+    assert steps_run(reports) == ["convert", "smoke_test", "register"]
+    assert model.name == "old-q8_0" and model.lockfile.inputs == {"llama/config.json": files["config.json"]}
 
 
 def test_a_version_1_database_gains_the_job_tables_and_keeps_its_conversations(tmp_path: Path):

@@ -5,13 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui.config import Settings
-from tui.engine.base import ChatEngine, ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
+from tui.engine.base import (
+    ChatEngine,
+    ChatMessage,
+    EngineError,
+    FinishReason,
+    ReplyEvent,
+    ReplyStats,
+    SamplingParams,
+    StopScanner,
+)
 
 __all__ = [
     "ChatEngine",
     "ChatMessage",
     "EngineError",
     "Engines",
+    "FinishReason",
     "ReplyEvent",
     "ReplyStats",
     "SamplingParams",

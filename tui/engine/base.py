@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
+from tui.compat import StrEnum
+
 ChatMessage = dict[str, str]  # OpenAI style: {"role": ..., "content": ...}
 
 
@@ -40,11 +42,22 @@ class SamplingParams:
         return values
 
 
+class FinishReason(StrEnum):
+    """Why a reply ended."""
+
+    STOP = "stop"
+    """The model ended it (its end-of-sequence token or a stop string)."""
+    LENGTH = "length"
+    """It reached max tokens or the end of the context."""
+    CANCELLED = "cancelled"
+    """The user stopped it."""
+
+
 @dataclass(frozen=True)
 class ReplyStats:
     """Figures for one reply, shown under it and saved with it."""
 
-    finish_reason: str  # "stop", "length" or "cancelled"
+    finish_reason: FinishReason
     prompt_tokens: int
     prompt_tokens_evaluated: int  # prompt tokens actually computed; the rest came from the cache
     completion_tokens: int
@@ -79,10 +92,8 @@ class ReplyStats:
             parts.append(f"prompt {self.prompt_tokens_evaluated}/{self.prompt_tokens} evaluated")
         if self.dropped_messages:
             parts.append(f"{self.dropped_messages} oldest messages left out")
-        if self.finish_reason != "stop":
-            parts.append(
-                {"length": "hit max tokens", "cancelled": "stopped"}.get(self.finish_reason, self.finish_reason)
-            )
+        if self.finish_reason is not FinishReason.STOP:
+            parts.append("hit max tokens" if self.finish_reason is FinishReason.LENGTH else "stopped")
         return " · ".join(parts)
 
 
@@ -93,7 +104,7 @@ class ChatEngine(Protocol):
     """Streams a reply: text deltas as they are produced, then the reply's stats.
 
     ``cancel`` may be set from any thread; the engine then stops soon and still
-    yields its stats (finish_reason "cancelled").
+    yields its stats (``FinishReason.CANCELLED``).
     """
 
     description: str

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from tui.config import EngineSettings
-from tui.engine.base import ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
+from tui.engine.base import (
+    ChatMessage,
+    EngineError,
+    FinishReason,
+    ReplyEvent,
+    ReplyStats,
+    SamplingParams,
+    StopScanner,
+)
 
 # Below this many tokens re-evaluating a history is cheaper than saving it.
 MIN_TOKENS_WORTH_SAVING = 64
@@ -57,7 +65,7 @@ class LoadedModel:
 
     def stop_strings(self) -> tuple[str, ...]:
         """Stop strings the converter stored for the model's prompt format (none for other GGUFs)."""
-        from converters.convert import STOP_STRINGS_KEY
+        from converters import STOP_STRINGS_KEY
 
         try:
             stops = json.loads(self.llm.metadata.get(STOP_STRINGS_KEY, "[]"))
@@ -214,7 +222,7 @@ class LocalEngine:
             started = time.perf_counter()
             first_token_at = None
             completion_tokens = 0
-            finish_reason = "length"
+            finish_reason = FinishReason.LENGTH
             at_start = True
             tokens = llm.generate(
                 to_evaluate,
@@ -230,10 +238,10 @@ class LocalEngine:
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
                     if cancel.is_set():
-                        finish_reason = "cancelled"
+                        finish_reason = FinishReason.CANCELLED
                         break
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        finish_reason = "stop"
+                        finish_reason = FinishReason.STOP
                         break
                     completion_tokens += 1
                     text = stops.feed(decoder.decode(model.piece(token)))
@@ -244,7 +252,7 @@ class LocalEngine:
                     if text:
                         yield text
                     if stops.stopped:
-                        finish_reason = "stop"
+                        finish_reason = FinishReason.STOP
                         break
                     if completion_tokens >= max_tokens:
                         break

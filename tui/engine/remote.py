@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from tui.config import RemoteSettings
-from tui.engine.base import ChatMessage, EngineError, ReplyEvent, ReplyStats, SamplingParams, StopScanner
+from tui.engine.base import (
+    ChatMessage,
+    EngineError,
+    FinishReason,
+    ReplyEvent,
+    ReplyStats,
+    SamplingParams,
+    StopScanner,
+)
 
 
 class RemoteEngine:
@@ -86,13 +94,13 @@ class RemoteEngine:
         first_token_at = None
         chunks = 0
         usage: dict[str, Any] = {}
-        finish_reason = "length"
+        finish_reason = FinishReason.LENGTH
         stops = StopScanner(params.stop)  # servers differ in whether they honour "stop"
         response = self._request("/chat/completions", body)
         try:
             for event in _server_sent_events(response):
                 if cancel.is_set():
-                    finish_reason = "cancelled"
+                    finish_reason = FinishReason.CANCELLED
                     break
                 if event.get("usage"):
                     usage = event["usage"]
@@ -106,9 +114,9 @@ class RemoteEngine:
                         if text:
                             yield text
                     if choice.get("finish_reason"):
-                        finish_reason = "stop" if choice["finish_reason"] == "stop" else "length"
+                        finish_reason = FinishReason.STOP if choice["finish_reason"] == "stop" else "length"
                 if stops.stopped:
-                    finish_reason = "stop"
+                    finish_reason = FinishReason.STOP
                     break
         finally:
             response.close()

@@ -77,8 +77,7 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
 
             lines += [f"### Getting it as {DEFAULT_QUANT} (g)", ""]
             lines += [
-                f"{index}. {step.replace('_', ' ')}"
-                for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)
+                f"{index}. {step.title}" for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)
             ]
             lines.append("")
         if variant.prompt_format:
@@ -437,6 +436,11 @@ class ModelBrowser(Screen):
         except JobError as error:
             self.post_message(self.JobEnded(view, f"{view.title}: {error}", error=True))
             return
+        except Exception as error:  # a bug outside the job's steps: the view still ends, saying so
+            self.post_message(
+                self.JobEnded(view, f"{view.title}: failed unexpectedly ({type(error).__name__}: {error})", error=True)
+            )
+            raise
         self.post_message(
             self.JobEnded(view, f"{model.name} is ready: select it and press enter to chat.", error=False)
         )

@@ -16,7 +16,7 @@ from textual.widgets import Label
 
 from tui.chat import ChatService, Reply
 from tui.engine import EngineError, ReplyStats
-from tui.store import Conversation
+from tui.store import Conversation, MessageState
 from tui.widgets.message import MessageView
 from tui.widgets.prompt import PromptArea
 from tui.widgets.settings_panel import SettingsPanel
@@ -183,7 +183,7 @@ class ChatPane(Vertical):
 
     async def _start_reply(self) -> None:
         messages = self.query_one(".messages", VerticalScroll)
-        self._reply_view = MessageView("assistant", state="streaming")
+        self._reply_view = MessageView("assistant", state=MessageState.STREAMING)
         await messages.mount(self._reply_view)
         messages.anchor()
         self._cancel = threading.Event()
@@ -226,7 +226,7 @@ class ChatPane(Vertical):
         if view is not None:
             if view.content:
                 await view.finish()
-                view.set_footer("", state="error")
+                view.set_footer("", state=MessageState.ERROR)
             else:
                 await view.remove()
         self._show_status(f"error: {event.error}")

@@ -10,8 +10,14 @@ from textual.containers import Vertical
 from textual.widgets import Label, Markdown
 from textual.widgets._markdown import MarkdownFence, MarkdownStream
 
+from tui.store import MessageState
+
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
-STATE_NOTES = {"stopped": "stopped", "interrupted": "interrupted before it finished", "error": "failed"}
+STATE_NOTES = {
+    MessageState.STOPPED: "stopped",
+    MessageState.INTERRUPTED: "interrupted before it finished",
+    MessageState.ERROR: "failed",
+}
 CODE_BLOCK = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
@@ -37,7 +43,13 @@ class MessageView(Vertical, can_focus=True):
     ]
 
     def __init__(
-        self, role: str, content: str = "", *, state: str = "done", footer: str = "", message_id: int | None = None
+        self,
+        role: str,
+        content: str = "",
+        *,
+        state: MessageState = MessageState.DONE,
+        footer: str = "",
+        message_id: int | None = None,
     ):
         super().__init__(classes=f"message {role}")
         self.role = role
@@ -61,7 +73,7 @@ class MessageView(Vertical, can_focus=True):
     def on_mount(self) -> None:
         self.query_one(".figures", Label).display = bool(self._footer())
 
-    def set_footer(self, text: str, state: str | None = None) -> None:
+    def set_footer(self, text: str, state: MessageState | None = None) -> None:
         self._figures = text
         if state is not None:
             self.state = state

@@ -5,7 +5,6 @@ A bad entry fails the load with one line naming the system, the variant and the 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -13,12 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tui.compat import tomllib
 from tui.zoo.templates import FORMATS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 
 class CatalogError(ValueError):

@@ -325,24 +325,10 @@ def free_vram() -> int | None:
 
 
 def bits_per_weight(quant: str) -> float:
-    """Average bits per weight of a converter output type.
+    """Average bits per weight of a converter output type (``converters.bits_per_weight``)."""
+    from converters import bits_per_weight as converter_bits
 
-    f32/f16/bf16/q8_0 are exact block sizes from gguf's GGML_QUANT_SIZES; the llama.cpp quantizer
-    types use the converters' own approximate figures (``converters.quantize.QUANT_SPECS``), the
-    same numbers the converter checks disk space with.
-    """
-    import gguf
-
-    from converters.convert import DIRECT_TYPES, OUTTYPES
-    from converters.quantize import QUANT_SPECS
-
-    name = quant.lower()
-    if name in DIRECT_TYPES:
-        block_size, type_size = gguf.GGML_QUANT_SIZES[DIRECT_TYPES[name][0]]
-        return type_size * 8 / block_size
-    if name in QUANT_SPECS:
-        return QUANT_SPECS[name][1]
-    raise ValueError(f"unknown weight type {quant!r}; choose one of {', '.join(OUTTYPES)}")
+    return converter_bits(quant)
 
 
 def known_shape(variant: Variant) -> KnownShape:
@@ -433,7 +419,7 @@ def fit_variant(variant: Variant, *, quant: str, n_ctx: int, free: Resources) ->
     Raises UnknownShape for variants zootui cannot run or whose shape it does not know, ValueError
     for an unknown ``quant``.
     """
-    from converters.convert import DIRECT_TYPES
+    from converters import DIRECT_OUTTYPES
 
     if variant.status is Status.UNSUPPORTED:
         raise UnknownShape(f"{variant.id}: unsupported ({variant.reason})")
@@ -445,7 +431,7 @@ def fit_variant(variant: Variant, *, quant: str, n_ctx: int, free: Resources) ->
         download_bytes=_download_bytes(variant, f16_bytes),
         # Recovery writes a whole f16 checkpoint; types llama.cpp quantizes are first written as f16 GGUF.
         intermediate_bytes=(f16_bytes if variant.recipe is not Recipe.NONE else 0)
-        + (0 if quant.lower() in DIRECT_TYPES else f16_bytes),
+        + (0 if quant.lower() in DIRECT_OUTTYPES else f16_bytes),
         output_bytes=weights.total_bytes,
     )
     return _estimate(variant.id, quant.lower(), n_ctx, known.model_shape(), weights, disk, free)

@@ -69,6 +69,15 @@ class Lockfile:
         return cls(**{key: value for key, value in values.items() if key in known})
 
 
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model a job or an import has just put in the library: chat with it by ``name``."""
+
+    name: str
+    path: Path
+    lockfile: Lockfile
+
+
 def lockfile_path(gguf_path: Path) -> Path:
     return gguf_path.with_name(gguf_path.stem + LOCKFILE_SUFFIX)
 

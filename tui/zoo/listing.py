@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tui.store import Store
 from tui.zoo.catalog import Catalog, Status, System, Variant
+from tui.zoo.jobs import StepName
 from tui.zoo.library import LibraryModel, library_models
 
 LIBRARY_FAMILY = "library"
@@ -49,7 +50,7 @@ def _downloaded_variants(store: Store) -> set[str]:
     return {
         job.target
         for job in store.jobs(unfinished_only=True)
-        if any(step.name == "download" and step.finished for step in job.steps)
+        if any(step.name == StepName.DOWNLOAD and step.finished for step in job.steps)
     }
 
 

@@ -12,16 +12,7 @@ import threading
 from pathlib import Path
 
 from converters import OUTTYPES, ConsoleProgress, Progress
-from tui.zoo.jobs import (
-    DEFAULT_QUANT,
-    LORA_MERGE,
-    LORA_MODES,
-    JobCancelled,
-    JobError,
-    JobProgress,
-    Jobs,
-    RegisteredModel,
-)
+from tui.zoo.jobs import DEFAULT_QUANT, JobCancelled, JobError, JobProgress, Jobs, LoraMode, RegisteredModel
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -50,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lora",
-        choices=LORA_MODES,
-        default=LORA_MERGE,
+        choices=[mode.value for mode in LoraMode],
+        default=LoraMode.MERGE.value,
         help="for a LoRA variant: merge the adapter into the weights (default), or keep it as a "
         "GGUF LoRA beside the base that llama.cpp applies at run time",
     )
@@ -95,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--name and --prompt-format go with --import; a catalog variant has its own")
     if args.import_path is not None and args.base:
         return _fail("--base goes with a catalog variant ID, which is rebuilt from a base model")
-    if args.import_path is not None and args.lora != LORA_MERGE:
+    if args.import_path is not None and args.lora != LoraMode.MERGE:
         return _fail("--lora goes with a catalog variant ID released as a LoRA adapter")
     cancel = threading.Event()
     try:

@@ -1,0 +1,96 @@
+"""Adding a GGUF file to the library as it is, and removing a model zootui put there."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from tui.files import write_atomically
+from tui.zoo.fit import quant_name
+from tui.zoo.gguf_header import read_header
+from tui.zoo.jobs.errors import JobError
+from tui.zoo.jobs.provenance import now, tool_versions
+from tui.zoo.library import (
+    DEFAULT_MODEL_NAME,
+    Lockfile,
+    RegisteredModel,
+    library_models,
+    lockfile_path,
+    models_dir,
+    registered_path,
+)
+
+_COPY_BLOCK = 4 * 2**20
+
+
+def free_destination(data_dir: Path, model_id: str, label: str | None = None) -> Path:
+    """Where a new build of ``model_id`` goes; JobError when the library already has one there."""
+    destination = registered_path(data_dir, model_id, label)
+    if destination.exists():
+        raise JobError(
+            f"the library already has a model named {destination.stem!r}; delete it first or choose another name"
+        )
+    return destination
+
+
+def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> RegisteredModel:
+    """Copy a GGUF file into the library, with a lockfile holding its sha256."""
+    path = path.expanduser()
+    if not path.is_file():
+        raise JobError(f"GGUF file not found: {path}; check the path")
+    try:
+        file_type = read_header(path).metadata.get("general.file_type")
+    except (ValueError, OSError) as error:
+        raise JobError(f"{path} is not a readable GGUF file ({error})") from error
+    quant = quant_name(int(file_type)) if file_type is not None else "unknown"
+    name = name or path.stem
+    destination = free_destination(data_dir, name)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        digest = hashlib.sha256()  # of the bytes as they are copied: one read of a file of many GB
+        with path.open("rb") as source, partial.open("wb") as copy:
+            while block := source.read(_COPY_BLOCK):
+                digest.update(block)
+                copy.write(block)
+        lockfile = Lockfile(
+            name=name,
+            quant=quant,
+            output_sha256=digest.hexdigest(),
+            sources=[{"path": str(path.resolve())}],
+            inputs={path.name: digest.hexdigest()},
+            tools=tool_versions(),
+            created_at=now(),
+        )
+        write_atomically(lockfile_path(destination), lockfile.to_json())
+        os.replace(partial, destination)
+    except OSError as error:
+        raise JobError(f"cannot copy {path} into the library: {error.strerror or error}") from error
+    finally:
+        partial.unlink(missing_ok=True)
+    return RegisteredModel(name, destination, lockfile)
+
+
+def delete_model(data_dir: Path, name: str) -> None:
+    """Remove a model zootui put in the library (its GGUF, adapter and lockfile)."""
+    if name == DEFAULT_MODEL_NAME:
+        raise JobError("the default model ships with zootui and cannot be deleted")
+    library = models_dir(data_dir)
+    model = next(
+        (
+            m
+            for m in library_models(data_dir)
+            if m.name == name and m.path is not None and m.path.is_relative_to(library)
+        ),
+        None,
+    )
+    if model is None or model.path is None:
+        raise JobError(f"no model named {name!r} in the library; `zootui models` lists them")
+    if model.lockfile is not None and model.lockfile.lora_adapter:
+        (model.path.parent / model.lockfile.lora_adapter).unlink(missing_ok=True)
+    lockfile_path(model.path).unlink(missing_ok=True)
+    model.path.unlink(missing_ok=True)
+    if model.path.parent != library and not any(model.path.parent.iterdir()):
+        model.path.parent.rmdir()

@@ -1,0 +1,35 @@
+"""Which steps a job has, in order.
+
+A catalog job runs download → recover → convert → quantize → smoke_test → register; recover is left
+out for full releases and quantize for types the converter writes directly (f32, f16, bf16, q8_0).
+A LoRA variant got with ``LoraMode.RUNTIME`` keeps its adapter out of the weights: recover merges
+only its ``merge_first`` chain (and is left out without one), and "adapter" writes the variant's own
+adapter as a GGUF LoRA before the smoke test, which loads both. Importing a checkpoint directory
+runs read → convert → quantize → smoke_test → register.
+"""
+
+from __future__ import annotations
+
+from tui.zoo.catalog import Recipe, Variant
+from tui.zoo.jobs.build import LoraMode
+from tui.zoo.jobs.step import StepName
+
+
+def catalog_steps(variant: Variant, quant: str, lora: LoraMode = LoraMode.MERGE) -> list[StepName]:
+    keeps_adapter = lora is LoraMode.RUNTIME
+    recovers = variant.recipe is not Recipe.NONE and not (keeps_adapter and not variant.merge_first)
+    build = _build_steps(quant)
+    if keeps_adapter:
+        build.insert(build.index(StepName.SMOKE_TEST), StepName.ADAPTER)
+    return [StepName.DOWNLOAD, *([StepName.RECOVER] if recovers else []), *build]
+
+
+def checkpoint_steps(quant: str) -> list[StepName]:
+    return [StepName.READ, *_build_steps(quant)]
+
+
+def _build_steps(quant: str) -> list[StepName]:
+    from converters import DIRECT_OUTTYPES
+
+    quantizes = quant not in DIRECT_OUTTYPES
+    return [StepName.CONVERT, *([StepName.QUANTIZE] if quantizes else []), StepName.SMOKE_TEST, StepName.REGISTER]

@@ -1,0 +1,68 @@
+"""convert: the checkpoint to GGUF with the prompt format's template, EOS and stop strings, as the job's
+type when the converter writes it directly, else as the f16 the quantize step starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui.store import JobKind
+from tui.zoo.catalog import Recipe
+from tui.zoo.jobs.errors import from_conversion_error
+from tui.zoo.jobs.step import Step, StepContext, StepName, StepResult
+from tui.zoo.jobs.steps.download import Downloaded
+from tui.zoo.jobs.steps.read import CheckpointRead
+from tui.zoo.jobs.steps.recover import Recovered, base_model
+
+INTERMEDIATE_TYPE = "f16"
+
+
+@dataclass(frozen=True)
+class Converted(StepResult):
+    step = StepName.CONVERT
+
+    gguf: Path
+
+
+def _source(context: StepContext) -> tuple[Path, dict[str, str]]:
+    """The checkpoint to convert, and the repo and revision it came from (empty: let convert infer them)."""
+    if context.build.kind is JobKind.CHECKPOINT:
+        return context.result(CheckpointRead).directory, {}
+    model = context.result(Downloaded).model
+    provenance = {"repo": model.repo, "revision": model.revision}
+    if context.has(StepName.RECOVER):
+        return context.result(Recovered).checkpoint, provenance
+    if context.variant.recipe is Recipe.NONE:
+        return model.directory, provenance
+    # A LoRA kept for run time with no chain to merge first: the GGUF is the base itself, whose repo
+    # and revision convert infers from its Hub cache path.
+    return base_model(context), {}
+
+
+class Convert(Step[Converted]):
+    result_type = Converted
+
+    def run(self, context: StepContext) -> Converted:
+        from converters import DIRECT_OUTTYPES, ConversionError, convert
+
+        build = context.build
+        writes_target = build.quant in DIRECT_OUTTYPES
+        file_name = f"{build.name}.gguf" if writes_target else f"model-{INTERMEDIATE_TYPE}.gguf"
+        out = context.fresh_output(context.work_dir / file_name)
+        source, provenance = _source(context)
+        chosen = build.prompt_format
+        try:
+            convert(
+                source,
+                out,
+                outtype=build.quant if writes_target else INTERMEDIATE_TYPE,
+                chat_template=chosen.template if chosen else None,
+                eos_token=chosen.eos if chosen else None,
+                stop_strings=build.stop,
+                provenance=provenance,
+                progress=context.converter_progress,
+                cancel=context.cancel,
+            )
+        except ConversionError as error:
+            raise from_conversion_error(error) from error
+        return Converted(out)

@@ -1,71 +1,26 @@
-"""The core (converters, and tui's cli/config/store/engine/zoo/chat) must work without Textual."""
+"""The layers of design.md: converters without tui, the core without Textual, the UI above the services."""
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 from support import ROOT
 
-UI_MODULES = {"app.py", "theming.py"}
-UI_PACKAGES = {"screens", "widgets"}
 
-
-def core_files():
-    for path in sorted((ROOT / "converters").rglob("*.py")):
-        yield path
-    for path in sorted((ROOT / "tui").rglob("*.py")):
-        relative = path.relative_to(ROOT / "tui")
-        if relative.parts[0] in UI_PACKAGES or str(relative) in UI_MODULES:
-            continue
-        yield path
-
-
-def imported_modules(path: Path, *, module_level_only: bool = False):
-    """Modules a file imports; module_level_only skips imports inside functions (done on demand)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    nodes = ast.walk(tree)
-    if module_level_only:
-        nodes = (
-            node
-            for statement in tree.body
-            if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            for node in ast.walk(statement)
-        )
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
-
-
-def is_ui(module: str) -> bool:
-    return (
-        module.split(".")[0] in ("textual", "rich")
-        or module in ("tui.app", "tui.theming")
-        or module.startswith(("tui.widgets", "tui.screens"))
+def test_the_import_contracts_hold():
+    # The contracts live in pyproject.toml ([tool.importlinter]); import-linter reads every import in
+    # the packages, those inside functions too, and follows indirect chains.
+    linter = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(linter), "--no-cache", "--no-logo", str(ROOT / "pyproject.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
-
-
-def test_core_modules_never_import_textual():
-    # The CLI may import the app inside the one command that opens it; nothing else may.
-    offenders = [
-        f"{path.relative_to(ROOT)}: {module}"
-        for path in core_files()
-        for module in imported_modules(path, module_level_only=path.name == "cli.py" and path.parent.name == "tui")
-        if is_ui(module)
-    ]
-    assert offenders == []
-
-
-def test_converters_never_import_tui():
-    offenders = [
-        f"{path.relative_to(ROOT)}: {module}"
-        for path in sorted((ROOT / "converters").rglob("*.py"))
-        for module in imported_modules(path)
-        if module.split(".")[0] == "tui"
-    ]
-    assert offenders == []
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
 
 
 def test_headless_paths_load_no_textual_at_run_time(cli_env):

@@ -43,16 +43,17 @@ class Convert(Step[Converted]):
     result_type = Converted
 
     def run(self, context: StepContext) -> Converted:
-        from converters import DIRECT_OUTTYPES, ConversionError, convert
+        # ``import converters``: ``converters.convert`` is the function it exports (and a module of the same name).
+        import converters
 
         build = context.build
-        writes_target = build.quant in DIRECT_OUTTYPES
+        writes_target = build.quant in converters.DIRECT_OUTTYPES
         file_name = f"{build.name}.gguf" if writes_target else f"model-{INTERMEDIATE_TYPE}.gguf"
         out = context.fresh_output(context.work_dir / file_name)
         source, provenance = _source(context)
         chosen = build.prompt_format
         try:
-            convert(
+            converters.convert(
                 source,
                 out,
                 outtype=build.quant if writes_target else INTERMEDIATE_TYPE,
@@ -63,6 +64,6 @@ class Convert(Step[Converted]):
                 progress=context.converter_progress,
                 cancel=context.cancel,
             )
-        except ConversionError as error:
+        except converters.ConversionError as error:
             raise from_conversion_error(error) from error
         return Converted(out)

@@ -21,18 +21,19 @@ class Quantize(Step[Quantized]):
     result_type = Quantized
 
     def run(self, context: StepContext) -> Quantized:
-        from converters import ConversionError, quantize
+        # ``import converters``: ``converters.quantize`` is the function it exports (and a module of the same name).
+        import converters
 
         out = context.fresh_output(context.work_dir / f"{context.build.name}.gguf")
         try:
-            quantize(
+            converters.quantize(
                 context.result(Converted).gguf,
                 out,
                 context.build.quant,
                 progress=context.converter_progress,
                 cancel=context.cancel,
             )
-        except ConversionError as error:
+        except converters.ConversionError as error:
             raise from_conversion_error(error) from error
         return Quantized(out)
 

@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import llama_cpp
 import pytest
 from support import zootui_command
 from tinyzoo import TINY_LLAMA
 
 from tui.store import DATABASE_NAME, JobState, Store
+
+from tui.engine.local import gpu_offload_summary
 
 SEED_FAMILIES = {
     "chatyuan",
@@ -97,6 +100,24 @@ def test_models_prints_a_fit_line_per_model(cli_env):
     assert vicuna[1] == "supported" and vicuna[2] in ("fits:", "tight:", "does")
     [chatglm] = [line for line in lines if line.startswith("chatglm-6b ")]
     assert "unsupported" in chatglm and "ChatGLM-6B v1" in chatglm
+
+
+def test_models_says_whether_layers_are_offloaded(cli_env):
+    last = run(cli_env, "--gpu-layers", "5", "models").stdout.splitlines()[-1]
+    if llama_cpp.llama_supports_gpu_offload():
+        assert last == "GPU offload: on, the last 5 layers on the GPU (n_gpu_layers = 5)"
+    else:
+        assert (
+            last
+            == "GPU offload: none, this llama-cpp-python is built for the CPU only; n_gpu_layers = 5 is ignored (README: GPU)"
+        )
+
+
+def test_the_offload_line_for_a_gpu_build(monkeypatch):
+    # This machine's build has no GPU backend; the lines a CUDA build prints are checked by standing in for its answer.
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    assert gpu_offload_summary(-1) == "GPU offload: on, every layer on the GPU (n_gpu_layers = -1)"
+    assert gpu_offload_summary(0).startswith("GPU offload: available but off (n_gpu_layers = 0)")
 
 
 def test_prompt_for_a_family_and_a_catalog_variant(cli_env, messages_file):

@@ -141,6 +141,7 @@ def command_chat(args: argparse.Namespace) -> int:
 
 def command_models(args: argparse.Namespace) -> int:
     from tui.config import data_dir
+    from tui.engine.local import gpu_offload_summary
     from tui.zoo.fit import free_resources
     from tui.zoo.library import library_models
 
@@ -167,6 +168,7 @@ def command_models(args: argparse.Namespace) -> int:
             note = _fit_line(entry["fit"]) if entry["status"] != "unsupported" else entry["reason"]
             print(f"{entry['id']:<{width}}  {entry['status']:<11}  {note}")
     print("\nAlso: any path to a .gguf file, or remote:NAME for a model on the [remote] server.")
+    print(gpu_offload_summary(settings.engine.n_gpu_layers))
     return 0
 
 

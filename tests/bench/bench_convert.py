@@ -32,13 +32,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_SOURCE = REPO / "tests" / "fixtures" / "tiny" / "llama"
 
-# name -> (hidden, layers, heads, kv heads, intermediate, vocab); 1.1b is TinyLlama's shape (2.2 GB in fp16).
+# name -> (hidden, layers, heads, kv heads, intermediate, vocab); 1.1b is TinyLlama's shape (2.2 GB in fp16),
+# 7b LLaMA-7B's (13.5 GB).
 SHAPES = {
     "tiny": (256, 2, 4, 4, 512, 32000),
     "100m": (768, 8, 12, 12, 2048, 32000),
     "400m": (1024, 20, 16, 8, 4096, 32000),
     "1.1b": (2048, 22, 32, 4, 5632, 32000),
+    "7b": (4096, 32, 32, 32, 11008, 32000),
 }
+_SLICE_VALUES = 8 * 2**20
+_POOL_VALUES = 4 * _SLICE_VALUES
 
 
 def llama_tensor_shapes(
@@ -77,11 +81,15 @@ def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.r
     with open(path, "wb") as f:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
+        # Slices of one pool of random values at random offsets: drawing every weight anew would make
+        # writing a 7B checkpoint take minutes, and a converter's speed does not depend on the values.
+        pool = (rng.standard_normal(_POOL_VALUES, dtype=np.float32) * 0.02).astype(np.float16)
         for shape in shapes.values():
             remaining = math.prod(shape)
             while remaining:  # stream in slices: the generator never holds a whole tensor
-                n = min(remaining, 8 * 2**20)
-                f.write((rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float16).tobytes())
+                n = min(remaining, _SLICE_VALUES)
+                start = int(rng.integers(0, pool.size - n + 1))
+                f.write(pool[start : start + n].tobytes())
                 remaining -= n
     return offset
 

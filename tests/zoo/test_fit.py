@@ -23,6 +23,7 @@ from tui.zoo.fit import (
     fit_variant,
     free_disk,
     free_vram,
+    gpu_names,
 )
 
 GiB = 2**30
@@ -185,3 +186,14 @@ def test_free_memory_readers(tmp_path, monkeypatch):
     assert free_vram() is None
     monkeypatch.setenv("PATH", str(tmp_path / "empty") + os.pathsep)
     assert free_vram() is None
+
+
+def test_gpu_names_from_nvidia_smi(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\n[ "$1" = --query-gpu=name ] && printf "NVIDIA H200\\n\\n" || exit 9\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert gpu_names() == ["NVIDIA H200"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty") + os.pathsep)
+    assert gpu_names() == []

@@ -53,6 +53,19 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def gpu_offload_summary(n_gpu_layers: int) -> str:
+    """One line: whether this llama.cpp build can put layers on a GPU, and what ``n_gpu_layers`` asks of it."""
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        ignored = f"; n_gpu_layers = {n_gpu_layers} is ignored" if n_gpu_layers else ""
+        return f"GPU offload: none, this llama-cpp-python is built for the CPU only{ignored} (README: GPU)"
+    if n_gpu_layers == 0:
+        return "GPU offload: available but off (n_gpu_layers = 0); set [engine] n_gpu_layers or --gpu-layers"
+    layers = "every layer" if n_gpu_layers < 0 else f"the last {n_gpu_layers} layers"
+    return f"GPU offload: on, {layers} on the GPU (n_gpu_layers = {n_gpu_layers})"
+
+
 @dataclass
 class LoadedModel:
     path: Path

@@ -305,20 +305,34 @@ def free_disk(directory: Path) -> int:
 def free_vram() -> int | None:
     """Free memory summed over the NVIDIA GPUs nvidia-smi lists (llama.cpp splits layers across
     them); None without nvidia-smi or when it fails (no driver)."""
+    lines = _query_gpus("memory.free")
+    try:
+        return None if lines is None else sum(int(line) for line in lines) * 2**20  # reported in MiB
+    except ValueError:
+        return None
+
+
+def gpu_names() -> list[str]:
+    """The NVIDIA GPUs' names as nvidia-smi prints them ("NVIDIA H200"); empty without nvidia-smi."""
+    return _query_gpus("name") or []
+
+
+def _query_gpus(field: str) -> list[str] | None:
+    """One line per GPU of ``nvidia-smi --query-gpu=field``; None without nvidia-smi or when it fails."""
     command = shutil.which("nvidia-smi")
     if command is None:
         return None
     try:
         result = subprocess.run(
-            [command, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            [command, f"--query-gpu={field}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         )
-        return sum(int(line) for line in result.stdout.split()) * 2**20  # reported in MiB
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, subprocess.SubprocessError):
         return None
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
 # --- weights and shapes ---------------------------------------------------------------------------

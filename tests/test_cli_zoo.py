@@ -11,9 +11,8 @@ import pytest
 from support import zootui_command
 from tinyzoo import TINY_LLAMA
 
-from tui.store import DATABASE_NAME, JobState, Store
-
 from tui.engine.local import gpu_offload_summary
+from tui.store import DATABASE_NAME, JobState, Store
 
 SEED_FAMILIES = {
     "chatyuan",

@@ -8,7 +8,7 @@ that a pass over every tensor keeps a resident set the size of one tensor, not o
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import mmap
 import os
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConversionError
+from .jsonfile import ANY, SMALL_JSON_BYTES, STR, Arr, Int, Map, Obj, Tup, check, parse_json, read_json
 from .unpickle import TensorRef, read_torch_zip
 
 SAFETENSORS_DTYPES: dict[str, np.dtype] = {
@@ -32,7 +33,9 @@ SAFETENSORS_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype(np.uint8),
     "BOOL": np.dtype(np.bool_),
 }
-_MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit
+# The format allows 100 MB; real headers take about 150 bytes per tensor (kilobytes for a whole
+# model), and parsing one takes about 15 times its size in memory.
+MAX_SAFETENSORS_HEADER = SMALL_JSON_BYTES
 _PAGE = mmap.PAGESIZE
 MAX_TENSOR_DIMS = 8  # weights have at most 5 (3-D convolutions); numpy's own limit is 64
 
@@ -76,6 +79,16 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+_SAFETENSORS_ENTRY = Obj(
+    {
+        "dtype": STR,
+        "shape": Arr(Int(minimum=0), max_length=MAX_TENSOR_DIMS),
+        "data_offsets": Tup(Int(minimum=0), Int(minimum=0)),
+    },
+    required=("dtype", "shape", "data_offsets"),
+)
+
+
 def _read_safetensors_header(path: Path) -> list[tuple[str, _Entry]]:
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -83,33 +96,27 @@ def _read_safetensors_header(path: Path) -> list[tuple[str, _Entry]]:
         if len(head) < 8:
             raise ConversionError(f"{path.name} is empty or truncated; re-download it")
         header_len = int.from_bytes(head, "little")
-        if header_len > _MAX_SAFETENSORS_HEADER or 8 + header_len > size:
+        if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
             raise ConversionError(f"{path.name} has a corrupt safetensors header (length {header_len}); re-download it")
         raw = f.read(header_len)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ConversionError(f"{path.name} has a corrupt safetensors header (not JSON); re-download it") from None
-    if not isinstance(header, dict):
-        raise ConversionError(f"{path.name} has a corrupt safetensors header (not a JSON object); re-download it")
+        header = check(parse_json(raw, path.name), Map(ANY), path.name)
+    except ConversionError as error:
+        raise ConversionError(f"{path.name} has a corrupt safetensors header ({error}); re-download it") from None
     data_start = 8 + header_len
     entries = []
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype_name, shape, (begin, end) = meta["dtype"], tuple(int(d) for d in meta["shape"]), meta["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ConversionError(
-                f"{path.name} has a corrupt safetensors header (entry {name}); re-download it"
-            ) from None
+        check(meta, _SAFETENSORS_ENTRY, path.name, f"the header's {name}", f"re-download {path.name}")
+        dtype_name, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
         dtype = SAFETENSORS_DTYPES.get(dtype_name)
         if dtype is None:
             raise ConversionError(
                 f"{path.name}: tensor {name} has unsupported dtype {dtype_name}; convert it to f16/bf16/f32 first"
             )
         numel = math.prod(shape)
-        if end - begin != numel * dtype.itemsize or begin < 0:
+        if end - begin != numel * dtype.itemsize:
             raise ConversionError(
                 f"{path.name} has a corrupt safetensors header (size of {name} does not match its shape); re-download it"
             )
@@ -118,7 +125,12 @@ def _read_safetensors_header(path: Path) -> list[tuple[str, _Entry]]:
                 f"{path.name} is truncated ({size} bytes, {name} ends at {data_start + end}); re-download it"
             )
         entries.append((name, _Entry(path, data_start + begin, dtype, numel, shape, None, dtype_name == "BF16")))
-    entries.sort(key=lambda item: item[1].offset)  # file order
+    entries.sort(key=lambda item: (item[1].offset, item[1].nbytes))  # file order
+    for (before, first), (name, second) in itertools.pairwise(entries):
+        if second.offset < first.offset + first.nbytes:
+            raise ConversionError(
+                f"{path.name} has a corrupt safetensors header ({name} overlaps the bytes of {before}); re-download it"
+            )
     return entries
 
 
@@ -181,16 +193,40 @@ def _read_torch_bin(path: Path) -> list[tuple[str, _Entry]]:
     return entries
 
 
+_SHARD_INDEX = Obj({"weight_map": Map(STR)}, required=("weight_map",))
+# What every converter reads from config.json before an architecture takes over (see archs.base.hparam).
+CONFIG_SCHEMA = Obj({"architectures": Arr(STR)})
+
+
+def _shard_path(directory: Path, index_path: Path, name: str) -> Path:
+    """A shard the index names: a plain file name in the checkpoint directory, or in the Hub cache's blob store.
+
+    An index is downloaded text: a name like "../../../../etc/passwd", an absolute path or a link
+    out of the directory would make the converter read (and hash into a lockfile) any file.
+    """
+    path = directory / name
+    if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise ConversionError(
+            f"{index_path}: weight_map names the shard {name!r}, which is not a file name in {directory}; re-download the index"
+        )
+    target, root = path.resolve(), directory.resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":  # huggingface_hub links each file to ../../blobs/<hash> of its repository
+        allowed.append(root.parent.parent / "blobs")
+    if path.exists() and not any(target.is_relative_to(folder) for folder in allowed):
+        raise ConversionError(
+            f"{index_path}: the shard {name} links to {target}, outside the checkpoint directory; copy the file in instead"
+        )
+    return path
+
+
 def _weight_files(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The weight files to read and, for sharded checkpoints, the index's name -> file map."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index_path = directory / index_name
         if index_path.is_file():
-            try:
-                weight_map = json.loads(index_path.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ConversionError(f"{index_path} is not a valid shard index; re-download it") from None
-            files = [directory / name for name in sorted(set(weight_map.values()))]
+            weight_map = read_json(index_path, _SHARD_INDEX)["weight_map"]
+            files = [_shard_path(directory, index_path, name) for name in sorted(set(weight_map.values()))]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise ConversionError(
@@ -214,10 +250,7 @@ class Checkpoint:
         config_path = self.directory / "config.json"
         if not config_path.is_file():
             raise ConversionError(f"{self.directory} has no config.json; point at a Hugging Face checkpoint directory")
-        try:
-            self.config: dict = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConversionError(f"{config_path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        self.config: dict = read_json(config_path, CONFIG_SCHEMA)
         self._files, weight_map = _weight_files(self.directory)
         self._entries: dict[str, _Entry] = {}
         for path in self._files:

@@ -46,6 +46,7 @@ from .archs.llama import Llama, half_split_order
 from .checkpoint import SAFETENSORS_DTYPES, Checkpoint, open_checkpoint
 from .easylm import Parameter, llama_parameter, read_streaming_checkpoint
 from .errors import ConversionCancelled, ConversionError
+from .jsonfile import BOOL, NULL, STR, Int, Num, Obj, OneOf, read_json
 from .progress import Progress, ProgressCallback
 
 PadRows = Literal["none", "zero", "mean"]
@@ -512,6 +513,12 @@ class LoraAdapter:
     pairs: dict[str, tuple[str, str]]
 
 
+_ADAPTER_CONFIG = Obj(
+    {"peft_type": STR, "r": Int(minimum=1), "lora_alpha": Num(), "fan_in_fan_out": OneOf(BOOL, NULL)},
+    required=("r", "lora_alpha"),
+)
+
+
 @contextmanager
 def open_adapter(directory: str | os.PathLike[str]) -> Iterator[tuple[LoraAdapter, Checkpoint]]:
     """Read a PEFT adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``)."""
@@ -519,14 +526,12 @@ def open_adapter(directory: str | os.PathLike[str]) -> Iterator[tuple[LoraAdapte
     config_path = directory / "adapter_config.json"
     if not config_path.is_file():
         raise ConversionError(f"{directory} has no adapter_config.json; point at a PEFT LoRA adapter directory")
-    config = json.loads(config_path.read_text("utf-8"))
+    config = read_json(config_path, _ADAPTER_CONFIG)
     if config.get("peft_type", "LORA") != "LORA":
         raise ConversionError(f"{directory} holds a {config['peft_type']} adapter; only LoRA can be merged")
     if config.get("use_rslora") or config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern"):
         raise ConversionError(f"{directory} uses rsLoRA, DoRA or per-layer ranks; only plain LoRA is supported")
-    r, alpha = config.get("r"), config.get("lora_alpha")
-    if not r or alpha is None:
-        raise ConversionError(f"{config_path} lacks r or lora_alpha")
+    r, alpha = config["r"], config["lora_alpha"]
     with _adapter_checkpoint(directory) as checkpoint:
         parts: dict[str, dict[str, str]] = {}
         for name in checkpoint.names():

@@ -8,7 +8,7 @@ files first and from `config.json` last, because 2023 configs often carry stale 
 
 from __future__ import annotations
 
-import json
+import math
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +17,24 @@ from pathlib import Path
 import gguf
 
 from .errors import ConversionError
+from .jsonfile import (
+    BOOL,
+    LARGE_JSON_BYTES,
+    NULL,
+    SMALL_JSON_BYTES,
+    STR,
+    Arr,
+    Int,
+    Map,
+    Num,
+    Obj,
+    OneOf,
+    Schema,
+    Tup,
+    read_bounded,
+    read_json,
+    read_text,
+)
 
 SPECIAL_KINDS = ("bos", "eos", "unk", "pad")
 _ADDED_TOKEN_SCORE = -1000.0  # below every real piece, so merges never produce an added token
@@ -117,33 +135,46 @@ class SentencePieceModel:
     add_dummy_prefix: bool
 
 
+# SentencePiece's token types equal gguf.TokenType: NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6.
+_PIECE_TYPES = range(1, 7)
+
+
+def _expect(value: int | bytes, wire_type: type, what: str) -> int | bytes:
+    """A protobuf field's value, if it has the wire type its field number has in sentencepiece_model.proto."""
+    if not isinstance(value, wire_type):
+        raise ValueError(f"{what} has the wrong wire type")
+    return value
+
+
 def read_sentencepiece(path: Path) -> SentencePieceModel:
     pieces, scores, types = [], [], []
     special_ids = {"unk": 0, "bos": 1, "eos": 2, "pad": -1}  # the trainer's defaults
     add_dummy_prefix = True
     try:
-        for number, value in _fields(path.read_bytes()):
+        for number, value in _fields(read_bounded(path, LARGE_JSON_BYTES)):
             if number == 1:  # ModelProto.pieces: SentencePiece {piece=1, score=2, type=3}
                 piece, score, kind = "", 0.0, 1
-                for sub, sub_value in _fields(value):
+                for sub, sub_value in _fields(_expect(value, bytes, "a piece")):
                     if sub == 1:
-                        piece = sub_value.decode("utf-8")
+                        piece = _expect(sub_value, bytes, "a piece's text").decode("utf-8")
                     elif sub == 2:
-                        score = struct.unpack("<f", sub_value)[0]
+                        score = struct.unpack("<f", _expect(sub_value, bytes, "a piece's score"))[0]
                     elif sub == 3:
-                        kind = sub_value
+                        kind = _expect(sub_value, int, "a piece's type")
+                if kind not in _PIECE_TYPES or not math.isfinite(score):
+                    raise ValueError(f"piece {len(pieces)} has type {kind} and score {score}")
                 pieces.append(piece)
                 scores.append(score)
                 types.append(kind)
             elif number == 2:  # TrainerSpec: unk_id=40, bos_id=41, eos_id=42, pad_id=43
-                for sub, sub_value in _fields(value):
+                for sub, sub_value in _fields(_expect(value, bytes, "the trainer spec")):
                     kind = {40: "unk", 41: "bos", 42: "eos", 43: "pad"}.get(sub)
                     if kind:
-                        special_ids[kind] = _int32(sub_value)
+                        special_ids[kind] = _int32(_expect(sub_value, int, f"the {kind} id"))
             elif number == 3:  # NormalizerSpec: add_dummy_prefix=3
-                for sub, sub_value in _fields(value):
+                for sub, sub_value in _fields(_expect(value, bytes, "the normalizer spec")):
                     if sub == 3:
-                        add_dummy_prefix = bool(sub_value)
+                        add_dummy_prefix = bool(_expect(sub_value, int, "add_dummy_prefix"))
     except (ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise ConversionError(f"{path} is not a valid SentencePiece model ({exc}); re-download it") from None
     if not pieces:
@@ -154,16 +185,43 @@ def read_sentencepiece(path: Path) -> SentencePieceModel:
 # --- helpers shared by both families ----------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConversionError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or re-download it"
-        ) from None
-    return data if isinstance(data, dict) else {}
+# The fields of the tokenizer files that the converter reads, in every form real checkpoints carry them.
+_TOKEN_ID = Int(minimum=0)
+ADDED_TOKENS_JSON = Map(_TOKEN_ID)  # {text: id}
+_PRE_TOKENIZER_STEP = Obj(
+    {"type": STR, "pattern": Obj({"Regex": STR, "String": STR}), "individual_digits": BOOL, "use_regex": BOOL}
+)
+TOKENIZER_JSON = Obj(
+    {
+        "model": Obj(
+            {
+                "type": STR,
+                # BPE and WordPiece map text to ids; Unigram lists [piece, score] pairs.
+                "vocab": OneOf(Map(_TOKEN_ID), Arr(Tup(STR, Num()))),
+                # "a b" strings, or [a, b] pairs as tokenizers writes since transformers 4.45.
+                "merges": Arr(OneOf(STR, Tup(STR, STR))),
+            }
+        ),
+        "added_tokens": Arr(Obj({"id": _TOKEN_ID, "content": STR, "special": BOOL}, required=("id", "content"))),
+        "pre_tokenizer": OneOf(NULL, Obj({**_PRE_TOKENIZER_STEP.fields, "pretokenizers": Arr(_PRE_TOKENIZER_STEP)})),
+        "post_processor": OneOf(NULL, Obj({"single": Arr(Obj({}))})),
+    }
+)
+TOKENIZER_CONFIG_JSON = Obj(
+    {
+        "added_tokens_decoder": Map(Obj({"content": STR, "special": BOOL}), integer_keys=True),
+        "add_bos_token": OneOf(BOOL, NULL),
+        "add_eos_token": OneOf(BOOL, NULL),
+        # One template, or named templates ([{"name", "template"}]), which the converter does not pick from.
+        "chat_template": OneOf(STR, NULL, Arr(Obj({"name": STR, "template": STR}))),
+    }
+)
+SPECIAL_TOKENS_MAP_JSON = Obj({})  # entries are text or AddedToken objects; `_token_text` reads either
+
+
+def _read_json(path: Path, schema: Schema, max_bytes: int = SMALL_JSON_BYTES) -> dict:
+    """The file checked against schema through the shared JSON reader, or {} when the checkpoint has none."""
+    return read_json(path, schema, max_bytes) if path.is_file() else {}
 
 
 def _token_text(entry) -> str | None:
@@ -213,9 +271,9 @@ class _TokenTable:
 
 def _overlay_added_tokens(table: _TokenTable, directory: Path, tokenizer_config: dict) -> None:
     """added_tokens.json ({text: id}) then tokenizer_config.json's added_tokens_decoder ({id: {content, special}})."""
-    for text, token_id in _read_json(directory / "added_tokens.json").items():
+    for text, token_id in _read_json(directory / "added_tokens.json", ADDED_TOKENS_JSON).items():
         kind = gguf.TokenType.CONTROL if _looks_special(text) else gguf.TokenType.USER_DEFINED
-        table.set(int(token_id), text, kind, _ADDED_TOKEN_SCORE)
+        table.set(token_id, text, kind, _ADDED_TOKEN_SCORE)
     for token_id, entry in (tokenizer_config.get("added_tokens_decoder") or {}).items():
         text = _token_text(entry)
         if text is None:
@@ -238,7 +296,7 @@ def _resolve_special_ids(
     eos_token: str | None,
 ) -> dict[str, int]:
     """Special ids from the tokenizer's own files, then the tokenizer model's defaults, then config.json."""
-    special_map = _read_json(directory / "special_tokens_map.json")
+    special_map = _read_json(directory / "special_tokens_map.json", SPECIAL_TOKENS_MAP_JSON)
     by_text = table.ids_by_text()
     ids: dict[str, int] = {}
     for kind in SPECIAL_KINDS:
@@ -275,7 +333,7 @@ def _chat_template(directory: Path, tokenizer_config: dict, override: str | None
     if isinstance(template, str):
         return template
     jinja = directory / "chat_template.jinja"
-    return jinja.read_text(encoding="utf-8") if jinja.is_file() else None
+    return read_text(jinja) if jinja.is_file() else None
 
 
 # --- the two families -------------------------------------------------------------------------
@@ -290,7 +348,7 @@ def _sentencepiece_vocab(
     hints: TokenizerHints,
 ) -> Vocab:
     spm = read_sentencepiece(directory / "tokenizer.model")
-    tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    tokenizer_config = _read_json(directory / "tokenizer_config.json", TOKENIZER_CONFIG_JSON)
     table = _TokenTable(n_vocab, "tokenizer.model")
     for i, (piece, score, kind) in enumerate(zip(spm.pieces, spm.scores, spm.types, strict=False)):
         table.set(i, piece, kind, score)
@@ -334,7 +392,7 @@ def _bpe_pre(tokenizer: dict, default_pre: str) -> str:
 def _bpe_merges(tokenizer: dict, directory: Path) -> list[str]:
     merges = (tokenizer.get("model") or {}).get("merges")
     if not merges and (directory / "merges.txt").is_file():
-        lines = (directory / "merges.txt").read_text(encoding="utf-8").splitlines()
+        lines = read_text(directory / "merges.txt", LARGE_JSON_BYTES).splitlines()
         merges = [line for line in lines if line.strip() and not line.startswith("#version")]
     if not merges:
         raise ConversionError(
@@ -348,21 +406,19 @@ def _bpe_merges(tokenizer: dict, directory: Path) -> list[str]:
 def _bpe_vocab(
     directory: Path, n_vocab: int, config: dict, default_pre: str, chat_template: str | None, eos_token: str | None
 ) -> Vocab:
-    tokenizer = _read_json(directory / "tokenizer.json")
+    tokenizer = _read_json(directory / "tokenizer.json", TOKENIZER_JSON, LARGE_JSON_BYTES)
     model = tokenizer.get("model") or {}
     if model.get("type") != "BPE":
         raise ConversionError(
             f"{directory}/tokenizer.json is not a BPE tokenizer (type {model.get('type')!r}); this architecture needs one"
         )
-    tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    tokenizer_config = _read_json(directory / "tokenizer_config.json", TOKENIZER_CONFIG_JSON)
     table = _TokenTable(n_vocab, "tokenizer.json")
     for text, token_id in model.get("vocab", {}).items():
-        table.set(int(token_id), text, gguf.TokenType.NORMAL)
+        table.set(token_id, text, gguf.TokenType.NORMAL)
     for entry in tokenizer.get("added_tokens", []):
         special = entry.get("special") or _looks_special(entry["content"])
-        table.set(
-            int(entry["id"]), entry["content"], gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
-        )
+        table.set(entry["id"], entry["content"], gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
     _overlay_added_tokens(table, directory, tokenizer_config)
     tokens, types, _ = table.finish()
     add_bos = tokenizer_config.get("add_bos_token")

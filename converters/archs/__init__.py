@@ -40,6 +40,7 @@ def supported_architectures() -> list[str]:
 
 
 def architecture_for(config: dict) -> Architecture:
+    """The converter for config.json's `architectures`, which the checkpoint reader has checked is a list of names."""
     names = config.get("architectures") or []
     for name in names:
         if name in REGISTRY:

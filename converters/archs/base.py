@@ -18,10 +18,15 @@ import gguf
 import numpy as np
 
 from ..errors import ConversionError
+from ..jsonfile import ANY, BOOL, STR, Arr, Int, Num, Obj, Schema, check, describe
 from ..tokenizer import TokenizerHints
 
 T = gguf.MODEL_TENSOR
 _MISSING = object()
+MAX_INT32 = 2**31 - 1
+# Far above any real model (LLaMA-65B has 80 blocks); gguf builds a name map per block, and an
+# absurd count (10**12) would run for ever before any tensor is looked at.
+MAX_BLOCKS = 1024
 
 
 @dataclass(frozen=True)
@@ -48,23 +53,45 @@ class Architecture:
 
     def __init__(self, config: dict) -> None:
         self.config = config
-        self.n_layer = self.hparam("num_hidden_layers", "n_layer", "num_layers")
+        self.n_layer = self.hparam("num_hidden_layers", "n_layer", "num_layers", maximum=MAX_BLOCKS)
         self.name_map = gguf.get_tensor_name_map(self.gguf_arch, self.n_layer)
 
     @property
     def arch_name(self) -> str:
         return gguf.MODEL_ARCH_NAMES[self.gguf_arch]
 
-    def hparam(self, *keys: str, default=_MISSING):
-        """The first of `keys` present in config.json (old and new spellings), or `default`."""
+    def hparam(self, *keys: str, default=_MISSING, kind: type | None = None, minimum=None, maximum=None):
+        """The first of `keys` present in config.json (old and new spellings), or `default`, checked by type.
+
+        A dotted key reads inside an object ("rope_scaling.factor"); JSON null counts as absent.
+        `kind` (int, float, bool, str, dict or list) defaults to the type of `default`, and to int
+        without a default. An int is a count or a size: from 1 (or `minimum`) to 2**31 - 1 (or
+        `maximum`), which every GGUF integer field holds. A float is finite and positive unless
+        `minimum` says otherwise. With default None and no `kind` the value is not checked.
+        """
+        if kind is None and default is not None:
+            kind = int if default is _MISSING else type(default)
         for key in keys:
-            if self.config.get(key) is not None:
-                return self.config[key]
+            value = self._lookup(key)
+            if value is not None:
+                return value if kind is None else check(value, _schema(kind, minimum, maximum), "config.json", key)
         if default is _MISSING:
             raise ConversionError(
                 f"config.json lacks {keys[0]} (needed for {self.hf_architectures[0]}); add it from the model card"
             )
         return default
+
+    def _lookup(self, key: str):
+        value = self.config
+        for part in key.split("."):
+            if not isinstance(value, dict):
+                raise ConversionError(
+                    f"config.json: {key.rpartition('.')[0]} must be an object, not {describe(value)}; fix or re-download config.json"
+                )
+            value = value.get(part)
+            if value is None:
+                return None
+        return value
 
     # --- per-architecture parts ---------------------------------------------------------------
 
@@ -107,13 +134,23 @@ class Architecture:
                     f"unexpected tensor {source} for {self.hf_architectures[0]}; the checkpoint is a variant this converter does not know"
                 )
             tensor_type, name = found
-            shape = checkpoint.info(source).shape
+            info = checkpoint.info(source)
+            if info.dtype.kind != "f":
+                raise ConversionError(
+                    f"{source} is stored as {info.dtype.name}, but a weight is a float tensor (f16, bf16 or f32); the checkpoint is damaged, re-download it"
+                )
+            shape = info.shape
             expected = shapes[tensor_type] if name.endswith(".weight") else shapes[tensor_type][:1]
             if shape != expected:
                 raise ConversionError(
                     f"shape mismatch: {source} is {list(shape)}, config.json implies {list(expected)}; the weights and config.json disagree"
                 )
-            planned.extend(self._outputs(source, tensor_type, name, shape))
+            try:
+                planned.extend(self._outputs(source, tensor_type, name, shape))
+            except ValueError:  # numpy cannot split the rows by the head counts config.json gives
+                raise ConversionError(
+                    f"config.json's head counts do not divide the {shape[0]} rows of {source}; the weights and config.json disagree"
+                ) from None
         planned.extend(self._zero_biases(planned, shapes))
         self._check_complete(planned)
         return planned
@@ -163,6 +200,14 @@ class Architecture:
             raise ConversionError(
                 f"the checkpoint lacks {len(missing)} required tensor(s), first {missing[0]}; a shard is missing or truncated, re-download it"
             )
+
+
+def _schema(kind: type, minimum, maximum) -> Schema:
+    if kind is int:
+        return Int(1 if minimum is None else minimum, MAX_INT32 if maximum is None else maximum)
+    if kind is float:
+        return Num(minimum, maximum, positive=minimum is None)
+    return {bool: BOOL, str: STR, dict: Obj({}), list: Arr(ANY)}[kind]
 
 
 def fused_qkv_order(rows: int, n_head: int) -> np.ndarray:

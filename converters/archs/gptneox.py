@@ -24,11 +24,10 @@ class GPTNeoX(Architecture):
         self.n_embd = self.hparam("hidden_size")
         self.n_head = self.hparam("num_attention_heads")
         self.n_ff = self.hparam("intermediate_size", default=4 * self.n_embd)
-        rope = self.hparam("rope_parameters", default=None) or {}
-        self.rotary_pct = rope.get("partial_rotary_factor") or self.hparam(
-            "rotary_pct", "partial_rotary_factor", default=1.0
+        self.rotary_pct = self.hparam(
+            "rope_parameters.partial_rotary_factor", "rotary_pct", "partial_rotary_factor", default=1.0, maximum=1.0
         )
-        self.rope_theta = rope.get("rope_theta") or self.hparam("rotary_emb_base", "rope_theta", default=10000.0)
+        self.rope_theta = self.hparam("rope_parameters.rope_theta", "rotary_emb_base", "rope_theta", default=10000.0)
 
     def add_hparams(self, writer: gguf.GGUFWriter, n_vocab: int) -> None:
         writer.add_vocab_size(n_vocab)

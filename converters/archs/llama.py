@@ -50,9 +50,13 @@ class Llama(Architecture):
         self.n_head_kv = self.hparam("num_key_value_heads", default=self.n_head)
         self.head_dim = self.hparam("head_dim", default=self.n_embd // self.n_head)
         self.n_ff = self.hparam("intermediate_size")
-        rope = self.hparam("rope_parameters", "rope_scaling", default=None) or {}
-        self.rope_theta = rope.get("rope_theta") or self.hparam("rope_theta", default=10000.0)
-        self.rope_type = rope.get("rope_type") or rope.get("type") or "default"
+        # transformers 5 writes rope_parameters; 4.x wrote rope_theta at the top and rope_scaling ({type, factor}).
+        self.rope_theta = self.hparam(
+            "rope_parameters.rope_theta", "rope_scaling.rope_theta", "rope_theta", default=10000.0
+        )
+        self.rope_type = self.hparam(
+            "rope_parameters.rope_type", "rope_scaling.rope_type", "rope_scaling.type", default="default"
+        )
         if self.rope_type not in ("default", "linear"):
             raise ConversionError(
                 f"rope scaling type {self.rope_type!r} is not supported; only default and linear rope are"
@@ -73,9 +77,10 @@ class Llama(Architecture):
             writer.add_key_length(self.head_dim)
             writer.add_value_length(self.head_dim)
         if self.rope_type == "linear":
-            rope = self.hparam("rope_parameters", "rope_scaling")
             writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            writer.add_rope_scaling_factor(float(rope["factor"]))
+            writer.add_rope_scaling_factor(
+                float(self.hparam("rope_parameters.factor", "rope_scaling.factor", kind=float))
+            )
 
     def weight_shapes(self, n_vocab: int) -> dict[gguf.MODEL_TENSOR, tuple[int, ...]]:
         q_rows, kv_rows = self.n_head * self.head_dim, self.n_head_kv * self.head_dim

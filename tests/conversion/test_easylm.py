@@ -15,9 +15,10 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from conftest import TINY, llama_logits
+from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from logits import llama_logits, relative_error
 
 import converters.recover
 from converters import ConversionError, convert, open_checkpoint
@@ -33,9 +34,8 @@ MAX_ARRAY_BYTES = 700 * 128 * 4
 TOLERANCE = {"f32": 1e-3, "q8_0": 6e-2}
 
 
-def relative_error(gguf_path: Path) -> float:
-    actual = llama_logits(gguf_path, REFERENCE["ids"])
-    return float(np.abs(actual - REFERENCE["logits"]).max() / np.abs(REFERENCE["logits"]).max())
+def error_against_reference(gguf_path: Path) -> float:
+    return relative_error(llama_logits(gguf_path, REFERENCE["ids"]), REFERENCE["logits"])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def recovered(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("outtype", list(TOLERANCE))
 def test_recovered_koala_matches_transformers_on_easylm_recovery(recovered, tmp_path, outtype):
-    error = relative_error(convert(recovered, tmp_path / f"koala-{outtype}.gguf", outtype=outtype, nthreads=1))
+    error = error_against_reference(convert(recovered, tmp_path / f"koala-{outtype}.gguf", outtype=outtype, nthreads=1))
     assert error < TOLERANCE[outtype], f"{outtype}: relative error {error:.2e}"
 
 
@@ -60,7 +60,7 @@ def test_a_wrong_rotary_row_order_is_caught(tmp_path, monkeypatch, wrong_order):
     """The model still loads and runs with q/k rows in the wrong order; only its logits show it."""
     monkeypatch.setattr(converters.recover, "half_split_order", wrong_order)
     out = apply_easylm_diff(BASE, DIFF, tmp_path / "recovered")
-    error = relative_error(convert(out, tmp_path / "koala.gguf", outtype="f32", nthreads=1))
+    error = error_against_reference(convert(out, tmp_path / "koala.gguf", outtype="f32", nthreads=1))
     assert error > 100 * TOLERANCE["f32"]
 
 

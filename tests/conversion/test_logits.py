@@ -10,7 +10,8 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from conftest import MODEL_VARIANTS, llama_logits, reference
+from conftest import MODEL_VARIANTS, reference
+from logits import llama_logits, relative_error
 
 from converters import quantize
 
@@ -45,7 +46,7 @@ def test_logits_match_transformers(converted, variant, outtype):
         max_error = GELU_F32_TOLERANCE
     if outtype == "q8_0":
         max_error = Q8_0_TOLERANCE.get(variant, max_error)
-    error = np.abs(actual - expected).max() / np.abs(expected).max()
+    error = relative_error(actual, expected)
     top_agreement = (actual.argmax(-1) == expected.argmax(-1)).mean()
     assert error < max_error, f"{variant} {outtype}: relative error {error:.2e}"
     assert top_agreement >= min_top_agreement, f"{variant} {outtype}: top token agrees at {top_agreement:.0%}"

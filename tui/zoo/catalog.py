@@ -41,7 +41,7 @@ class Recipe(str, Enum):
     XOR_FILES = "xor-files"  # xor_files
     XOR_KEYSTREAM = "xor-keystream"  # decrypt_keystream
     LORA_MERGE = "lora-merge"  # merge_lora(base, [*merge_first, adapter]) or write_lora_gguf
-    EASYLM_DIFF = "easylm-diff"  # not implemented: EasyLM msgpack checkpoints
+    EASYLM_DIFF = "easylm-diff"  # apply_easylm_diff (Koala's EasyLM streaming-msgpack diffs)
     MULTIMODAL_ADAPTER = "multimodal-adapter"  # not implemented: vision towers
 
 

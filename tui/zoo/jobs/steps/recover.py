@@ -34,6 +34,8 @@ class RecoveryInputs:
     """The base model: the user's copy (``--base``) or the downloaded one (a checkpoint directory, or BELLE's key file)."""
     published: Path
     """The variant's downloaded snapshot directory: a delta, XOR payload or LoRA adapter."""
+    published_files: tuple[Path, ...]
+    """The files of the variant's own release that were downloaded (those its ``files`` patterns pick)."""
     adapters: tuple[Path, ...]
     """LoRA adapters to merge into the base, in order."""
     out: Path
@@ -43,6 +45,15 @@ class RecoveryInputs:
     @property
     def common(self) -> dict[str, Any]:
         return {"progress": self.progress, "cancel": self.cancel}
+
+    def published_file(self) -> Path:
+        """The single file a one-file release is (Koala's EasyLM diff; its repo holds one per variant)."""
+        if len(self.published_files) != 1:
+            raise JobError(
+                f"{self.variant.id}: expected one published file, got {len(self.published_files)}; "
+                "its catalog entry's files must pick exactly one"
+            )
+        return self.published_files[0]
 
 
 # The recipes the recover step implements, each called with ``converters.recover`` (imported when a
@@ -59,6 +70,7 @@ RECIPES: dict[Recipe, Callable[[Any, RecoveryInputs], Path]] = {
     Recipe.XOR_FILES: lambda recover, r: recover.xor_files(r.published, r.base, r.out, **r.common),
     Recipe.XOR_KEYSTREAM: lambda recover, r: recover.decrypt_keystream(r.published, r.base, r.out, **r.common),
     Recipe.LORA_MERGE: lambda recover, r: recover.merge_lora(r.base, r.adapters, r.out, **r.common),
+    Recipe.EASYLM_DIFF: lambda recover, r: recover.apply_easylm_diff(r.base, r.published_file(), r.out, **r.common),
 }
 
 
@@ -85,8 +97,9 @@ class Recover(Step[Recovered]):
         # A build that keeps the variant's adapter for run time merges only the merge_first chain.
         adapters = (*chain, *([] if context.build.keeps_adapter else [published]))
         out = context.fresh_output(context.work_dir / "recovered")
+        files = tuple(published / name for name in sorted(downloaded.model.files))
         inputs = RecoveryInputs(
-            variant, base_model(context), published, adapters, out, context.converter_progress, context.cancel
+            variant, base_model(context), published, files, adapters, out, context.converter_progress, context.cancel
         )
         try:
             recipe(recover, inputs)

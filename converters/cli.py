@@ -11,6 +11,7 @@ from .convert import OUTTYPES, convert
 from .errors import ConversionCancelled, ConversionError
 from .progress import ConsoleProgress
 
+# The same codes as every zootui command (tui/exit_codes.py); converters runs without tui, so it states them.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tui import __version__
+from tui.exit_codes import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 if TYPE_CHECKING:
+    from tui.zoo.catalog import Variant
     from tui.zoo.fit import Resources
     from tui.zoo.library import LibraryModel
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -244,20 +243,6 @@ def _catalog_entries(quant: str, n_ctx: int, free: Resources) -> list[dict]:
     return entries
 
 
-# BOS and EOS texts of each architecture's tokenizer (shared/reference/seed-models.md), for rendering a
-# format without a GGUF at hand. Matched as substrings, so composite multimodal architectures find
-# their language model. ChatGLM's templates use neither; ChatGLM-6B's <eop> comes from its format.
-_SPECIAL_TOKENS = {
-    "LlamaForCausalLM": ("<s>", "</s>"),
-    "BloomForCausalLM": ("<s>", "</s>"),
-    "GPTNeoXForCausalLM": ("<|endoftext|>", "<|endoftext|>"),
-    "GPTJForCausalLM": ("<|endoftext|>", "<|endoftext|>"),
-    "OPTForCausalLM": ("</s>", "</s>"),  # OPT's tokenizer uses </s> (id 2) as BOS too
-    "T5ForConditionalGeneration": ("", "</s>"),  # T5 has no BOS token
-    "ChatGLMModel": ("<s>", "</s>"),
-}
-
-
 def command_prompt(args: argparse.Namespace) -> int:
     from jinja2 import TemplateError
 
@@ -315,7 +300,7 @@ def _prompt_template(reference: str) -> tuple[str, str, str]:
         # The format's tokens are those of the models that use it; prefer one zootui can run.
         users = [v for _, v in catalog.variants() if v.prompt_format == reference]
         users.sort(key=lambda v: v.status is Status.UNSUPPORTED)
-        return _format_template(reference, users[0].arch)
+        return _format_template(users[0])
     try:
         _, variant = catalog.variant(reference)
     except KeyError:
@@ -323,7 +308,7 @@ def _prompt_template(reference: str) -> tuple[str, str, str]:
     else:
         if variant.prompt_format is None:
             raise UserError(f"{variant.id} has no chat prompt format ({variant.reason or 'it is not a chat model'})")
-        return _format_template(variant.prompt_format, variant.arch)
+        return _format_template(variant)
     try:
         model = resolve_model(reference, data_dir())
     except ModelNotFound as error:
@@ -333,13 +318,11 @@ def _prompt_template(reference: str) -> tuple[str, str, str]:
     return _gguf_template(model.path)
 
 
-def _format_template(family: str, arch: str) -> tuple[str, str, str]:
+def _format_template(variant: Variant) -> tuple[str, str, str]:
     from tui.zoo.templates import FORMATS
 
-    prompt_format = FORMATS[family]
-    bos, eos = next(tokens for name, tokens in _SPECIAL_TOKENS.items() if name in arch)
-    # The converter makes the format's own end-of-answer text the GGUF's EOS (Dolly's "### End").
-    return prompt_format.template, bos, prompt_format.eos or eos
+    assert variant.prompt_format is not None
+    return (FORMATS[variant.prompt_format].template, *variant.prompt_tokens)
 
 
 def _gguf_template(path: Path) -> tuple[str, str, str]:

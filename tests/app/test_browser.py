@@ -121,6 +121,20 @@ async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path,
         assert copy.exists(), "the user's own file is never touched"
 
 
+async def test_importing_a_file_that_is_no_gguf_says_so(fast_settings, isolated_dirs, tmp_path):
+    impostor = tmp_path / "weights.bin"
+    impostor.write_bytes(b"PK\x03\x04 not a GGUF")
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        screen = await open_browser(pilot)
+        await pilot.press("i")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(impostor)
+        await pilot.press("enter")
+        notice = await job_ended_with(pilot, screen, "is neither a GGUF file nor a checkpoint directory")
+        assert notice.severity == "error" and not (isolated_dirs / "models").exists()
+
+
 async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings, isolated_dirs, tmp_path, monkeypatch):
     steps_shown: list[str] = []
 

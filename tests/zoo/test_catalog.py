@@ -194,6 +194,11 @@ def test_minimal_catalog_parses_with_defaults_applied():
         ('license = "MIT"', 'license = "MIT"\nname = "x"', "defaults: unknown key 'name'"),
         ('id = "toy"', 'id = "toy"\nextra = 1', "(toy): unknown key 'extra'"),
         ("[[systems]]", "[[systems]", "catalog is not valid TOML"),
+        (
+            'arch = "LlamaForCausalLM"',
+            'arch = "MysteryForCausalLM"',
+            "variant 'toy-7b': key 'arch' names no architecture whose BOS and EOS texts zootui knows",
+        ),
     ],
 )
 def test_broken_entries_fail_with_one_line_naming_entry_and_key(old, new, message):

@@ -411,7 +411,11 @@ def test_pull_imports_a_checkpoint_with_plain_progress_lines(isolated_dirs: Path
         ((), "give a catalog variant ID or --import PATH"),
         (("no-such-variant",), "no catalog variant 'no-such-variant'"),
         (("vicuna-7b-v1.1", "--quant", "q9_z"), "unknown quant type 'q9_z'"),
-        (("--import", "/nonexistent/model.gguf"), "GGUF file not found"),
+        (("--import", "/nonexistent/model.gguf"), "/nonexistent/model.gguf does not exist; give a .gguf file or"),
+        (
+            ("--import", str(TINY_LLAMA / "config.json")),
+            "config.json is neither a GGUF file nor a checkpoint directory",
+        ),
         (("vicuna-7b-v1.1", "--name", "mine"), "--name and --prompt-format go with --import"),
         (("vicuna-7b-v1.1", "--lora", "runtime"), "vicuna-7b-v1.1 is not released as a LoRA adapter"),
         (("--import", str(TINY_LLAMA), "--lora", "runtime"), "--lora goes with a catalog variant ID"),
@@ -421,6 +425,23 @@ def test_pull_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str
     assert pull.run(pull_args(*argv)) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("zootui: ") and message in err and err.count("\n") == 1
+
+
+def test_pull_imports_a_file_by_what_it_holds_not_by_its_name(
+    isolated_dirs: Path, tmp_path: Path, model_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    unnamed = tmp_path / "smol-download"
+    shutil.copyfile(model_path, unnamed)
+    assert pull.run(pull_args("--import", str(unnamed), "--name", "smol")) == 0
+    assert capsys.readouterr().out == "smol\n"
+    assert resolve_model("smol", isolated_dirs).lockfile.output_sha256 == sha256(model_path)
+
+    impostor = tmp_path / "notes.gguf"
+    impostor.write_text("not a model")
+    assert pull.run(pull_args("--import", str(impostor))) == 2
+    assert "notes.gguf is neither a GGUF file nor a checkpoint directory" in capsys.readouterr().err
+    assert pull.run(pull_args("--import", str(unnamed), "--name", "other", "--prompt-format", "alpaca")) == 2
+    assert "a GGUF keeps its own chat template" in capsys.readouterr().err
 
 
 GREEDY_8 = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=256, seed=1)

@@ -83,13 +83,8 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
         if variant.prompt_format:
             from tui.zoo.templates import render_prompt
 
-            llama_like = "Llama" in variant.arch
-            prompt = render_prompt(
-                variant.prompt_format,
-                PREVIEW_MESSAGES,
-                bos_token="<s>" if llama_like else "",
-                eos_token="</s>" if llama_like else "<|endoftext|>",
-            )
+            bos, eos = variant.prompt_tokens
+            prompt = render_prompt(variant.prompt_format, PREVIEW_MESSAGES, bos_token=bos, eos_token=eos)
             lines += [f"### Prompt ({variant.prompt_format})", "", "```text", prompt, "```", ""]
         if variant.notes:
             lines += ["### Notes", ""] + [f"- {_text(note)}" for note in variant.notes] + [""]
@@ -359,15 +354,10 @@ class ModelBrowser(Screen):
             if not path_text:
                 return
             path = Path(path_text).expanduser()
-            if path.is_file():
-                self._run_job(f"import {path.name}", lambda jobs, progress, cancel: jobs.import_gguf(path))
-            elif path.is_dir():
-                self._run_job(
-                    f"import {path.name}",
-                    lambda jobs, progress, cancel: jobs.import_checkpoint(path, progress=progress, cancel=cancel),
-                )
-            else:
-                self.notify(f"{path} does not exist; give a .gguf file or a checkpoint directory.", severity="error")
+            self._run_job(
+                f"import {path.name}",
+                lambda jobs, progress, cancel: jobs.import_path(path, progress=progress, cancel=cancel),
+            )
 
         self.app.push_screen(
             PathScreen(

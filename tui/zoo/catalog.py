@@ -92,6 +92,37 @@ class Variant:
     """Why the status is not ``supported``."""
     notes: tuple[str, ...] = ()
 
+    @property
+    def prompt_tokens(self) -> tuple[str, str]:
+        """The BOS and EOS texts the variant's prompt format is rendered with before any GGUF exists:
+        its tokenizer's, with the format's own end-of-answer text as EOS when it has one (the converter
+        makes that the GGUF's EOS: Dolly's "### End")."""
+        bos, eos = special_tokens(self.arch)
+        chosen = FORMATS.get(self.prompt_format) if self.prompt_format else None
+        return bos, (chosen.eos if chosen and chosen.eos else eos)
+
+
+# BOS and EOS texts of each architecture's tokenizer (shared/reference/seed-models.md). Matched as
+# substrings, so composite multimodal architectures find their language model. ChatGLM's templates
+# use neither; ChatGLM-6B's <eop> comes from its format.
+ARCH_SPECIAL_TOKENS: dict[str, tuple[str, str]] = {
+    "LlamaForCausalLM": ("<s>", "</s>"),
+    "BloomForCausalLM": ("<s>", "</s>"),
+    "GPTNeoXForCausalLM": ("<|endoftext|>", "<|endoftext|>"),
+    "GPTJForCausalLM": ("<|endoftext|>", "<|endoftext|>"),
+    "OPTForCausalLM": ("</s>", "</s>"),  # OPT's tokenizer uses </s> (id 2) as BOS too
+    "T5ForConditionalGeneration": ("", "</s>"),  # T5 has no BOS token
+    "ChatGLMModel": ("<s>", "</s>"),
+}
+
+
+def special_tokens(arch: str) -> tuple[str, str]:
+    """(BOS, EOS) texts of an architecture's tokenizer; KeyError for one the table does not know."""
+    found = next((tokens for name, tokens in ARCH_SPECIAL_TOKENS.items() if name in arch), None)
+    if found is None:
+        raise KeyError(arch)
+    return found
+
 
 @dataclass(frozen=True)
 class System:
@@ -262,6 +293,14 @@ def _check_consistency(variant: Variant, where: str) -> None:
         raise CatalogError(f"{where}: missing key 'base' (recipe {variant.recipe.value!r} starts from a base model)")
     if variant.merge_first and variant.recipe is not Recipe.LORA_MERGE:
         raise CatalogError(f"{where}: key 'merge_first' needs recipe 'lora-merge'")
+    if variant.prompt_format is not None:
+        try:
+            special_tokens(variant.arch)
+        except KeyError:
+            raise CatalogError(
+                f"{where}: key 'arch' names no architecture whose BOS and EOS texts zootui knows "
+                f"({', '.join(ARCH_SPECIAL_TOKENS)}), so its prompt cannot be shown"
+            ) from None
 
 
 def _read_system(table: Any, index: int, seen: set[str]) -> System:

@@ -12,10 +12,8 @@ import threading
 from pathlib import Path
 
 from converters import OUTTYPES, ConsoleProgress, Progress
+from tui.exit_codes import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from tui.zoo.jobs import DEFAULT_QUANT, JobCancelled, JobError, JobProgress, Jobs, LoraMode, RegisteredModel
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,14 +112,14 @@ def _pull(jobs: Jobs, args: argparse.Namespace, progress: _JobConsole, cancel: t
         return jobs.get_model(
             args.variant, args.quant, lora=args.lora, base=args.base, progress=progress, cancel=cancel
         )
-    source: Path = args.import_path.expanduser()
-    if source.is_dir():
-        return jobs.import_checkpoint(
-            source, args.quant, name=args.name, prompt_format_name=args.prompt_format, progress=progress, cancel=cancel
-        )
-    if source.suffix == ".gguf":
-        return jobs.import_gguf(source, name=args.name)
-    raise JobError(f"{source} is neither a .gguf file nor a checkpoint directory")
+    return jobs.import_path(
+        args.import_path,
+        args.quant,
+        name=args.name,
+        prompt_format_name=args.prompt_format,
+        progress=progress,
+        cancel=cancel,
+    )
 
 
 def _fail(message: str) -> int:

@@ -152,6 +152,30 @@ class Jobs:
         """Run an unfinished job (``Store.jobs(unfinished_only=True)`` lists them) from where it stopped."""
         return self._execute(self.store.job(job_id), progress, cancel)
 
+    def import_path(
+        self,
+        path: Path,
+        quant: str = DEFAULT_QUANT,
+        *,
+        name: str | None = None,
+        prompt_format_name: str | None = None,
+        progress: JobProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RegisteredModel:
+        """Import what the user pointed at: a checkpoint directory is converted, a GGUF file is copied."""
+        path = path.expanduser()
+        if path.is_dir():
+            return self.import_checkpoint(
+                path, quant, name=name, prompt_format_name=prompt_format_name, progress=progress, cancel=cancel
+            )
+        if not path.exists():
+            raise JobError(f"{path} does not exist; give a .gguf file or a Hugging Face checkpoint directory")
+        if not library_files.is_gguf(path):
+            raise JobError(f"{path} is neither a GGUF file nor a checkpoint directory")
+        if prompt_format_name is not None:
+            raise JobError("a prompt format goes with a checkpoint directory; a GGUF keeps its own chat template")
+        return self.import_gguf(path, name=name)
+
     def import_gguf(self, path: Path, *, name: str | None = None) -> RegisteredModel:
         """Copy a GGUF file into the library, with a lockfile holding its sha256."""
         return library_files.import_gguf(self.data_dir, path, name=name)

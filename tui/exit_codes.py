@@ -1,0 +1,6 @@
+"""Exit codes of every zootui command; converters/cli.py, which runs without tui, keeps the same two."""
+
+EXIT_USER_ERROR = 2
+"""The user can fix it: the one line on stderr says how."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C or a cancel (128 + SIGINT, as shells report it)."""

@@ -47,3 +47,24 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def model_copy(model_path, tmp_path_factory) -> Path:
+    """A copy of the default model: a second library model (the arena needs two) that loads on its own."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("models") / "smollm2-copy.gguf"
+    shutil.copyfile(model_path, copy)
+    return copy
+
+
+@pytest.fixture
+def two_models(isolated_dirs, model_copy) -> tuple[str, str]:
+    """The library holds the default model and its copy (linked into this test's models dir)."""
+    from tui.zoo.library import DEFAULT_MODEL_NAME, models_dir
+
+    link = models_dir(isolated_dirs) / "copy" / model_copy.name
+    link.parent.mkdir(parents=True)
+    link.symlink_to(model_copy)
+    return DEFAULT_MODEL_NAME, link.stem

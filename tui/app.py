@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from tui.arena import RANDOM
 from tui.chat import ChatService
 from tui.config import Settings, data_dir
 from tui.engine import Engines
@@ -44,6 +45,7 @@ class ZooApp(App):
         Binding("f2", "rename_chat", "Rename"),
         Binding("ctrl+f", "search", "Search"),
         Binding("ctrl+b", "browse_models", "Models"),
+        Binding("f3", "arena", "Arena"),
         Binding("ctrl+pageup,alt+left", "previous_chat", "Previous tab", show=False),
         Binding("ctrl+pagedown,alt+right", "next_chat", "Next tab", show=False),
     ]
@@ -56,6 +58,7 @@ class ZooApp(App):
         new_chat_model: str | None = None,
         config_warnings: Iterable[str] = (),
         engines: Engines | None = None,
+        arena: tuple[str, str] | None = None,
     ):
         super().__init__()
         self.settings = settings
@@ -63,6 +66,7 @@ class ZooApp(App):
         self.engines = engines or Engines(settings, data_dir())
         self.service = ChatService(store, settings, self.engines)
         self._new_chat_model = new_chat_model
+        self._open_arena = arena  # `zootui arena`: start on the arena with this pair choice
         self._startup_warnings = list(config_warnings)
 
     def compose(self) -> ComposeResult:
@@ -90,6 +94,8 @@ class ZooApp(App):
             await self.action_new_chat(model=self._new_chat_model)
         for warning in self._startup_warnings:
             self.notify(warning, severity="warning", timeout=15)
+        if self._open_arena is not None:
+            self.action_arena(*self._open_arena)
 
     def _apply_remembered_theme(self) -> None:
         wanted = self.store.preference(THEME_PREFERENCE) or self.settings.ui.theme
@@ -165,6 +171,20 @@ class ZooApp(App):
         if not isinstance(self.screen, ModelBrowser):
             self.push_screen(ModelBrowser(self.settings, self.store, self.engines.data_dir))
 
+    def action_arena(self, first: str = RANDOM, second: str = RANDOM) -> None:
+        from tui.arena.service import ArenaService
+        from tui.screens.arena import ArenaScreen
+
+        if not isinstance(self.screen, ArenaScreen):
+            self.push_screen(ArenaScreen(ArenaService(self.store, self.settings, self.engines), first, second))
+
+    def action_leaderboard(self) -> None:
+        from tui.arena.service import ArenaService
+        from tui.screens.leaderboard import LeaderboardScreen
+
+        if not isinstance(self.screen, LeaderboardScreen):
+            self.push_screen(LeaderboardScreen(ArenaService(self.store, self.settings, self.engines)))
+
     async def open_chat_on_model(self, model: str) -> None:
         """A new tab chatting with a library model (the browser's chat action)."""
         await self.action_new_chat(model=model)
@@ -221,6 +241,12 @@ class ZooApp(App):
         yield SystemCommand("Search conversations", "Find text in every conversation", self.action_search)
         yield SystemCommand(
             "Model browser", "The seed zoo and your library: get, import, delete, chat", self.action_browse_models
+        )
+        yield SystemCommand(
+            "Arena", "Two hidden models answer the same prompt; vote, then see who they were", self.action_arena
+        )
+        yield SystemCommand(
+            "Leaderboard", "Ratings from your arena votes: Bradley-Terry, Elo, win rates", self.action_leaderboard
         )
         yield SystemCommand(
             "Export chat as Markdown",

@@ -398,6 +398,48 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _arena_service(settings):
+    from tui.arena.service import ArenaService
+    from tui.config import data_dir
+    from tui.engine import Engines
+
+    return ArenaService(_open_store(), settings, Engines(settings, data_dir()))
+
+
+def command_arena(args: argparse.Namespace) -> int:
+    from tui.arena import ArenaError
+    from tui.arena.commands import is_headless, pair_choice, run_headless
+
+    try:
+        pair = pair_choice(args.models)
+        if not is_headless(args):
+            settings, warnings = _load_settings(args, print_warnings=False)
+            store = _open_store()
+            from tui.app import ZooApp
+
+            ZooApp(settings, store, config_warnings=warnings, arena=pair).run()
+            return 0
+        settings, _ = _load_settings(args)
+        service = _arena_service(settings)
+        try:
+            return run_headless(args, service)
+        finally:
+            service.engines.close()
+    except ArenaError as error:
+        raise UserError(str(error)) from error
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from tui.arena import ArenaError
+    from tui.arena.commands import run_leaderboard
+
+    settings, _ = _load_settings(args)
+    try:
+        return run_leaderboard(args, _arena_service(settings))
+    except ArenaError as error:
+        raise UserError(str(error)) from error
+
+
 def command_config(args: argparse.Namespace) -> int:
     from tui.config import Settings, config_path, load_config, render_toml
 
@@ -512,6 +554,27 @@ def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("md", "json"), default="md", help="md (default) or json")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     export.set_defaults(handler=command_export)
+
+    arena = commands.add_parser(
+        "arena",
+        help="two hidden models answer the same prompts; you vote (opens the arena, or runs battles unattended)",
+        description="Open the arena: two models, named only after your vote, answer the same prompts side by "
+        "side. With --prompts, run battles unattended to vote on later; --export and --import read and write "
+        "FastChat's battle-log JSON.",
+    )
+    from tui.arena.commands import add_arena_arguments, add_leaderboard_arguments
+
+    add_arena_arguments(arena)
+    _add_engine_options(arena)
+    arena.set_defaults(handler=command_arena)
+
+    leaderboard = commands.add_parser(
+        "leaderboard",
+        help="ratings from your arena votes: Bradley-Terry with intervals, online Elo, win rates",
+        description="Rate the models from the arena's votes as FastChat's Chatbot Arena does.",
+    )
+    add_leaderboard_arguments(leaderboard)
+    leaderboard.set_defaults(handler=command_leaderboard)
 
     config = commands.add_parser("config", help="where the config file is, and what it says")
     config.add_argument(

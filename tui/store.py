@@ -88,6 +88,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, position)
     );
     """,
+    # 2 -> 3: arena battles. Each side's conversation is a JSON list of {role, content, stats?} messages;
+    # winner is NULL until the vote. question_id is FastChat's battle id: an imported log keeps its own,
+    # so importing the same file twice adds nothing.
+    """
+    CREATE TABLE battles (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        question_id TEXT NOT NULL UNIQUE,
+        model_a TEXT NOT NULL,
+        model_b TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        conversation_a TEXT NOT NULL DEFAULT '[]',
+        conversation_b TEXT NOT NULL DEFAULT '[]',
+        winner TEXT CHECK (winner IN ('model_a', 'model_b', 'tie', 'tie (bothbad)')),
+        source TEXT NOT NULL DEFAULT 'arena' CHECK (source IN ('arena', 'unattended', 'import')),
+        created_at REAL NOT NULL,
+        voted_at REAL
+    );
+    CREATE INDEX battles_by_vote ON battles(voted_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -181,6 +200,34 @@ class Job:
     updated_at: float = 0.0
 
 
+@dataclass
+class Battle:
+    """Two models answering the same prompts, names hidden until the vote (the arena's unit)."""
+
+    id: int
+    question_id: str
+    model_a: str
+    model_b: str
+    params: dict[str, Any] = field(default_factory=dict)
+    """Sampling settings both sides used."""
+    conversation_a: list[dict[str, Any]] = field(default_factory=list)
+    conversation_b: list[dict[str, Any]] = field(default_factory=list)
+    winner: str | None = None
+    """FastChat's vote names: 'model_a', 'model_b', 'tie', 'tie (bothbad)'; None before the vote."""
+    source: str = "arena"
+    """'arena' (voted in the screen), 'unattended' (answered by `zootui arena --prompts`), 'import'."""
+    created_at: float = 0.0
+    voted_at: float | None = None
+
+    @property
+    def prompt(self) -> str:
+        return next((m["content"] for m in self.conversation_a if m["role"] == "user"), "")
+
+    @property
+    def turns(self) -> int:
+        return sum(m["role"] == "user" for m in self.conversation_a)
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
@@ -236,6 +283,22 @@ def _job(row: sqlite3.Row, steps: list[sqlite3.Row]) -> Job:
         ],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def _battle(row: sqlite3.Row) -> Battle:
+    return Battle(
+        id=row["id"],
+        question_id=row["question_id"],
+        model_a=row["model_a"],
+        model_b=row["model_b"],
+        params=json.loads(row["params"]),
+        conversation_a=json.loads(row["conversation_a"]),
+        conversation_b=json.loads(row["conversation_b"]),
+        winner=row["winner"],
+        source=row["source"],
+        created_at=row["created_at"],
+        voted_at=row["voted_at"],
     )
 
 
@@ -540,6 +603,79 @@ class Store:
                 "UPDATE job_steps SET result = NULL, finished_at = NULL WHERE job_id = ? AND position >= ?",
                 (job_id, position),
             )
+
+    # Arena battles
+
+    def create_battle(
+        self, model_a: str, model_b: str, params: dict[str, Any], *, question_id: str, source: str = "arena"
+    ) -> Battle:
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO battles (question_id, model_a, model_b, params, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (question_id, model_a, model_b, json.dumps(params), source, time.time()),
+            )
+        return self.battle(cursor.lastrowid)
+
+    def battle(self, battle_id: int) -> Battle:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM battles WHERE id = ?", (battle_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no battle with id {battle_id}.")
+        return _battle(row)
+
+    def battles(self, *, voted: bool | None = None) -> list[Battle]:
+        """Battles oldest first: all of them, only the voted ones, or only those waiting for a vote."""
+        where = {None: "", True: " WHERE winner IS NOT NULL", False: " WHERE winner IS NULL"}[voted]
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM battles{where} ORDER BY id").fetchall()
+        return [_battle(row) for row in rows]
+
+    def save_battle_conversations(
+        self, battle_id: int, conversation_a: list[dict[str, Any]], conversation_b: list[dict[str, Any]]
+    ) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE battles SET conversation_a = ?, conversation_b = ? WHERE id = ?",
+                (
+                    json.dumps(conversation_a, ensure_ascii=False),
+                    json.dumps(conversation_b, ensure_ascii=False),
+                    battle_id,
+                ),
+            )
+
+    def vote_battle(self, battle_id: int, winner: str) -> Battle:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE battles SET winner = ?, voted_at = ? WHERE id = ?", (winner, time.time(), battle_id)
+            )
+        return self.battle(battle_id)
+
+    def delete_battle(self, battle_id: int) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM battles WHERE id = ?", (battle_id,))
+
+    def import_battles(self, battles: list[Battle]) -> int:
+        """Add voted battles from a log in one transaction; those whose question_id is here already are
+        skipped. Returns how many were added."""
+        with self._transaction():
+            added = 0
+            for battle in battles:
+                added += self._db.execute(
+                    "INSERT OR IGNORE INTO battles (question_id, model_a, model_b, params, conversation_a,"
+                    " conversation_b, winner, source, created_at, voted_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'import', ?, ?)",
+                    (
+                        battle.question_id,
+                        battle.model_a,
+                        battle.model_b,
+                        json.dumps(battle.params),
+                        json.dumps(battle.conversation_a, ensure_ascii=False),
+                        json.dumps(battle.conversation_b, ensure_ascii=False),
+                        battle.winner,
+                        battle.created_at,
+                        battle.voted_at,
+                    ),
+                ).rowcount
+        return added
 
 
 class _Transaction:

@@ -8,6 +8,7 @@ from tui.config import Settings
 from tui.engine.base import (
     ChatEngine,
     ChatMessage,
+    ContextOverflow,
     EngineError,
     FinishReason,
     ReplyEvent,
@@ -19,6 +20,7 @@ from tui.engine.base import (
 __all__ = [
     "ChatEngine",
     "ChatMessage",
+    "ContextOverflow",
     "EngineError",
     "Engines",
     "FinishReason",
@@ -30,14 +32,18 @@ __all__ = [
 
 
 class Engines:
-    """Makes the engine for a model reference; local models share one pool of loaded models."""
+    """Makes the engine for a model reference; local models share one pool of loaded models, kept
+    within what fits in memory (``tui.engine.residency``)."""
 
-    def __init__(self, settings: Settings, data_dir: Path):
+    def __init__(self, settings: Settings, data_dir: Path, residency=None):
         from tui.engine.local import ModelPool
+        from tui.engine.residency import Residency
+        from tui.zoo.fit import free_resources
 
         self.settings = settings
         self.data_dir = data_dir
-        self.pool = ModelPool(settings.engine)
+        self.residency = residency or Residency(settings.engine, lambda: free_resources(data_dir))
+        self.pool = ModelPool(settings.engine, make_room=self.residency.make_room)
 
     def for_model(self, reference: str) -> ChatEngine:
         from tui.zoo.library import ModelNotFound, resolve_model
@@ -55,6 +61,13 @@ class Engines:
         lockfile = model.lockfile
         adapter = model.path.with_name(lockfile.lora_adapter) if lockfile and lockfile.lora_adapter else None
         return LocalEngine(model.path, self.pool, adapter)
+
+    def room_for(self, engines: list[ChatEngine], n_ctx: int):
+        """Whether these engines' local models fit in memory at once (remote ones take none here)."""
+        from tui.engine.local import LocalEngine
+
+        local = [(engine.path, n_ctx) for engine in engines if isinstance(engine, LocalEngine)]
+        return self.residency.room(local, nothing_loaded=not self.pool.loaded())
 
     def close(self) -> None:
         self.pool.close()

@@ -16,6 +16,15 @@ class EngineError(Exception):
     """A problem a user can fix (missing model, server down, prompt too long); one line."""
 
 
+class ContextOverflow(EngineError):
+    """The prompt leaves no room for a reply in the context."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, context_size: int):
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context_size = context_size
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.7

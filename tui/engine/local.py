@@ -21,7 +21,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from tui.config import EngineSettings
 from tui.engine.base import (
     ChatMessage,
+    ContextOverflow,
     EngineError,
     FinishReason,
     ReplyEvent,
@@ -73,6 +75,8 @@ class LoadedModel:
     n_ctx: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     state_cache: Any = None  # llama_cpp.LlamaRAMCache, or None when disabled
+    closed: bool = False
+    """Set (under ``lock``) when the pool unloads it; a holder that finds it closed acquires again."""
     _pieces: dict[int, bytes] = field(default_factory=dict)
     _prompt_tokenizer: Any = None
 
@@ -109,34 +113,75 @@ class LoadedModel:
         return cached
 
 
+ModelKey = tuple[Path, Path | None]  # resolved model file, resolved LoRA adapter (or None)
+
+
 class ModelPool:
     """Loaded models by file and LoRA adapter, shared by all conversations; one generation at a time per model.
 
     A base with and without its adapter are two entries: the adapter is fixed when llama.cpp loads.
+    ``make_room``, when given, is called before a model loads, with its key, its context length and the
+    loaded models' keys and context lengths (least recently used first); it returns the keys to unload
+    first (``tui.engine.residency``).
     """
 
-    def __init__(self, settings: EngineSettings):
+    def __init__(
+        self,
+        settings: EngineSettings,
+        make_room: Callable[[ModelKey, int, dict[ModelKey, int]], list[ModelKey]] | None = None,
+    ):
         self.settings = settings
-        self._models: dict[tuple[Path, Path | None], LoadedModel] = {}
+        self.make_room = make_room
+        self._models: dict[ModelKey, LoadedModel] = {}  # least recently used first
         self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: Path, adapter: Path | None = None) -> ModelKey:
+        return (path.resolve(), adapter.resolve() if adapter is not None else None)
 
     def acquire(self, path: Path, n_ctx: int, adapter: Path | None = None) -> LoadedModel:
         """The loaded model for path (with the GGUF LoRA ``adapter`` applied, if given), loading or
         reloading (for a longer context) as needed.
 
-        The caller must hold the returned model's lock while generating.
+        Use ``hold`` to generate: another thread may unload the model between acquire and its lock.
         """
-        key = (path.resolve(), adapter.resolve() if adapter is not None else None)
+        key = self.key(path, adapter)
         with self._lock:
-            loaded = self._models.get(key)
+            loaded = self._models.pop(key, None)
             if loaded is not None and loaded.n_ctx >= n_ctx:
+                self._models[key] = loaded
                 return loaded
             if loaded is not None:
-                with loaded.lock:
-                    loaded.llm.close()
-                del self._models[key]
-            loaded = self._models[key] = self._load(*key, max(n_ctx, self.settings.n_ctx))
+                self._close(loaded)
+            n_ctx = max(n_ctx, self.settings.n_ctx)
+            if self.make_room is not None:
+                loaded_now = {other: model.n_ctx for other, model in self._models.items()}
+                for other in self.make_room(key, n_ctx, loaded_now):
+                    self._close(self._models.pop(other))
+            loaded = self._models[key] = self._load(*key, n_ctx)
             return loaded
+
+    @contextmanager
+    def hold(self, path: Path, n_ctx: int, adapter: Path | None = None) -> Iterator[LoadedModel]:
+        """The loaded model with its lock held: this thread generates with it, others wait their turn."""
+        while True:
+            loaded = self.acquire(path, n_ctx, adapter)
+            with loaded.lock:
+                if loaded.closed:
+                    continue
+                yield loaded
+                return
+
+    def loaded(self) -> dict[ModelKey, int]:
+        """Keys of the loaded models, least recently used first, with the context each was loaded with."""
+        with self._lock:
+            return {key: loaded.n_ctx for key, loaded in self._models.items()}
+
+    @staticmethod
+    def _close(loaded: LoadedModel) -> None:
+        with loaded.lock:  # waits for a generation on it to finish
+            loaded.closed = True
+            loaded.llm.close()
 
     def _load(self, path: Path, adapter: Path | None, n_ctx: int) -> LoadedModel:
         if not path.is_file():
@@ -174,8 +219,7 @@ class ModelPool:
     def close(self) -> None:
         with self._lock:
             for loaded in self._models.values():
-                with loaded.lock:
-                    loaded.llm.close()
+                self._close(loaded)
             self._models.clear()
 
 
@@ -195,6 +239,16 @@ def _reuse_evaluated_prefix(llm, prompt_tokens: list[int]) -> list[int]:
     # Llama.eval drops the KV cache past n_tokens before it evaluates anything new.
     llm.n_tokens = shared
     return prompt_tokens[shared:]
+
+
+def _check_room(prompt_tokens: list[int], params: SamplingParams) -> None:
+    """A prompt must leave room in the context for at least one token of reply."""
+    if len(prompt_tokens) >= params.n_ctx:
+        raise ContextOverflow(
+            f"the prompt is {len(prompt_tokens)} tokens, and the context holds {params.n_ctx}; shorten it.",
+            prompt_tokens=len(prompt_tokens),
+            context_size=params.n_ctx,
+        )
 
 
 def _common_prefix(left, right) -> int:
@@ -217,67 +271,100 @@ class LocalEngine:
         self.description = f"{files} (llama.cpp)"
 
     def stream(
-        self, messages: list[ChatMessage], params: SamplingParams, cancel: threading.Event
+        self,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        keep_every_message: bool = False,
     ) -> Iterator[ReplyEvent]:
+        """The reply to a conversation. When it outgrows the context the oldest turns are left out, or,
+        with ``keep_every_message`` (the server: its client must know), ContextOverflow is raised."""
+        with self.pool.hold(self.path, params.n_ctx, self.adapter) as model:
+            if keep_every_message:
+                tokens = self._format(model, messages)
+                _check_room(tokens, params)
+                prompt = Prompt(tokens, 0)
+            else:
+                prompt = self._fit_prompt(model, messages, params)
+            stats = yield from self._generate(model, prompt, params, cancel, trim_leading_space=True)
+        yield stats
+
+    def complete(self, text: str, params: SamplingParams, cancel: threading.Event) -> Iterator[ReplyEvent]:
+        """The continuation of raw text (an OpenAI /v1/completions prompt). The text is tokenized as plain
+        text, so nothing in it becomes a control token; the model's BOS comes first if its vocabulary asks."""
+        with self.pool.hold(self.path, params.n_ctx, self.adapter) as model:
+            tokens = model.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+            _check_room(tokens, params)
+            stats = yield from self._generate(model, Prompt(tokens, 0), params, cancel, trim_leading_space=False)
+        yield stats
+
+    def _generate(
+        self,
+        model: LoadedModel,
+        prompt: Prompt,
+        params: SamplingParams,
+        cancel: threading.Event,
+        *,
+        trim_leading_space: bool,
+    ) -> Generator[str, None, ReplyStats]:
+        """Stream the text after ``prompt`` (the caller holds the model's lock); returns the reply's stats."""
         import llama_cpp
 
-        model = self.pool.acquire(self.path, params.n_ctx, self.adapter)
-        with model.lock:
-            llm = model.llm
-            prompt = self._fit_prompt(model, messages, params)
-            self._restore_history(model, prompt.tokens)
-            max_tokens = min(params.max_tokens, params.n_ctx - len(prompt.tokens))
-            llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
-            to_evaluate = _reuse_evaluated_prefix(llm, prompt.tokens)
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            stops = StopScanner(model.stop_strings() + params.stop)
-            vocab = llm._model.vocab
-            started = time.perf_counter()
-            first_token_at = None
-            completion_tokens = 0
-            finish_reason = FinishReason.LENGTH
-            at_start = True
-            tokens = llm.generate(
-                to_evaluate,
-                reset=False,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                min_p=0.05,
-                temp=params.temperature,
-                repeat_penalty=params.repeat_penalty,
-            )
-            try:
-                for token in tokens:
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    if cancel.is_set():
-                        finish_reason = FinishReason.CANCELLED
-                        break
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        finish_reason = FinishReason.STOP
-                        break
-                    completion_tokens += 1
-                    text = stops.feed(decoder.decode(model.piece(token)))
-                    if at_start and text:
-                        # Replies often open with the space that SentencePiece puts before a word.
-                        text = text.lstrip()
-                        at_start = not text
-                    if text:
-                        yield text
-                    if stops.stopped:
-                        finish_reason = FinishReason.STOP
-                        break
-                    if completion_tokens >= max_tokens:
-                        break
-            finally:
-                tokens.close()
-            ended = time.perf_counter()
-            if not stops.stopped:
-                tail = stops.flush() + decoder.decode(b"", final=True)
-                if tail:
-                    yield tail
-            first_token_at = first_token_at or ended
-        yield ReplyStats(
+        llm = model.llm
+        self._restore_history(model, prompt.tokens)
+        max_tokens = min(params.max_tokens, params.n_ctx - len(prompt.tokens))
+        llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
+        to_evaluate = _reuse_evaluated_prefix(llm, prompt.tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stops = StopScanner(model.stop_strings() + params.stop)
+        vocab = llm._model.vocab
+        started = time.perf_counter()
+        first_token_at = None
+        completion_tokens = 0
+        finish_reason = FinishReason.LENGTH
+        at_start = trim_leading_space
+        tokens = llm.generate(
+            to_evaluate,
+            reset=False,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=0.05,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
+        try:
+            for token in tokens:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if cancel.is_set():
+                    finish_reason = FinishReason.CANCELLED
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish_reason = FinishReason.STOP
+                    break
+                completion_tokens += 1
+                text = stops.feed(decoder.decode(model.piece(token)))
+                if at_start and text:
+                    # Replies often open with the space that SentencePiece puts before a word.
+                    text = text.lstrip()
+                    at_start = not text
+                if text:
+                    yield text
+                if stops.stopped:
+                    finish_reason = FinishReason.STOP
+                    break
+                if completion_tokens >= max_tokens:
+                    break
+        finally:
+            tokens.close()
+        ended = time.perf_counter()
+        if not stops.stopped:
+            tail = stops.flush() + decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        first_token_at = first_token_at or ended
+        return ReplyStats(
             finish_reason=finish_reason,
             prompt_tokens=len(prompt.tokens),
             prompt_tokens_evaluated=len(to_evaluate),
@@ -308,9 +395,11 @@ class LocalEngine:
             tokens = self._format(model, system + turns[dropped:])
             if len(tokens) <= budget:
                 return Prompt(tokens, dropped)
-        raise EngineError(
+        raise ContextOverflow(
             f"the last message needs more than the {params.n_ctx}-token context allows; "
-            f"shorten it or raise the context length in the conversation settings."
+            f"shorten it or raise the context length in the conversation settings.",
+            prompt_tokens=len(tokens),
+            context_size=params.n_ctx,
         )
 
     def _restore_history(self, model: LoadedModel, prompt_tokens: list[int]) -> None:

@@ -470,6 +470,14 @@ def fit_gguf(path: Path, *, n_ctx: int, free: Resources) -> FitEstimate:
     return _estimate(path.stem, quant, n_ctx, shape, weights, None, free)
 
 
+def running_need(path: Path, *, n_ctx: int, gpu_layers: int) -> tuple[int, int]:
+    """(RAM, VRAM) bytes the GGUF at ``path`` takes loaded with ``n_ctx`` tokens and ``gpu_layers``
+    offloaded (-1: all), as the engine loads it; for deciding which models can stay loaded together."""
+    shape, weights, _ = read_gguf(path)
+    layers = shape.n_layer + 1 if gpu_layers < 0 else gpu_layers
+    return _placement(shape, weights, n_ctx, layers)
+
+
 def suggest_gpu_layers(shape: ModelShape, weights: WeightLayout, n_ctx: int, vram_bytes: int | None) -> int:
     """The largest n_gpu_layers whose weights and KV cache fit in ``vram_bytes`` less GPU_RESERVE_BYTES."""
     if vram_bytes is None:

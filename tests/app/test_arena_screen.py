@@ -36,21 +36,15 @@ def title(screen: ArenaScreen, side: str) -> str:
     return str(screen.query_one(f"#title-{side}", Label).render())
 
 
-async def ask(pilot, screen: ArenaScreen, text: str) -> list[str]:
-    """Send a prompt, wait for both answers; returns the status lines seen meanwhile."""
+async def ask(pilot, screen: ArenaScreen, text: str) -> str:
+    """Send a prompt, wait for both answers; returns the status line then."""
     before = len(side_views(screen, "a"))
-    statuses: list[str] = []
-
-    def answered() -> bool:
-        statuses.append(str(screen.query_one(".status").render()))
-        return len(side_views(screen, "a")) == before + 2 and not screen.generating
-
     await pilot.click(screen.query_one(PromptArea))
     await pilot.press(*text)
     await pilot.press("enter")
-    await wait_until(pilot, answered)
+    await wait_until(pilot, lambda: len(side_views(screen, "a")) == before + 2 and not screen.generating)
     await pilot.pause()
-    return statuses
+    return str(screen.query_one(".status").render())
 
 
 async def test_a_battle_streams_both_sides_hidden_then_the_vote_names_them(fast_settings, isolated_dirs, two_models):
@@ -59,8 +53,7 @@ async def test_a_battle_streams_both_sides_hidden_then_the_vote_names_them(fast_
         await pilot.press("f3")
         await wait_until(pilot, lambda: isinstance(app.screen, ArenaScreen))
         screen = app.screen
-        statuses = await ask(pilot, screen, "Name a colour.")
-        assert any("both answer at once" in status for status in statuses)
+        assert (await ask(pilot, screen, "Name a colour.")).startswith("Both answer at once. Vote with 1 to 4")
         for side in "ab":
             user, answer = side_views(screen, side)
             assert user.content == "Name a colour." and answer.content
@@ -89,8 +82,8 @@ async def test_models_that_do_not_fit_together_answer_in_turn_and_the_screen_say
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, ArenaScreen))
         screen = app.screen
-        statuses = await ask(pilot, screen, "Hi")
-        assert any("one after the other" in status and "do not fit in memory together" in status for status in statuses)
+        status = await ask(pilot, screen, "Hi")
+        assert status.startswith("They answer one after the other: the two models do not fit in memory together")
         assert all(view.content for side in "ab" for view in side_views(screen, side))
 
 

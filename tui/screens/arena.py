@@ -40,7 +40,7 @@ class ArenaScreen(Screen):
     ArenaScreen .side-messages { height: 1fr; padding: 0 1; }
     ArenaScreen .votes { height: auto; }
     ArenaScreen .votes Button { width: 1fr; }
-    ArenaScreen .status { width: 1fr; height: auto; max-height: 2; padding: 0 1; color: $text-muted; background: $boost; }
+    ArenaScreen .status { width: 1fr; height: auto; max-height: 3; padding: 0 1; color: $text-muted; background: $boost; }
     ArenaScreen PromptArea { height: auto; min-height: 3; max-height: 8; border: tall $primary 50%; }
     ArenaScreen PromptArea:focus { border: tall $primary; }
     """
@@ -77,6 +77,7 @@ class ArenaScreen(Screen):
         self.battle: Battle | None = None
         self._cancel: threading.Event | None = None
         self._answer_views: dict[str, MessageView] = {}
+        self._plan: Plan | None = None
 
     @property
     def generating(self) -> bool:
@@ -206,6 +207,7 @@ class ArenaScreen(Screen):
         self.post_message(self.Answered(battle, answers))
 
     def on_arena_screen_planned(self, event: Planned) -> None:
+        self._plan = event.plan
         self._status(f"Answering: {event.plan.describe()}. escape stops.")
 
     async def on_arena_screen_delta(self, event: Delta) -> None:
@@ -228,7 +230,8 @@ class ArenaScreen(Screen):
                 errors.append(f"{side.upper()}: {answer.error}")
         if errors:
             self.notify("; ".join(errors), title="An answer failed", severity="error", timeout=10)
-        self._status("Vote: 1 A is better · 2 B is better · 3 tie · 4 both bad — or tab to the prompt for a follow-up.")
+        plan = f"{self._plan.describe().capitalize()}. " if self._plan is not None else ""
+        self._status(f"{plan}Vote with 1 to 4, or tab to the prompt for a follow-up.")
         self._refresh_votes()
         self.query_one("#vote-1", Button).focus()
 

@@ -31,6 +31,7 @@ from .jsonfile import (
     OneOf,
     Schema,
     Tup,
+    check,
     read_bounded,
     read_json,
     read_text,
@@ -414,7 +415,9 @@ def _bpe_vocab(
         )
     tokenizer_config = _read_json(directory / "tokenizer_config.json", TOKENIZER_CONFIG_JSON)
     table = _TokenTable(n_vocab, "tokenizer.json")
-    for text, token_id in model.get("vocab", {}).items():
+    # The schema lets model.vocab be Unigram's list as well; BPE maps text to ids.
+    vocab = check(model.get("vocab", {}), Map(_TOKEN_ID), directory / "tokenizer.json", "model.vocab")
+    for text, token_id in vocab.items():
         table.set(token_id, text, gguf.TokenType.NORMAL)
     for entry in tokenizer.get("added_tokens", []):
         special = entry.get("special") or _looks_special(entry["content"])

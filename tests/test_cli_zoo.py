@@ -8,6 +8,7 @@ import sys
 
 import llama_cpp
 import pytest
+from ggufbytes import ARRAY, gguf_file, kv, nested_arrays
 from support import zootui_command
 from tinyzoo import TINY_LLAMA
 
@@ -241,3 +242,17 @@ def test_the_browser_previews_the_prompt_zootui_prompt_prints(cli_env, tmp_path,
     preview = shown.split("```text\n", 1)[1].split("\n```", 1)[0]
     assert preview == printed.stdout
     store.close()
+
+
+def test_models_lists_a_hostile_gguf_with_a_note_and_the_rest_of_the_library(cli_env, isolated_dirs):
+    """Metadata nesting 100k arrays deep once made `zootui models` exit 1 for the whole library."""
+    hostile = isolated_dirs / "models" / "evil" / "evil.gguf"
+    hostile.parent.mkdir(parents=True)
+    hostile.write_bytes(gguf_file([kv("a", ARRAY, nested_arrays(100_000))]))
+    result = run(cli_env, "models")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("smollm2-135m-instruct")
+    [note] = [line for line in lines if "evil.gguf" in line and "fit unknown" in line]
+    assert "truncated or corrupt GGUF header (arrays nested more than 8 deep)" in note
+    assert "Traceback" not in result.stderr

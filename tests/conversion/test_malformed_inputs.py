@@ -189,6 +189,11 @@ CASES = {
         edit_json("tokenizer.json", _set("model", "vocab", "<s>", value="1")),
         ['tokenizer.json: model.vocab["<s>"] must be an integer of at least 0'],
     ),
+    "BPE vocab in Unigram's list form": (
+        "bloom",
+        edit_json("tokenizer.json", _set("model", "vocab", value=[["<s>", 0.0]])),
+        ["tokenizer.json: model.vocab must be an object, not an array"],
+    ),
     "added token without an id": (
         "bloom",
         edit_json("tokenizer.json", lambda t: t["added_tokens"][0].pop("id")),

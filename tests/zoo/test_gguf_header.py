@@ -1,9 +1,13 @@
-"""The fast GGUF header reader agrees with the gguf package's reader, and refuses what is not a GGUF."""
+"""The fast GGUF header reader agrees with the gguf package's reader, and refuses what is not a GGUF in one line."""
+
+import struct
 
 import gguf
 import pytest
+from ggufbytes import ARRAY, STRING, UINT32, gguf_file, kv, nested_arrays, string
 
-from tui.zoo.gguf_header import read_header
+from tui.zoo.fit import read_gguf
+from tui.zoo.gguf_header import GGUFHeaderError, read_header
 
 
 def test_metadata_and_tensor_sizes_match_the_gguf_package(model_path):
@@ -27,3 +31,54 @@ def test_a_file_that_is_not_a_whole_gguf_is_a_value_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match="broken.gguf"):
         read_header(path)
+
+
+def _write(tmp_path, content: bytes):
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        # 100k nested arrays: the recursive skip died with RecursionError, taking `zootui models` with it.
+        (gguf_file([kv("a", ARRAY, nested_arrays(100_000))]), "arrays nested more than 8 deep"),
+        (gguf_file([kv("a", ARRAY, struct.pack("<IQ", STRING, 2**62))]), "claims 4611686018427387904 items"),
+        (gguf_file([kv("a", ARRAY, struct.pack("<IQ", 77, 1))]), "unknown value type 77"),
+        (gguf_file([kv("a", 99, b"")]), "key a has unknown value type 99"),
+        (gguf_file([kv("a", STRING, struct.pack("<Q", 2**63))]), "past the end of the file"),
+        (gguf_file([], n_kv=2**60), "the metadata claims"),
+        (gguf_file([], n_tensors=2**60), "tensors claimed"),
+        (gguf_file([string("k" * 70_000)]), "more than the format allows"),
+        (gguf_file([], string("w") + struct.pack("<I", 9), n_tensors=1), "tensor w has 9 dimensions"),
+        (
+            gguf_file([], string("w") + struct.pack("<IQIQ", 1, 8, 1234, 0), n_tensors=1),
+            "tensor w has unknown type 1234",
+        ),
+        (gguf_file([], string("w") + struct.pack("<IQIQ", 1, 2**40, 0, 0), n_tensors=1), "tensor w lies past the end"),
+        (gguf_file([kv("general.alignment", UINT32, struct.pack("<I", 3))]), "not a power of two"),
+    ],
+)
+def test_hostile_metadata_is_one_line_naming_the_file(tmp_path, content, problem):
+    with pytest.raises(GGUFHeaderError, match=problem) as raised:
+        read_header(_write(tmp_path, content))
+    assert str(raised.value).startswith("hostile.gguf: ") and "\n" not in str(raised.value)
+
+
+def test_a_shallow_array_of_arrays_is_skipped(tmp_path):
+    content = gguf_file([kv("a", ARRAY, nested_arrays(8)), kv("b", UINT32, struct.pack("<I", 7))])
+    assert read_header(_write(tmp_path, content)).metadata == {"b": 7}
+
+
+@pytest.mark.parametrize("count", [10**12, -1, 0, "32"])
+def test_fit_refuses_absurd_or_missing_counts(tmp_path, count):
+    """A block count of 10**12 would allocate a list of per-block sizes that large."""
+    entries = [kv("general.architecture", STRING, string("llama"))]
+    for key, value in (("block_count", count), ("embedding_length", 64), ("attention.head_count", 4)):
+        if isinstance(value, str):
+            entries.append(kv(f"llama.{key}", STRING, string(value)))
+        else:
+            entries.append(kv(f"llama.{key}", 11, struct.pack("<q", value)))  # int64
+    with pytest.raises(ValueError, match=r"hostile.gguf: its metadata"):
+        read_gguf(_write(tmp_path, gguf_file(entries)))

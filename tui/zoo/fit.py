@@ -44,6 +44,9 @@ TIGHT_SHARE = 0.8
 # A catalog variant is matched to the known shape of its architecture whose size is nearest,
 # within this relative distance (LLaMA "30B" and "33B" are the same 32.5B-parameter model).
 SIZE_MATCH_TOLERANCE = 0.15
+# Largest block count, width or head count read from a GGUF's metadata (a list of per-block sizes is
+# allocated from the block count); real models stay far below it.
+MAX_GGUF_COUNT = 2**20
 
 
 class UnknownShape(ValueError):
@@ -380,13 +383,19 @@ def _read_gguf(path: Path, mtime_ns: int, size: int) -> tuple[ModelShape, Weight
     arch = str(value(gguf.Keys.General.ARCHITECTURE))
 
     def arch_int(key: str) -> int | None:
-        found = value(key.format(arch=arch))
-        return None if found is None else int(found)
+        """A count from the metadata; the file may come from anywhere, so absurd counts are refused."""
+        name = key.format(arch=arch)
+        found = value(name)
+        if found is None:
+            return None
+        if not isinstance(found, int) or isinstance(found, bool) or not 0 <= found <= MAX_GGUF_COUNT:
+            raise ValueError(f"{path.name}: its metadata gives {name} as {found!r}, not a count zootui can use")
+        return found
 
     n_layer = arch_int(gguf.Keys.LLM.BLOCK_COUNT)
     n_embd = arch_int(gguf.Keys.LLM.EMBEDDING_LENGTH)
     n_head = arch_int(gguf.Keys.Attention.HEAD_COUNT)
-    if n_layer is None or n_embd is None or n_head is None:
+    if not n_layer or not n_embd or not n_head:
         raise ValueError(f"{path.name}: its metadata lacks the {arch} block count, width or head count")
     # Absent keys mean llama.cpp's defaults: as many KV heads as heads, and n_embd / n_head per head.
     n_head_kv = arch_int(gguf.Keys.Attention.HEAD_COUNT_KV) or n_head

@@ -9,8 +9,10 @@ __version__ = "0.1.0"
 from .checkpoint import Checkpoint, TensorInfo, open_checkpoint
 from .convert import DIRECT_OUTTYPES, OUTTYPES, STOP_STRINGS_KEY, bits_per_weight, checkpoint_input_files, convert
 from .errors import ConversionCancelled, ConversionError
+from .hashing import sha256_file
 from .progress import ConsoleProgress, Progress
 from .quantize import QUANT_TYPES, quantize
+from .sizes import human_size
 
 __all__ = [
     "DIRECT_OUTTYPES",
@@ -27,6 +29,8 @@ __all__ = [
     "bits_per_weight",
     "checkpoint_input_files",
     "convert",
+    "human_size",
     "open_checkpoint",
     "quantize",
+    "sha256_file",
 ]

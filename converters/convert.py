@@ -7,16 +7,14 @@ appears under its final name only when complete (temporary name, then os.replace
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import threading
-import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +22,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from . import __version__
+from . import __version__, hashing
 from .archs import Architecture, PlannedTensor, architecture_for
 from .checkpoint import Checkpoint, bf16_to_f32, open_checkpoint
 from .errors import ConversionCancelled, ConversionError
+from .files import partial_path
 from .ggml import f16_to_f32, quantize_rows
 from .progress import Progress, ProgressCallback
 from .quantize import QUANT_SPECS, check_qtype, quantize
+from .sizes import human_size
 from .tokenizer import load_vocab
 
 Q = gguf.GGMLQuantizationType
@@ -133,15 +133,7 @@ def bits_per_weight(outtype: str) -> float:
 
 
 def _sha256(path: Path, stop: Callable[[], bool]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        buffer = bytearray(4 * 2**20)
-        view = memoryview(buffer)
-        while n := f.readinto(buffer):
-            if stop():
-                return _HASH_PLACEHOLDER
-            digest.update(view[:n])
-    return digest.hexdigest()
+    return hashing.sha256_file(path, stop=stop) or _HASH_PLACEHOLDER
 
 
 def provenance_from_path(directory: Path) -> dict:
@@ -150,10 +142,6 @@ def provenance_from_path(directory: Path) -> dict:
     if not match:
         return {}
     return {"repo": f"{match['org']}/{match['name']}", "revision": match["revision"]}
-
-
-def _human(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 class _Writer:
@@ -191,7 +179,13 @@ class _Writer:
         if self.progress is not None:
             self.progress(Progress(self.bytes_done, self.bytes_total, tensor, "convert"))
 
-    def write(self, path: Path, metadata: Callable[[gguf.GGUFWriter], None], files: list[Path]) -> None:
+    def write(
+        self,
+        path: Path,
+        metadata: Callable[[gguf.GGUFWriter], None],
+        files: list[Path],
+        known_sha256: Mapping[str, str],
+    ) -> None:
         writer = gguf.GGUFWriter(path, self.arch.arch_name)
         try:
             metadata(writer)
@@ -210,14 +204,17 @@ class _Writer:
             failed = threading.Event()  # don't keep reading a large checkpoint for a file that will be deleted
             with ThreadPoolExecutor(max_workers=1) as pool:
                 digests: list[Future[str]] = [
-                    pool.submit(_sha256, f, lambda: failed.is_set() or self._cancelled()) for f in files
+                    pool.submit(_sha256, f, lambda: failed.is_set() or self._cancelled())
+                    for f in files
+                    if f.name not in known_sha256
                 ]
                 try:
                     self._write_data(writer, writer.fout[0])
                 except BaseException:
                     failed.set()
                     raise
-                results = [d.result() for d in digests]
+                computed = iter([d.result() for d in digests])
+                results = [known_sha256[f.name] if f.name in known_sha256 else next(computed) for f in files]
                 if self._cancelled():
                     raise ConversionCancelled()
                 out = writer.fout[0]
@@ -291,6 +288,7 @@ def convert(
     eos_token: str | None = None,
     nthreads: int | None = None,
     stop_strings: Sequence[str] = (),
+    known_sha256: Mapping[str, str] | None = None,
 ) -> Path:
     """Converts the checkpoint in `src_dir` to a GGUF at `out_path` and returns that path.
 
@@ -298,7 +296,9 @@ def convert(
     `eos_token` overrides the end-of-sequence token by its text (Dolly v2 ends replies with "### End");
     `nthreads` encodes slices in that many threads and runs the quantizer with as many (default: the usable CPUs);
     `stop_strings` end a reply besides the eos token (formats like Vicuna v0's "###"), stored as
-    STOP_STRINGS_KEY for the chat engine.
+    STOP_STRINGS_KEY for the chat engine;
+    `known_sha256` gives digests the caller already has (a download it verified), by file name: those
+    files are not read again for the provenance digests.
     Raises ConversionError (one line, for the user) and ConversionCancelled when `cancel` is set.
     """
     outtype = outtype.lower()
@@ -326,7 +326,7 @@ def convert(
         free = shutil.disk_usage(out_path.parent).free
         if free < needed:
             raise ConversionError(
-                f"not enough disk space in {out_path.parent}: need {_human(needed)}, {_human(free)} free; free some space or choose another -o"
+                f"not enough disk space in {out_path.parent}: need {human_size(needed)}, {human_size(free)} free; free some space or choose another -o"
             )
 
         source = {**provenance_from_path(checkpoint.directory), **(provenance or {})}
@@ -350,11 +350,10 @@ def convert(
                 # unescaped, and a stop string may hold a newline or a quote.
                 writer.add_string(STOP_STRINGS_KEY, json.dumps(list(stop_strings)))
 
-        token = uuid.uuid4().hex[:8]
-        direct_path = out_path.with_name(f".{out_path.name}.{token}.partial")
+        direct_path = partial_path(out_path)
         try:
             _Writer(checkpoint, arch, tensors, progress, cancel, nthreads or _usable_cpus()).write(
-                direct_path, metadata, input_files(checkpoint)
+                direct_path, metadata, input_files(checkpoint), known_sha256 or {}
             )
             if outtype in DIRECT_TYPES:
                 os.replace(direct_path, out_path)

@@ -13,10 +13,10 @@ import re
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 from .errors import ConversionCancelled, ConversionError
+from .files import written_atomically
 from .progress import Progress, ProgressCallback
 
 # name -> (llama ftype, approximate bits per weight, used to estimate the output size).
@@ -93,7 +93,24 @@ def quantize(
         raise ConversionError(f"{src} does not exist; convert the checkpoint first")
     sizes = _tensor_sizes(src)
     total = sum(sizes.values())
-    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    with written_atomically(out) as partial:
+        _run_quantizer(src, partial, name, sizes, progress, cancel, nthreads)
+    if progress is not None:
+        progress(Progress(total, total, "", "quantize"))
+    return out
+
+
+def _run_quantizer(
+    src: Path,
+    partial: Path,
+    name: str,
+    sizes: dict[str, int],
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    nthreads: int | None,
+) -> None:
+    """Run llama.cpp's quantizer in a child process writing ``partial``, turning its log into progress."""
+    total = sum(sizes.values())
     child = "import sys; from converters.quantize import run_child; sys.exit(run_child(*sys.argv[1:]))"
     command = [sys.executable, "-c", child, str(src), str(partial), str(QUANT_TYPES[name]), str(nthreads or 0)]
     env = {
@@ -132,15 +149,10 @@ def quantize(
             raise ConversionError(
                 f"llama.cpp could not quantize {src.name} to {name}: {reason or (log[-1] if log else f'exit status {proc.returncode}')}"
             )
-        os.replace(partial, out)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        partial.unlink(missing_ok=True)
-    if progress is not None:
-        progress(Progress(total, total, "", "quantize"))
-    return out
 
 
 def run_child(src: str, dst: str, ftype: str, nthreads: str) -> int:

@@ -30,7 +30,6 @@ import re
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -46,8 +45,10 @@ from .archs.llama import Llama, half_split_order
 from .checkpoint import SAFETENSORS_DTYPES, Checkpoint, open_checkpoint
 from .easylm import Parameter, llama_parameter, read_streaming_checkpoint
 from .errors import ConversionCancelled, ConversionError
+from .files import written_atomically
 from .jsonfile import BOOL, NULL, STR, Int, Num, Obj, OneOf, read_json
 from .progress import Progress, ProgressCallback
+from .sizes import human_size
 
 PadRows = Literal["none", "zero", "mean"]
 
@@ -202,15 +203,10 @@ def _staged(out_dir: Path, needed_bytes: int) -> Iterator[Path]:
     free = shutil.disk_usage(out_dir.parent).free
     if free < needed_bytes + _SPACE_MARGIN:
         raise ConversionError(
-            f"not enough disk space in {out_dir.parent}: need {needed_bytes / 1e9:.1f} GB, {free / 1e9:.1f} GB free"
+            f"not enough disk space in {out_dir.parent}: need {human_size(needed_bytes)}, {human_size(free)} free"
         )
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with written_atomically(out_dir, directory=True) as staging:
         yield staging
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _copy_metadata(out_dir: Path, *sources: Path) -> None:
@@ -665,8 +661,7 @@ def write_lora_gguf(
             tensors.append((f"{gguf_name}.lora_a", a))
             tensors.append((f"{gguf_name}.lora_b", b if order is None else np.ascontiguousarray(b[order])))
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        staging = out_path.with_name(f".{out_path.name}.partial-{uuid.uuid4().hex[:8]}")
-        try:
+        with written_atomically(out_path) as staging:
             writer = gguf.GGUFWriter(staging, arch.arch_name)
             writer.add_type(gguf.GGUFType.ADAPTER)
             writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -677,7 +672,4 @@ def write_lora_gguf(
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
-            os.replace(staging, out_path)
-        finally:
-            staging.unlink(missing_ok=True)
     return out_path

@@ -1,23 +1,34 @@
-"""Files the app writes are written whole or not at all."""
+"""Files the app writes are written whole or not at all.
+
+Each is first written beside its final name as ``.NAME.XXXXXXXX.partial`` (hidden, unique per writer),
+then renamed, as converters/files.py does for the converters' outputs (converters runs without tui).
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
+@contextmanager
+def written_atomically(path: Path) -> Iterator[Path]:
+    """A partial path beside ``path`` that becomes ``path`` only if the block succeeds; removed either way."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_atomically(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same directory, then rename it."""
+    """Write text to path through a partial file in the same directory, synced, then renamed."""
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with written_atomically(path) as partial, partial.open("w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())

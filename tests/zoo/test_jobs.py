@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tinyzoo import (
     serve_tiny_zoo,
 )
 
+import converters.hashing
 from tui.config import Settings, with_overrides
 from tui.engine import Engines, ReplyStats, SamplingParams
 from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, JobState, Store
@@ -45,6 +47,7 @@ from tui.zoo.catalog import load_catalog
 from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs, StepName
 from tui.zoo.jobs.steps import STEPS
 from tui.zoo.jobs.steps.convert import Convert
+from tui.zoo.jobs.steps.download import Downloaded
 from tui.zoo.library import DEFAULT_MODEL_NAME, library_models, lockfile_path, resolve_model
 from tui.zoo.templates import prompt_format
 
@@ -165,6 +168,38 @@ def test_the_lockfile_records_sources_inputs_tools_and_the_smoke_test(zoo: TinyZ
     assert [s.name for s in job.steps] == ["download", "recover", "convert", "smoke_test", "register"]
     [listed] = [m for m in library_models(isolated_dirs) if m.name == model.name]
     assert (listed.variant_id, listed.quant) == (VARIANT, "q8_0")
+
+
+def test_a_download_is_read_once_for_its_digests_from_hub_to_lockfile_and_gguf(
+    zoo: TinyZoo, isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch
+):
+    hashed: Counter[Path] = Counter()
+    real = converters.hashing.sha256_file
+
+    def counting(path, **options):
+        hashed[Path(path).resolve()] += 1
+        return real(path, **options)
+
+    # Every sha256 of a file goes through converters' one hashing loop: the package's export and its own use.
+    monkeypatch.setattr(converters, "sha256_file", counting)
+    monkeypatch.setattr(converters.hashing, "sha256_file", counting)
+    # A LoRA kept for run time converts the downloaded base itself, so the converter's provenance
+    # digests are of downloaded files too.
+    model = zoo.jobs(isolated_dirs).get_model(LORA_VARIANT, "f16", lora="runtime")
+
+    [job] = Store(isolated_dirs / DATABASE_NAME).jobs()
+    downloaded = Downloaded.from_record(job.steps[0].result)
+    files = [(s, s.directory / name) for s in downloaded.snapshots for name in s.files]
+    assert files and all(hashed[path.resolve()] == 1 for _, path in files), hashed
+    base = next(s for s in downloaded.snapshots if s.repo == BASE_REPO)
+    recorded = dict(reversed(entry.split("  ", 1)) for entry in gguf_strings(model.path, "zootui.source.sha256"))
+    assert recorded == {name: model.lockfile.inputs[f"{BASE_REPO}/{name}"] for name in recorded}
+    assert recorded == {name: sha256(base.directory / name) for name in recorded} and "model.safetensors" in recorded
+
+
+def gguf_strings(path: Path, key: str) -> list[str]:
+    field = gguf.GGUFReader(path).fields[key]
+    return [bytes(field.parts[index]).decode() for index in field.data]
 
 
 def test_a_cancelled_job_keeps_finished_steps_and_resumes(zoo: TinyZoo, isolated_dirs: Path):

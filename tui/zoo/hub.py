@@ -11,11 +11,10 @@ Every failure a user can act on surfaces as ``HubError`` with one line saying wh
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -60,6 +59,8 @@ class Snapshot:
     commit: str
     directory: Path
     files: tuple[str, ...]
+    sha256: dict[str, str] = field(default_factory=dict)
+    """Digests of the files this download fetched and checked against the Hub's (read once, here)."""
 
 
 # Weight formats other runtimes use and zootui never reads.
@@ -119,12 +120,15 @@ def download(
         _check_access(repo_id, missing[0].rfilename, commit, endpoint, token)
     total = sum(s.size or 0 for s in chosen)
     report = _Progress(on_progress, total=total, done=total - sum(s.size or 0 for s in missing))
+    verified: dict[str, str] = {}
     for sibling in missing:
         path = _fetch(repo_id, sibling, commit, cache_dir, endpoint, token, report)
-        _verify(sibling, Path(path))
+        digest = _verify(sibling, Path(path))
+        if digest is not None:
+            verified[sibling.rfilename] = digest
     cache = Path(cache_dir or constants.HF_HUB_CACHE)
     directory = cache / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / commit
-    return Snapshot(repo_id, commit, directory, tuple(s.rfilename for s in chosen))
+    return Snapshot(repo_id, commit, directory, tuple(s.rfilename for s in chosen), verified)
 
 
 def search_models(query: str, *, limit: int = 30, endpoint: str | None = None) -> list[str]:
@@ -202,14 +206,12 @@ def _check_disk_space(repo_id: str, missing: list[RepoSibling], cache_dir: Path 
     existing = next(p for p in (target, *target.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if needed > free:
+        from converters import human_size
+
         raise HubError(
-            f"not enough disk space for {repo_id}: it needs {_gigabytes(needed)} more in {target}, "
-            f"which has {_gigabytes(free)} free"
+            f"not enough disk space for {repo_id}: it needs {human_size(needed)} more in {target}, "
+            f"which has {human_size(free)} free"
         )
-
-
-def _gigabytes(size: int) -> str:
-    return f"{size / 1e9:.1f} GB"
 
 
 def _check_access(repo_id: str, filename: str, commit: str, endpoint: str | None, token: str | bool | None) -> None:
@@ -293,19 +295,20 @@ def _fetch(
         _raise_translated(error, repo_id, commit, endpoint)
 
 
-def _verify(sibling: RepoSibling, path: Path) -> None:
-    """Compare an LFS file with the sha256 the Hub lists; a damaged copy is removed from the cache."""
+def _verify(sibling: RepoSibling, path: Path) -> str | None:
+    """Compare an LFS file with the sha256 the Hub lists and return it; a damaged copy is removed from the
+    cache. None for a file the Hub lists no sha256 for (small files kept in git)."""
     if sibling.lfs is None:
-        return
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != sibling.lfs.sha256:
+        return None
+    from converters import sha256_file
+
+    digest = sha256_file(path)
+    if digest != sibling.lfs.sha256:
         blob = path.resolve()
         path.unlink()
         blob.unlink(missing_ok=True)
         raise HubError(
             f"{sibling.rfilename} does not match the Hub's sha256 (expected {sibling.lfs.sha256[:12]}…, "
-            f"got {digest.hexdigest()[:12]}…); the damaged copy was removed, run the download again"
+            f"got {str(digest)[:12]}…); the damaged copy was removed, run the download again"
         )
+    return digest

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import uuid
 from pathlib import Path
 
-from tui.files import write_atomically
+from tui.files import write_atomically, written_atomically
 from tui.zoo.fit import quant_name
 from tui.zoo.gguf_header import GGUF_MAGIC, read_header
 from tui.zoo.jobs.errors import JobError
@@ -21,8 +18,6 @@ from tui.zoo.library import (
     models_dir,
     registered_path,
 )
-
-_COPY_BLOCK = 4 * 2**20
 
 
 def free_destination(data_dir: Path, model_id: str, label: str | None = None) -> Path:
@@ -57,28 +52,25 @@ def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> Regis
     name = name or path.stem
     destination = free_destination(data_dir, name)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.partial")
+    from converters import sha256_file
+
     try:
-        digest = hashlib.sha256()  # of the bytes as they are copied: one read of a file of many GB
-        with path.open("rb") as source, partial.open("wb") as copy:
-            while block := source.read(_COPY_BLOCK):
-                digest.update(block)
-                copy.write(block)
-        lockfile = Lockfile(
-            name=name,
-            quant=quant,
-            output_sha256=digest.hexdigest(),
-            sources=[{"path": str(path.resolve())}],
-            inputs={path.name: digest.hexdigest()},
-            tools=tool_versions(),
-            created_at=now(),
-        )
-        write_atomically(lockfile_path(destination), lockfile.to_json())
-        os.replace(partial, destination)
+        with written_atomically(destination) as partial:
+            with partial.open("wb") as copy:  # hashed as it is copied: one read of a file of many GB
+                digest = sha256_file(path, on_block=copy.write)
+            assert digest is not None, "nothing asked it to stop"
+            lockfile = Lockfile(
+                name=name,
+                quant=quant,
+                output_sha256=digest,
+                sources=[{"path": str(path.resolve())}],
+                inputs={path.name: digest},
+                tools=tool_versions(),
+                created_at=now(),
+            )
+            write_atomically(lockfile_path(destination), lockfile.to_json())
     except OSError as error:
         raise JobError(f"cannot copy {path} into the library: {error.strerror or error}") from error
-    finally:
-        partial.unlink(missing_ok=True)
     return RegisteredModel(name, destination, lockfile)
 
 

@@ -10,7 +10,7 @@ from tui.store import JobKind
 from tui.zoo.catalog import Recipe
 from tui.zoo.jobs.errors import from_conversion_error
 from tui.zoo.jobs.step import Step, StepContext, StepName, StepResult
-from tui.zoo.jobs.steps.download import Downloaded
+from tui.zoo.jobs.steps.download import Downloaded, RepoRole
 from tui.zoo.jobs.steps.read import CheckpointRead
 from tui.zoo.jobs.steps.recover import Recovered, base_model
 
@@ -24,19 +24,31 @@ class Converted(StepResult):
     gguf: Path
 
 
-def _source(context: StepContext) -> tuple[Path, dict[str, str]]:
-    """The checkpoint to convert, and the repo and revision it came from (empty: let convert infer them)."""
+@dataclass(frozen=True)
+class _Source:
+    directory: Path
+    provenance: dict[str, str]
+    """Repo and revision it came from (empty: convert infers them from a Hub cache path)."""
+    sha256: dict[str, str]
+    """Digests an earlier step computed for its files, so that convert does not read them again."""
+
+
+def _source(context: StepContext) -> _Source:
+    """The checkpoint to convert."""
     if context.build.kind is JobKind.CHECKPOINT:
-        return context.result(CheckpointRead).directory, {}
-    model = context.result(Downloaded).model
+        read = context.result(CheckpointRead)
+        return _Source(read.directory, {}, read.files)
+    downloaded = context.result(Downloaded)
+    model = downloaded.model
     provenance = {"repo": model.repo, "revision": model.revision}
     if context.has(StepName.RECOVER):
-        return context.result(Recovered).checkpoint, provenance
+        return _Source(context.result(Recovered).checkpoint, provenance, {})
     if context.variant.recipe is Recipe.NONE:
-        return model.directory, provenance
-    # A LoRA kept for run time with no chain to merge first: the GGUF is the base itself, whose repo
-    # and revision convert infers from its Hub cache path.
-    return base_model(context), {}
+        return _Source(model.directory, provenance, model.files)
+    # A LoRA kept for run time with no chain to merge first: the GGUF is the base itself.
+    base = base_model(context)
+    known = next((s.files for s in downloaded.of(RepoRole.BASE) if s.directory == base), {})
+    return _Source(base, {}, known)
 
 
 class Convert(Step[Converted]):
@@ -50,17 +62,19 @@ class Convert(Step[Converted]):
         writes_target = build.quant in converters.DIRECT_OUTTYPES
         file_name = f"{build.name}.gguf" if writes_target else f"model-{INTERMEDIATE_TYPE}.gguf"
         out = context.fresh_output(context.work_dir / file_name)
-        source, provenance = _source(context)
+        source = _source(context)
         chosen = build.prompt_format
         try:
             converters.convert(
-                source,
+                source.directory,
                 out,
                 outtype=build.quant if writes_target else INTERMEDIATE_TYPE,
                 chat_template=chosen.template if chosen else None,
                 eos_token=chosen.eos if chosen else None,
                 stop_strings=build.stop,
-                provenance=provenance,
+                provenance=source.provenance,
+                # Keyed by file name: the checkpoint's own files, not those in its subdirectories.
+                known_sha256={name: digest for name, digest in source.sha256.items() if "/" not in name},
                 progress=context.converter_progress,
                 cancel=context.cancel,
             )

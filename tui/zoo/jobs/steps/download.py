@@ -109,5 +109,5 @@ class Download(Step[Downloaded]):
         except HubError as error:
             raise JobError(str(error)) from error
         files = [snapshot.directory / name for name in snapshot.files]
-        hashes = hash_files(context, files, snapshot.directory, repo_id)
+        hashes = hash_files(context, files, snapshot.directory, repo_id, known=snapshot.sha256)
         return DownloadedRepo(role, repo_id, snapshot.commit, snapshot.directory, hashes)

@@ -20,7 +20,7 @@ from tui.files import write_atomically
 from tui.store import Conversation, Store
 from tui.theming import load_themes
 from tui.widgets.chat_pane import ChatPane
-from tui.zoo.library import library_models
+from tui.zoo.library import LibraryModel, library_models
 
 THEME_PREFERENCE = "theme"
 TAB_TITLE_LENGTH = 24
@@ -119,11 +119,11 @@ class ZooApp(App):
         pane = self.tabs.active_pane
         return pane.query_one(ChatPane) if pane is not None else None
 
-    def _chat_models(self) -> list[str]:
-        return [model.name for model in library_models(self.engines.data_dir)]
+    def _chat_models(self) -> list[LibraryModel]:
+        return library_models(self.engines.data_dir)
 
-    async def _add_tab(self, conversation: Conversation, models: list[str] | None = None) -> None:
-        """A tab for the conversation; models (the library's names) may be given to spare a rescan."""
+    async def _add_tab(self, conversation: Conversation, models: list[LibraryModel] | None = None) -> None:
+        """A tab for the conversation; models (the library) may be given to spare a rescan."""
         pane = TabPane(
             _tab_label(conversation),
             ChatPane(conversation, self.service, models or self._chat_models()),

@@ -2,6 +2,10 @@
 
 A streamed reply is written to the store while it grows (at most every
 ``SAVE_INTERVAL`` seconds), so a killed process loses at most that much of it.
+
+A conversation may have a moderation model (``tui.moderation``): before a reply, the user's last
+message is classified with it, once, and the label saved with the message; a label that needs
+intervention holds the reply (``ReplyHeld``) until the user sends it anyway (``send_anyway``).
 """
 
 from __future__ import annotations
@@ -9,11 +13,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tui.config import Settings
 from tui.engine import ChatMessage, EngineError, Engines, FinishReason, ReplyStats, SamplingParams
+from tui.moderation import CLASSIFY_PARAMS, Moderation, scheme_for
 from tui.store import Conversation, Message, MessageState, Store
+from tui.zoo.library import ModelNotFound, resolve_model
 
 SAVE_INTERVAL = 0.5
 DEFAULT_TITLE = "New chat"
@@ -24,6 +30,17 @@ TITLE_LENGTH = 48
 class Reply:
     message: Message
     stats: ReplyStats | None
+
+
+class ReplyHeld(EngineError):
+    """The moderation model labelled the last user message as needing intervention: no reply until it is sent anyway."""
+
+    def __init__(self, moderation: Moderation):
+        super().__init__(
+            f"the reply is held: the moderation model {moderation.model} labelled your message "
+            f"{moderation.label!r}; send it anyway or edit your message."
+        )
+        self.moderation = moderation
 
 
 def default_params(settings: Settings) -> SamplingParams:
@@ -102,11 +119,73 @@ class ChatService:
             self.store.delete_messages_from(conversation.id, last_user.id)
         return self.store.add_message(conversation.id, "user", text)
 
-    def reply(
-        self, conversation: Conversation, cancel: threading.Event, on_text: Callable[[str], None] = lambda text: None
-    ) -> Reply:
-        """Stream the model's answer to the conversation so far, saving it as it grows."""
+    def moderate(self, conversation: Conversation, cancel: threading.Event) -> Moderation | None:
+        """The moderation model's label for the last user message, classifying it the first time; None
+        when the conversation has no moderation model (or no user message)."""
         conversation = self.store.conversation(conversation.id)
+        moderator = conversation.moderation_model
+        message = self.last_user_message(conversation.id)
+        if not moderator or message is None:
+            return None
+        saved = Moderation.from_dict(message.moderation)
+        if saved is not None and saved.model == moderator:
+            return saved
+        try:
+            lockfile = resolve_model(moderator, self.engines.data_dir).lockfile
+        except ModelNotFound as error:
+            raise EngineError(f"moderation model: {error}") from error
+        scheme = scheme_for(lockfile.prompt_format if lockfile else None)
+        if scheme is None:
+            raise EngineError(
+                f"{moderator} is not a moderation model (its catalog entry does not make it one); "
+                "choose another in the conversation settings or turn moderation off."
+            )
+        engine = self.engines.for_model(moderator)
+        params = replace(CLASSIFY_PARAMS, n_ctx=self.settings.engine.n_ctx)
+        # The moderation model's chat template builds its own prompt around the message.
+        events = engine.stream([{"role": "user", "content": message.content}], params, cancel)
+        answer = "".join(event for event in events if isinstance(event, str))
+        if cancel.is_set():
+            raise EngineError("stopped before the moderation model had answered; send the message again.")
+        label = scheme.label_of(answer)
+        moderation = Moderation(moderator, label, answer, held=label in scheme.intervention)
+        self.store.update_message(message.id, moderation=moderation.to_dict())
+        return moderation
+
+    def held(self, conversation: Conversation) -> Moderation | None:
+        """The moderation of the last user message when its reply is held (nothing answers it yet)."""
+        messages = self.store.messages(conversation.id)
+        if not messages or messages[-1].role != "user":
+            return None
+        moderation = Moderation.from_dict(messages[-1].moderation)
+        return moderation if moderation is not None and moderation.held else None
+
+    def send_anyway(self, conversation: Conversation) -> None:
+        """Release a held reply: the next ``reply`` answers the message, its label kept."""
+        message = self.last_user_message(conversation.id)
+        moderation = Moderation.from_dict(message.moderation) if message else None
+        if message is None or moderation is None or not moderation.held:
+            raise EngineError("no reply is held: there is nothing to send anyway.")
+        self.store.update_message(message.id, moderation=replace(moderation, held=False).to_dict())
+
+    def reply(
+        self,
+        conversation: Conversation,
+        cancel: threading.Event,
+        on_text: Callable[[str], None] = lambda text: None,
+        on_moderated: Callable[[Moderation], None] = lambda moderation: None,
+    ) -> Reply:
+        """Stream the model's answer to the conversation so far, saving it as it grows.
+
+        With a moderation model, the last user message is classified first (``on_moderated`` gets its
+        label); raises ReplyHeld, generating nothing, when the label holds the reply.
+        """
+        conversation = self.store.conversation(conversation.id)
+        moderation = self.moderate(conversation, cancel)
+        if moderation is not None:
+            on_moderated(moderation)
+            if moderation.held:
+                raise ReplyHeld(moderation)
         params = self.params(conversation)
         engine = self.engines.for_model(conversation.model)
         history = self.history(conversation)

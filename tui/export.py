@@ -25,6 +25,7 @@ def to_json(conversation: Conversation, messages: list[Message]) -> str:
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
         "params": conversation.params,
+        "moderation_model": conversation.moderation_model,
         "created_at": _timestamp(conversation.created_at),
         "updated_at": _timestamp(conversation.updated_at),
         "messages": [
@@ -35,6 +36,7 @@ def to_json(conversation: Conversation, messages: list[Message]) -> str:
                 "model": message.model,
                 "state": message.state,
                 "stats": message.stats,
+                "moderation": message.moderation,
                 "created_at": _timestamp(message.created_at),
             }
             for message in messages

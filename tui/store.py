@@ -107,6 +107,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX battles_by_vote ON battles(voted_at);
     """,
+    # 3 -> 4: a conversation's moderation model ('' for none), and what it said about each user message.
+    """
+    ALTER TABLE conversations ADD COLUMN moderation_model TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN moderation TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -160,6 +165,8 @@ class Conversation:
     tab_position: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    moderation_model: str = ""
+    """The library model that classifies each user message first; empty for none."""
 
 
 @dataclass
@@ -172,6 +179,8 @@ class Message:
     state: MessageState = MessageState.DONE
     stats: dict[str, Any] | None = None
     created_at: float = 0.0
+    moderation: dict[str, Any] | None = None
+    """A user message's label from the moderation model (``tui.moderation.Moderation``); None if unclassified."""
 
 
 @dataclass
@@ -248,6 +257,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         tab_position=row["tab_position"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        moderation_model=row["moderation_model"],
     )
 
 
@@ -261,6 +271,7 @@ def _message(row: sqlite3.Row) -> Message:
         state=MessageState(row["state"]),
         stats=json.loads(row["stats"]) if row["stats"] else None,
         created_at=row["created_at"],
+        moderation=json.loads(row["moderation"]) if row["moderation"] else None,
     )
 
 
@@ -390,7 +401,7 @@ class Store:
             return [_conversation(row) for row in self._db.execute(query)]
 
     def update_conversation(self, conversation_id: int, **changes: Any) -> Conversation:
-        allowed = {"title", "model", "system_prompt", "params", "is_open", "tab_position"}
+        allowed = {"title", "model", "system_prompt", "params", "is_open", "tab_position", "moderation_model"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
@@ -452,6 +463,7 @@ class Store:
         content: str | None = None,
         state: MessageState | None = None,
         stats: dict[str, Any] | None = None,
+        moderation: dict[str, Any] | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
         if content is not None:
@@ -460,6 +472,8 @@ class Store:
             changes["state"] = state
         if stats is not None:
             changes["stats"] = json.dumps(stats)
+        if moderation is not None:
+            changes["moderation"] = json.dumps(moderation)
         if not changes:
             return
         assignments = ", ".join(f"{column} = ?" for column in changes)

@@ -1,4 +1,4 @@
-"""ChatGLM2/3 and Dolly v1 (GPT-J) from the bundled catalog to a chat tab.
+"""ChatGLM2/3, Dolly v1 and GPT-JT-Moderation (GPT-J) from the bundled catalog to a chat tab.
 
 Each variant's tiny fixture is published on the local Hub under the variant's real Hub id, so the pull
 uses the catalog entry itself (architecture, prompt format, stop strings, end-of-answer token): it
@@ -14,12 +14,14 @@ from pathlib import Path
 import gguf
 import pytest
 from hubserver import HubServer
-from support import ROOT, SIZE, send, views
+from moderator import write_moderator
+from support import ROOT, SIZE, send, views, wait_until
 from tinyzoo import repo_files
 
 from converters.convert import STOP_STRINGS_KEY
 from tui.app import ZooApp
 from tui.store import DATABASE_NAME, Store
+from tui.widgets.prompt import PromptArea
 from tui.zoo.catalog import load_catalog
 from tui.zoo.jobs import Jobs
 from tui.zoo.templates import prompt_format
@@ -68,4 +70,41 @@ async def test_catalog_variant_is_pulled_converted_and_chatted_with(
     saved = store.messages(conversation.id)
     assert [(m.role, m.state) for m in saved] == [("user", "done"), ("assistant", "done")]
     assert saved[1].model == model.name and saved[1].stats["prompt_tokens"] > 0
+    store.close()
+
+
+@pytest.mark.slow
+async def test_the_moderation_model_is_pulled_and_holds_a_reply_in_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_dirs: Path, fast_settings
+):
+    """GPT-JT-Moderation-6B from the catalog (a GPT-J-shaped moderator that answers "needs intervention"),
+    used as the moderation model of a conversation with Dolly v1."""
+    catalog = load_catalog()
+    _, moderation_variant = catalog.variant("gpt-jt-moderation-6b")
+    _, dolly = catalog.variant("dolly-v1-6b")
+    published = write_moderator(tmp_path / "published", "needs intervention", tmp_path)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        hub.add_repo(moderation_variant.hub_id, repo_files(published), lfs={"model.safetensors"})
+        publish(hub, dolly.hub_id, "gptj")
+        store = Store(isolated_dirs / DATABASE_NAME)
+        jobs = Jobs(store, isolated_dirs, catalog, hub_cache=tmp_path / "hub-cache", hub_token=False)
+        moderator = jobs.get_model("gpt-jt-moderation-6b")
+        chat_model = jobs.get_model("dolly-v1-6b")
+    assert moderator.lockfile.prompt_format == "openchatkit_moderation" and moderator.lockfile.smoke_test["passed"]
+
+    conversation = store.create_conversation("moderated", chat_model.name)
+    store.update_conversation(conversation.id, moderation_model=moderator.name)
+    app = ZooApp(fast_settings, store)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await pilot.click(chat.query_one(PromptArea))
+        await pilot.press(*"What do pandas eat?", "enter")
+        await wait_until(pilot, lambda: chat.check_action("send_anyway", ()) is True)
+        assert len(views(chat)) == 1
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: len(views(chat)) == 2 and not chat.generating)
+    user, reply = store.messages(conversation.id)
+    assert user.moderation["label"] == "needs intervention" and reply.state == "done"
     store.close()

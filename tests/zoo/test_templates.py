@@ -186,6 +186,16 @@ GOLDEN = [
     ("chatglm2", MULTI, "", "</s>", "[gMASK]sop[Round 1]\n\n问：Hi\n\n答：Hello!\n\n[Round 2]\n\n问：Why?\n\n答："),
     # ChatGLM3-6B tokenizer_config.json chat_template: a space after each role's newline
     ("chatglm3", SYSTEM, "", "</s>", "[gMASK]sop<|system|>\n Be brief.<|user|>\n Hi<|assistant|>"),
+    # GPT-JT-Moderation-6B: OpenChatKit's training text (prosocial.py) and the model card's "Input: … Output:";
+    # only the last user message is classified
+    (
+        "openchatkit_moderation",
+        MULTI,
+        "",
+        "<|endoftext|>",
+        "Possible labels:\n1. casual\n2. needs caution\n3. needs intervention\n4. possibly needs caution\n"
+        "5. probably needs caution\n\nInput: Why?\nOutput:",
+    ),
     # ChatYuan README: newlines sent as the two characters \n
     ("chatyuan", Q, "", "</s>", "用户：What is a llama?\\n小元："),
     ("chatyuan", MULTI, "", "</s>", "用户：Hi\\n小元：Hello!\\n用户：Why?\\n小元："),

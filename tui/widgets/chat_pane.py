@@ -14,12 +14,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Label
 
-from tui.chat import ChatService, Reply
+from tui.chat import ChatService, Reply, ReplyHeld
 from tui.engine import EngineError, ReplyStats
+from tui.moderation import Moderation, moderators
 from tui.store import Conversation, MessageState
+from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView
 from tui.widgets.prompt import PromptArea
 from tui.widgets.settings_panel import SettingsPanel
+from tui.zoo.library import LibraryModel
 
 # Tokens reach the screen in batches, ten a second: each batch costs a Markdown re-parse of the last block
 # and a layout pass, and on a 2-core machine the UI thread competes with llama.cpp's threads (measured in
@@ -56,6 +59,8 @@ class ChatPane(Vertical):
         # Priority: in the prompt box ctrl+e would move to the end of the line (the End key still does).
         Binding("ctrl+e", "edit_last", "Edit last", priority=True),
         Binding("ctrl+s", "toggle_settings", "Settings"),
+        # Priority, as ctrl+e: the prompt box has the focus when a reply is held.
+        Binding("ctrl+o", "send_anyway", "Send anyway", priority=True),
     ]
 
     @dataclass
@@ -71,15 +76,25 @@ class ChatPane(Vertical):
         error: str
 
     @dataclass
+    class Moderated(Message):
+        moderation: Moderation
+
+    @dataclass
+    class Held(Message):
+        moderation: Moderation
+
+    @dataclass
     class TitleChanged(Message):
         pane: ChatPane
         conversation: Conversation
 
-    def __init__(self, conversation: Conversation, service: ChatService, models: list[str], **kwargs):
+    def __init__(self, conversation: Conversation, service: ChatService, models: list[LibraryModel], **kwargs):
         super().__init__(**kwargs)
         self.conversation = conversation
         self.service = service
-        self._models = models
+        self._models = [model.name for model in models]
+        self._moderators = moderators(models)
+        self._held: Moderation | None = None
         self._loaded = False
         self._cancel: threading.Event | None = None
         self._reply_view: MessageView | None = None
@@ -100,6 +115,8 @@ class ChatPane(Vertical):
                 self._models,
                 self.conversation.system_prompt,
                 self.service.params(self.conversation),
+                self.conversation.moderation_model,
+                self._moderators,
                 classes="settings",
             )
 
@@ -117,7 +134,7 @@ class ChatPane(Vertical):
                     message.content,
                     state=message.state,
                     message_id=message.id,
-                    footer=stats.summary() if stats else "",
+                    footer=_footer(message, stats),
                 )
                 for message, stats in stored
             ]
@@ -125,6 +142,9 @@ class ChatPane(Vertical):
             await messages.mount_all(views)
             messages.scroll_end(animate=False)
             self._show_reply_status(next((stats for _, stats in reversed(stored) if stats), None))
+            held = self.service.held(self.conversation)
+            if held is not None:
+                self._hold(held)
 
     def _show_reply_status(self, stats: ReplyStats | None) -> None:
         self._show_status(
@@ -144,6 +164,8 @@ class ChatPane(Vertical):
             return self.generating or self._editing
         if action in ("regenerate", "edit_last"):
             return not self.generating
+        if action == "send_anyway":
+            return self._held is not None and not self.generating
         return True
 
     @on(PromptArea.Submitted)
@@ -162,6 +184,7 @@ class ChatPane(Vertical):
         else:
             message = self.service.add_user_message(self.conversation, text)
             self._refresh_title()
+        self._held = None
         await self.query_one(".messages", VerticalScroll).mount(MessageView("user", text, message_id=message.id))
         await self._start_reply()
 
@@ -187,7 +210,7 @@ class ChatPane(Vertical):
         await messages.mount(self._reply_view)
         messages.anchor()
         self._cancel = threading.Event()
-        self._show_status("generating… (escape stops)")
+        self._show_status("moderating…" if self.conversation.moderation_model else "generating… (escape stops)")
         self.refresh_bindings()
         self._generate(self._cancel)
 
@@ -195,7 +218,12 @@ class ChatPane(Vertical):
     def _generate(self, cancel: threading.Event) -> None:
         batcher = DeltaBatcher(lambda text: self.post_message(self.ReplyDelta(text)))
         try:
-            reply = self.service.reply(self.conversation, cancel, batcher.add)
+            reply = self.service.reply(
+                self.conversation, cancel, batcher.add, lambda moderation: self.post_message(self.Moderated(moderation))
+            )
+        except ReplyHeld as held:
+            self.post_message(self.Held(held.moderation))
+            return
         except EngineError as error:
             batcher.flush()
             self.post_message(self.ReplyFailed(str(error)))
@@ -210,6 +238,44 @@ class ChatPane(Vertical):
     async def on_chat_pane_reply_delta(self, event: ReplyDelta) -> None:
         if self._reply_view is not None:
             await self._reply_view.append(event.text)
+
+    def on_chat_pane_moderated(self, event: Moderated) -> None:
+        user = self._last_view("user")
+        if user is not None:
+            user.set_footer(event.moderation.summary())
+        if not event.moderation.held:
+            self._show_status("generating… (escape stops)")
+
+    async def on_chat_pane_held(self, event: Held) -> None:
+        view, self._reply_view, self._cancel = self._reply_view, None, None
+        if view is not None:
+            await view.remove()
+        self._hold(event.moderation)
+        self.notify(
+            f"The moderation model labelled your message {event.moderation.label!r}: the reply is held. "
+            "ctrl+o sends it anyway; ctrl+e edits your message.",
+            title="Reply held",
+            severity="warning",
+            timeout=10,
+        )
+
+    def _hold(self, moderation: Moderation) -> None:
+        self._held = moderation
+        self._show_status(f"reply held: {moderation.label} · ctrl+o sends it anyway")
+        self.refresh_bindings()
+
+    async def action_send_anyway(self) -> None:
+        try:
+            self.service.send_anyway(self.conversation)
+        except EngineError as error:
+            self.notify(str(error), severity="warning")
+            return
+        self._held = None
+        user = self._last_view("user")
+        message = self.service.last_user_message(self.conversation.id)
+        if user is not None and message is not None:
+            user.set_footer(_footer(message, None))
+        await self._start_reply()
 
     async def on_chat_pane_reply_done(self, event: ReplyDone) -> None:
         view, self._reply_view, self._cancel = self._reply_view, None, None
@@ -284,6 +350,14 @@ class ChatPane(Vertical):
     def stop_generation(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
+
+
+def _footer(message: StoredMessage, stats: ReplyStats | None) -> str:
+    """What shows under a message: a reply's figures, or a user message's moderation label."""
+    if stats is not None:
+        return stats.summary()
+    moderation = Moderation.from_dict(message.moderation)
+    return moderation.summary() if moderation is not None else ""
 
 
 def _stats(saved: dict | None) -> ReplyStats | None:

@@ -1,4 +1,4 @@
-"""Per-conversation settings: model, system prompt and sampling, saved as they change."""
+"""Per-conversation settings: model, system prompt, sampling and moderation model, saved as they change."""
 
 from __future__ import annotations
 
@@ -30,18 +30,38 @@ class SettingsPanel(VerticalScroll):
     @dataclass
     class Changed(Message):
         panel: SettingsPanel
-        changes: dict[str, Any]  # model, system_prompt, or params (the whole parameter dict)
+        changes: dict[str, Any]  # model, system_prompt, moderation_model, or params (the whole parameter dict)
 
-    def __init__(self, model: str, models: list[str], system_prompt: str, params: SamplingParams, **kwargs):
+    def __init__(
+        self,
+        model: str,
+        models: list[str],
+        system_prompt: str,
+        params: SamplingParams,
+        moderation_model: str = "",
+        moderators: list[str] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._model = model
         self._models = models if model in models else [model, *models]
         self._system_prompt = system_prompt
         self._params = params
+        self._moderation_model = moderation_model
+        moderators = moderators or []
+        self._moderators = moderators if moderation_model in ("", *moderators) else [moderation_model, *moderators]
 
     def compose(self) -> ComposeResult:
         yield Label("Model", classes="field-label")
         yield Select([(name, name) for name in self._models], value=self._model, allow_blank=False, id="model")
+        yield Label("Moderation model", classes="field-label")
+        yield Select(
+            [("off", ""), *((name, name) for name in self._moderators)],
+            value=self._moderation_model,
+            allow_blank=False,
+            id="moderation-model",
+            tooltip="Classifies each message you send first; a reply to one that needs intervention waits (ctrl+o)",
+        )
         yield Label("System prompt", classes="field-label")
         yield TextArea(self._system_prompt, id="system-prompt", soft_wrap=True, tab_behavior="focus")
         for name, label, section in PARAMETER_FIELDS:
@@ -60,7 +80,13 @@ class SettingsPanel(VerticalScroll):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
-        if event.value != self._model and isinstance(event.value, str):
+        if not isinstance(event.value, str):
+            return
+        if event.select.id == "moderation-model":
+            if event.value != self._moderation_model:
+                self._moderation_model = event.value
+                self.post_message(self.Changed(self, {"moderation_model": event.value}))
+        elif event.value != self._model:
             self._model = event.value
             self.post_message(self.Changed(self, {"model": event.value}))
 

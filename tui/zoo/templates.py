@@ -84,6 +84,8 @@ FORMATS: dict[str, PromptFormat] = {
         PromptFormat("alpaca", "alpaca", bos_prefix=True),
         PromptFormat("alpaca_lora", "alpaca_lora", bos_prefix=True),
         PromptFormat("openchatkit", "openchatkit", bos_prefix=False, stop=("<human>",)),
+        # A classifier: the answer is one label on one line (see tui/moderation.py).
+        PromptFormat("openchatkit_moderation", "openchatkit_moderation", bos_prefix=False, stop=("\n",)),
         PromptFormat("belle", "belle", bos_prefix=False),
         PromptFormat("belle_llama", "belle", bos_prefix=True),
         PromptFormat("dolly", "dolly", bos_prefix=False, eos="### End"),

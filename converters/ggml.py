@@ -1,4 +1,5 @@
-"""ggml's own row quantizer, called in-process through ctypes on the libggml-base that llama-cpp-python ships.
+"""ggml's own row quantizer and half-float converter, called in-process through ctypes on the
+libggml-base and libggml-cpu that llama-cpp-python ships.
 
 ``ggml_quantize_chunk`` is the function llama.cpp's quantizer (``llama_model_quantize``) calls for
 every tensor, so q8_0 written here is bit for bit llama.cpp's. It is plain C, without global state
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -19,40 +21,54 @@ import numpy as np
 
 from .errors import ConversionError
 
-_LIBRARY_NAMES = {"win32": ("ggml-base.dll",), "darwin": ("libggml-base.dylib", "libggml-base.so")}
+
+@cache
+def _library(name: str) -> ctypes.CDLL:
+    """llama-cpp-python's ``lib<name>``, found without importing llama_cpp (which would load
+    libllama and its backends for nothing)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    folders = [Path(location) / "lib" for location in (spec.submodule_search_locations or [])] if spec else []
+    files = {"win32": (f"{name}.dll",), "darwin": (f"lib{name}.dylib", f"lib{name}.so")}.get(sys.platform)
+    for path in (folder / file for folder in folders for file in files or (f"lib{name}.so",)):
+        if path.is_file():
+            return ctypes.CDLL(str(path))
+    raise ConversionError(f"llama-cpp-python's {name} library was not found; reinstall llama-cpp-python")
 
 
 @cache
-def _library() -> ctypes.CDLL:
-    # Found without importing llama_cpp, which would load libllama and its backends for nothing.
-    spec = importlib.util.find_spec("llama_cpp")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        for name in _LIBRARY_NAMES.get(sys.platform, ("libggml-base.so",)):
-            path = Path(location) / "lib" / name
-            if path.is_file():
-                lib = ctypes.CDLL(str(path))
-                lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-                lib.ggml_quantize_chunk.argtypes = [
-                    ctypes.c_int,  # enum ggml_type
-                    ctypes.c_void_p,  # const float * src
-                    ctypes.c_void_p,  # void * dst
-                    ctypes.c_int64,  # start (element index)
-                    ctypes.c_int64,  # nrows
-                    ctypes.c_int64,  # n_per_row
-                    ctypes.c_void_p,  # const float * imatrix (none)
-                ]
-                lib.ggml_fp16_to_fp32_row.restype = None
-                lib.ggml_fp16_to_fp32_row.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-                return lib
-    raise ConversionError("llama-cpp-python's libggml-base library was not found; reinstall llama-cpp-python")
+def _quantizer() -> Callable[..., int]:
+    quantize_chunk = _library("ggml-base").ggml_quantize_chunk
+    quantize_chunk.restype = ctypes.c_size_t
+    quantize_chunk.argtypes = [
+        ctypes.c_int,  # enum ggml_type
+        ctypes.c_void_p,  # const float * src
+        ctypes.c_void_p,  # void * dst
+        ctypes.c_int64,  # start (element index)
+        ctypes.c_int64,  # nrows
+        ctypes.c_int64,  # n_per_row
+        ctypes.c_void_p,  # const float * imatrix (none)
+    ]
+    return quantize_chunk
+
+
+@cache
+def _f16_widener() -> Callable[..., None]:
+    # The CPU backend's converter uses the processor's half-float instructions (F16C, NEON): about
+    # ten times ggml-base's portable one, and exact like it. Its init fills the tables it falls back on.
+    cpu = _library("ggml-cpu")
+    cpu.ggml_cpu_init.restype = None
+    cpu.ggml_cpu_init()
+    widen = cpu.ggml_cpu_fp16_to_fp32
+    widen.restype = None
+    widen.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    return widen
 
 
 def f16_to_f32(values: np.ndarray) -> np.ndarray:
-    """float16 -> float32 (exact), with ggml's row converter: about twice as fast as numpy's cast."""
+    """float16 -> float32 (exact), with ggml's vectorised converter."""
     source = np.ascontiguousarray(values, dtype=np.float16)
     out = np.empty(source.shape, np.float32)
-    _library().ggml_fp16_to_fp32_row(source.ctypes.data, out.ctypes.data, source.size)
+    _f16_widener()(source.ctypes.data, out.ctypes.data, source.size)
     return out
 
 
@@ -61,9 +77,7 @@ def quantize_rows(values: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.nd
     rows = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, values.shape[-1])
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     out = np.empty((rows.shape[0], rows.shape[1] // block * type_size), np.uint8)
-    written = _library().ggml_quantize_chunk(
-        int(qtype), rows.ctypes.data, out.ctypes.data, 0, rows.shape[0], rows.shape[1], None
-    )
+    written = _quantizer()(int(qtype), rows.ctypes.data, out.ctypes.data, 0, rows.shape[0], rows.shape[1], None)
     if written != out.size:  # a type needing an imatrix or an init, which the converter never asks for
         raise ConversionError(f"ggml wrote {written} bytes quantizing to {qtype.name}, expected {out.size}")
     return out

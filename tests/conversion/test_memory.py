@@ -21,7 +21,7 @@ def test_peak_rss_is_flat_from_small_to_large_checkpoint(tmp_path):
     for shape in ("tiny", "100m"):
         source = tmp_path / shape
         bench.write_llama_checkpoint(source, shape)
-        _, peaks[shape] = bench.measure(*bench.zootui_command(source, tmp_path / f"{shape}.gguf", "q8_0"))
+        _, peaks[shape], _ = bench.measure(*bench.zootui_command(source, tmp_path / f"{shape}.gguf", "q8_0"))
     weights_100m = sum(p.stat().st_size for p in (tmp_path / "100m").glob("*.safetensors"))
     growth = peaks["100m"] - peaks["tiny"]
     # ~200 MB more weights (including a 49 MB embedding) may cost one 8 MiB slice and its q8_0 encoding, not the model.

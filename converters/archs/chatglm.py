@@ -63,6 +63,11 @@ class ChatGLM(Architecture):
 
     def _check_variant(self) -> None:
         """The configurations llama.cpp's chatglm graph computes; anything else would convert into a wrong model."""
+        if self.head_dim % 4 or self.n_head % self.n_head_kv:
+            raise ConversionError(
+                f"config.json: kv_channels {self.head_dim} with {self.n_head} heads in {self.n_head_kv} groups is no"
+                " ChatGLM: rotary pairs need kv_channels divisible by 4 and the groups must split the heads; fix config.json"
+            )
         if self.head_dim * self.n_head != self.n_embd:
             raise ConversionError(
                 f"config.json: kv_channels × num_attention_heads ({self.head_dim} × {self.n_head}) differs from"

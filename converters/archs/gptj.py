@@ -17,6 +17,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 
+from ..errors import ConversionError
 from .base import Architecture, T
 
 
@@ -45,8 +46,13 @@ class GPTJ(Architecture):
         self.n_head = self.hparam("n_head", "num_attention_heads")
         self.head_dim = self.n_embd // self.n_head
         # rotary_dim null means rotary over the whole head (transformers' GPT-J does the same).
-        self.rotary_dim = self.hparam("rotary_dim", default=self.head_dim)
+        self.rotary_dim = self.hparam("rotary_dim", default=self.head_dim, maximum=self.head_dim)
         self.n_ff = self.hparam("n_inner", default=4 * self.n_embd)
+        if self.n_embd % self.n_head or self.rotary_dim % 2:
+            raise ConversionError(
+                f"config.json: n_embd {self.n_embd} over n_head {self.n_head} with rotary_dim {self.rotary_dim}"
+                " is no GPT-J: heads must split n_embd evenly and rotary_dim must be even; fix config.json"
+            )
 
     def add_hparams(self, writer: gguf.GGUFWriter, n_vocab: int) -> None:
         writer.add_vocab_size(n_vocab)

@@ -156,3 +156,21 @@ def test_tokenizer_larger_than_the_model(copy_fixture, tmp_path):
     directory = copy_fixture("llama")
     (directory / "added_tokens.json").write_text(json.dumps({"<extra>": 5000}))
     assert_user_error(run_cli(str(directory), cwd=tmp_path), "<extra>", "embedding has only 700 rows")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "changes", "names"),
+    [
+        ("gptj", {"rotary_dim": 15}, "rotary_dim must be even"),
+        ("gptj", {"rotary_dim": 64}, "rotary_dim"),  # more than the head's 32 dims
+        ("chatglm2", {"multi_query_group_num": 3}, "groups must split the heads"),
+        ("chatglm2", {"rmsnorm": False}, "rmsnorm"),
+        ("chatglm2", {"kv_channels": 16}, "kv_channels"),
+    ],
+)
+def test_configs_llama_cpp_cannot_compute_are_refused(copy_fixture, tmp_path, fixture, changes, names):
+    """A GPT-J or ChatGLM config that the phi2 / chatglm graphs would compute wrongly is one clear line."""
+    directory = copy_fixture(fixture)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **changes}))
+    assert_user_error(run_cli(str(directory), cwd=tmp_path), "config.json", names)

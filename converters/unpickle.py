@@ -18,6 +18,7 @@ from __future__ import annotations
 import pickletools
 import struct
 import zipfile
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -48,6 +49,9 @@ MAX_PICKLE_VALUES = 2_000_000
 # torch nests a tensor's arguments three tuples deep. Hashing a tuple recurses in C without a
 # depth check, so a stream nesting a million tuples could crash the process on a dict key.
 MAX_TUPLE_NESTING = 16
+# Mappings inside mappings that are searched for tensors: training checkpoints nest weights two or
+# three deep ({"model": {...}}, {"optimizer": {"state": {0: {...}}}}).
+MAX_STATE_DICT_NESTING = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,10 +332,27 @@ def load_state_dict(data: bytes, source: Path) -> object:
 
 
 def _flatten_state_dict(obj, source: Path) -> dict[str, TensorRef]:
-    """Accepts a plain {name: tensor} mapping; non-tensor entries (e.g. version numbers) are ignored."""
+    """Tensors of a {name: tensor} mapping; non-tensor entries (e.g. version numbers) are ignored.
+
+    Training checkpoints nest their state dicts (MiniGPT-4's ``{"model": {...}, "optimizer": {...}}``):
+    nested mappings are walked, up to ``MAX_STATE_DICT_NESTING`` deep (which also bounds the length
+    of the names), and their tensors named with dotted paths (``model.llama_proj.weight``). A pickle
+    can make a mapping contain itself, so each mapping is visited once.
+    """
     if not isinstance(obj, dict):
         raise ConversionError(f"{source.name}: the pickle holds a {type(obj).__name__}, not a state dict of tensors")
-    return {str(k): v for k, v in obj.items() if isinstance(v, TensorRef)}
+    tensors: dict[str, TensorRef] = {}
+    pending: deque[tuple[str, int, dict]] = deque([("", 1, obj)])
+    visited = {id(obj)}
+    while pending:
+        prefix, depth, mapping = pending.popleft()
+        for key, value in mapping.items():
+            if isinstance(value, TensorRef):
+                tensors.setdefault(prefix + str(key), value)
+            elif isinstance(value, dict) and depth < MAX_STATE_DICT_NESTING and id(value) not in visited:
+                visited.add(id(value))
+                pending.append((f"{prefix}{key}.", depth + 1, value))
+    return tensors
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def collect_reply(events) -> tuple[str, object]:
+    """An engine's streamed events as (the reply's text, its ReplyStats)."""
+    from tui.engine import ReplyStats
+
+    text, stats = [], None
+    for event in events:
+        if isinstance(event, ReplyStats):
+            stats = event
+        else:
+            text.append(event)
+    return "".join(text), stats
+
+
 def zootui_command(*args: str) -> list[str]:
     """Run the CLI of this checkout the way an installed `zootui` does."""
     return [sys.executable, "-m", "tui", *args]

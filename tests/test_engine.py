@@ -1,19 +1,10 @@
 import threading
 
 import pytest
+from support import collect_reply
 
 from tui.config import with_overrides
 from tui.engine import EngineError, Engines, ReplyStats, SamplingParams, StopScanner
-
-
-def collect(events):
-    text, stats = [], None
-    for event in events:
-        if isinstance(event, ReplyStats):
-            stats = event
-        else:
-            text.append(event)
-    return "".join(text), stats
 
 
 def test_stop_scanner_never_emits_part_of_a_stop_string():
@@ -44,7 +35,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=16, n_ctx=1024, seed=1)
 
 def test_local_reply_streams_text_and_figures(engines):
     engine = engines.for_model("smollm2-135m-instruct")
-    text, stats = collect(
+    text, stats = collect_reply(
         engine.stream([{"role": "user", "content": "What is the capital of France?"}], GREEDY, threading.Event())
     )
     assert "Paris" in text
@@ -56,15 +47,17 @@ def test_local_reply_streams_text_and_figures(engines):
 def test_greedy_replies_are_reproducible(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     messages = [{"role": "user", "content": "Name three animals."}]
-    first, _ = collect(engine.stream(messages, GREEDY, threading.Event()))
-    second, _ = collect(engine.stream(messages, GREEDY, threading.Event()))
+    first, _ = collect_reply(engine.stream(messages, GREEDY, threading.Event()))
+    second, _ = collect_reply(engine.stream(messages, GREEDY, threading.Event()))
     assert first == second and first
 
 
 def test_max_tokens_limits_the_reply(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     params = SamplingParams(temperature=0.0, max_tokens=3, n_ctx=1024)
-    _, stats = collect(engine.stream([{"role": "user", "content": "Write a long story."}], params, threading.Event()))
+    _, stats = collect_reply(
+        engine.stream([{"role": "user", "content": "Write a long story."}], params, threading.Event())
+    )
     assert stats.completion_tokens == 3 and stats.finish_reason == "length"
 
 
@@ -89,9 +82,9 @@ def test_cancel_stops_soon_and_keeps_the_text(engines):
 def test_second_turn_evaluates_only_the_new_tokens(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     history = [{"role": "user", "content": "Tell me about llamas in one sentence."}]
-    reply, first = collect(engine.stream(history, GREEDY, threading.Event()))
+    reply, first = collect_reply(engine.stream(history, GREEDY, threading.Event()))
     history += [{"role": "assistant", "content": reply}, {"role": "user", "content": "And alpacas?"}]
-    _, second = collect(engine.stream(history, GREEDY, threading.Event()))
+    _, second = collect_reply(engine.stream(history, GREEDY, threading.Event()))
     new_tokens = second.prompt_tokens - (first.prompt_tokens + first.completion_tokens)
     assert second.prompt_tokens_evaluated <= new_tokens + 2
     assert second.prompt_tokens_evaluated < second.prompt_tokens / 2
@@ -100,11 +93,11 @@ def test_second_turn_evaluates_only_the_new_tokens(engines):
 def test_switching_back_to_a_conversation_restores_its_history(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     long_a = [{"role": "user", "content": "Remember this list: " + ", ".join(f"item {i}" for i in range(60))}]
-    reply_a, _ = collect(engine.stream(long_a, GREEDY, threading.Event()))
+    reply_a, _ = collect_reply(engine.stream(long_a, GREEDY, threading.Event()))
     other = [{"role": "user", "content": "Something unrelated: what is 2+2?"}]
-    collect(engine.stream(other, GREEDY, threading.Event()))
+    collect_reply(engine.stream(other, GREEDY, threading.Event()))
     back = long_a + [{"role": "assistant", "content": reply_a}, {"role": "user", "content": "Thanks."}]
-    _, stats = collect(engine.stream(back, GREEDY, threading.Event()))
+    _, stats = collect_reply(engine.stream(back, GREEDY, threading.Event()))
     assert stats.prompt_tokens > 150
     assert stats.prompt_tokens_evaluated < 20
 
@@ -115,10 +108,10 @@ def test_state_cache_off_means_full_re_evaluation(fast_settings, isolated_dirs):
     try:
         engine = engines.for_model("smollm2-135m-instruct")
         long_a = [{"role": "user", "content": "Remember: " + ", ".join(f"item {i}" for i in range(60))}]
-        reply_a, _ = collect(engine.stream(long_a, GREEDY, threading.Event()))
-        collect(engine.stream([{"role": "user", "content": "2+2?"}], GREEDY, threading.Event()))
+        reply_a, _ = collect_reply(engine.stream(long_a, GREEDY, threading.Event()))
+        collect_reply(engine.stream([{"role": "user", "content": "2+2?"}], GREEDY, threading.Event()))
         back = long_a + [{"role": "assistant", "content": reply_a}, {"role": "user", "content": "Thanks."}]
-        _, stats = collect(engine.stream(back, GREEDY, threading.Event()))
+        _, stats = collect_reply(engine.stream(back, GREEDY, threading.Event()))
         assert stats.prompt_tokens_evaluated > 100
     finally:
         engines.close()
@@ -132,7 +125,7 @@ def test_oldest_turns_give_way_when_the_context_is_full(engines):
         history += [{"role": "user", "content": filler}, {"role": "assistant", "content": filler}]
     history.append({"role": "user", "content": "Say hi."})
     params = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=512)
-    _, stats = collect(engine.stream(history, params, threading.Event()))
+    _, stats = collect_reply(engine.stream(history, params, threading.Event()))
     assert stats.dropped_messages >= 2
     assert stats.prompt_tokens + 8 <= 512
 
@@ -141,7 +134,7 @@ def test_a_message_longer_than_the_context_is_a_clear_error(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     params = SamplingParams(n_ctx=256, max_tokens=8)
     with pytest.raises(EngineError, match="context"):
-        collect(engine.stream([{"role": "user", "content": "word " * 400}], params, threading.Event()))
+        collect_reply(engine.stream([{"role": "user", "content": "word " * 400}], params, threading.Event()))
 
 
 def test_unknown_model_and_corrupt_file_are_clear_errors(engines, tmp_path):
@@ -151,7 +144,7 @@ def test_unknown_model_and_corrupt_file_are_clear_errors(engines, tmp_path):
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     engine = engines.for_model(str(broken))
     with pytest.raises(EngineError, match="could not load"):
-        collect(engine.stream([{"role": "user", "content": "hi"}], GREEDY, threading.Event()))
+        collect_reply(engine.stream([{"role": "user", "content": "hi"}], GREEDY, threading.Event()))
 
 
 def test_stop_strings_stored_in_the_gguf_end_replies(engines, tmp_path):
@@ -170,6 +163,6 @@ def test_stop_strings_stored_in_the_gguf_end_replies(engines, tmp_path):
     )
     engine = engines.for_model(str(gguf_path))
     params = SamplingParams(temperature=0.0, max_tokens=64, n_ctx=256)
-    text, stats = collect(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))
+    text, stats = collect_reply(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))
     assert stats.finish_reason == "stop" and stats.completion_tokens < 64
     assert not set(text) & set(ascii_letters)

@@ -24,11 +24,11 @@ def written_atomically(path: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to path through a partial file in the same directory, synced, then renamed."""
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to path through a partial file in the same directory, synced, then renamed."""
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with written_atomically(path) as partial, partial.open("w", encoding="utf-8") as stream:
-        stream.write(text)
+    with written_atomically(path) as partial, partial.open("wb") as stream:
+        stream.write(content.encode("utf-8") if isinstance(content, str) else content)
         stream.flush()
         os.fsync(stream.fileno())

@@ -166,15 +166,27 @@ GOLDEN = [
     ),
     # LMFlow Robin demo
     ("robin", Q, "<s>", "</s>", "<s>" + HUMAN_SYSTEM + "###Human: What is a llama?###Assistant:"),
-    # MiniGPT-4 Vicuna0 conversation
+    # MiniGPT-4 Vicuna0 conversation: upload_img then ask put "<Img><ImageHere></Img> " before the question
     (
         "minigpt4",
-        Q,
+        [{**Q[0], "image": "llama.png"}],
         "<s>",
         "</s>",
         (
             "<s>Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it to"
             " you. Please answer my questions.###Human: <Img><ImageHere></Img> What is a llama?###Assistant: "
+        ),
+    ),
+    # ... and a question asked without an image is the text alone
+    (
+        "minigpt4",
+        [*MULTI[:2], {**MULTI[2], "image": "llama.png"}],
+        "<s>",
+        "</s>",
+        (
+            "<s>Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it to"
+            " you. Please answer my questions.###Human: Hi###Assistant: Hello!###Human: <Img><ImageHere></Img> Why?"
+            "###Assistant: "
         ),
     ),
     # DeepSpeed-Chat inference/chatbot.py

@@ -36,6 +36,7 @@ class Engines:
     within what fits in memory (``tui.engine.residency``)."""
 
     def __init__(self, settings: Settings, data_dir: Path, residency=None):
+        from tui.engine.embeddings import VisionEncoders
         from tui.engine.local import ModelPool
         from tui.engine.residency import Residency
         from tui.zoo.fit import free_resources
@@ -44,18 +45,26 @@ class Engines:
         self.data_dir = data_dir
         self.residency = residency or Residency(settings.engine, lambda: free_resources(data_dir))
         self.pool = ModelPool(settings.engine, make_room=self.residency.make_room)
+        self.encoders = VisionEncoders()
 
-    def for_model(self, reference: str) -> ChatEngine:
+    def _model(self, reference: str):
         from tui.zoo.library import ModelNotFound, resolve_model
 
         try:
-            model = resolve_model(reference, self.data_dir)
+            return resolve_model(reference, self.data_dir)
         except ModelNotFound as error:
             raise EngineError(str(error)) from error
+
+    def for_model(self, reference: str) -> ChatEngine:
+        model = self._model(reference)
         if model.is_remote:
             from tui.engine.remote import RemoteEngine
 
             return RemoteEngine(model.remote_name, self.settings.remote)
+        if model.vision_path is not None:
+            from tui.engine.embeddings import EmbeddingsEngine
+
+            return EmbeddingsEngine(model.path, model.vision_path, self.pool, self.encoders)
         from tui.engine.local import LocalEngine
 
         lockfile = model.lockfile
@@ -69,5 +78,15 @@ class Engines:
         local = [(engine.path, n_ctx) for engine in engines if isinstance(engine, LocalEngine)]
         return self.residency.room(local, nothing_loaded=not self.pool.loaded())
 
+    def check_accepts_images(self, reference: str) -> None:
+        """Raise EngineError (one line) unless the model can see images (it has a vision file)."""
+        model = self._model(reference)
+        if model.vision_path is None:
+            raise EngineError(
+                f"{model.name} is a text-only model and cannot see images; "
+                "send the image to a MiniGPT-4 model (`zootui models --all` lists them)."
+            )
+
     def close(self) -> None:
         self.pool.close()
+        self.encoders.close()

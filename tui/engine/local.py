@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +224,24 @@ class ModelPool:
 
 
 @dataclass(frozen=True)
+class EmbeddedRun:
+    """Prompt positions that reach llama.cpp as vectors instead of tokens (an image, for MiniGPT-4).
+
+    Their places in ``Prompt.tokens`` hold placeholder ids (negative, so never a real token) that
+    identify the input, which lets prefix reuse and the state cache treat them like tokens.
+    """
+
+    start: int
+    length: int
+    source: Any
+    """What the engine that built the prompt turns into the vectors."""
+
+
+@dataclass(frozen=True)
 class Prompt:
     tokens: list[int]
-    dropped_messages: int
+    dropped_messages: int = 0
+    embedded: tuple[EmbeddedRun, ...] = ()
 
 
 def _reuse_evaluated_prefix(llm, prompt_tokens: list[int]) -> list[int]:
@@ -282,9 +297,8 @@ class LocalEngine:
         with ``keep_every_message`` (the server: its client must know), ContextOverflow is raised."""
         with self.pool.hold(self.path, params.n_ctx, self.adapter) as model:
             if keep_every_message:
-                tokens = self._format(model, messages)
-                _check_room(tokens, params)
-                prompt = Prompt(tokens, 0)
+                prompt = self._format(model, messages)
+                _check_room(prompt.tokens, params)
             else:
                 prompt = self._fit_prompt(model, messages, params)
             stats = yield from self._generate(model, prompt, params, cancel, trim_leading_space=True)
@@ -296,7 +310,7 @@ class LocalEngine:
         with self.pool.hold(self.path, params.n_ctx, self.adapter) as model:
             tokens = model.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
             _check_room(tokens, params)
-            stats = yield from self._generate(model, Prompt(tokens, 0), params, cancel, trim_leading_space=False)
+            stats = yield from self._generate(model, Prompt(tokens), params, cancel, trim_leading_space=False)
         yield stats
 
     def _generate(
@@ -316,6 +330,8 @@ class LocalEngine:
         max_tokens = min(params.max_tokens, params.n_ctx - len(prompt.tokens))
         llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
         to_evaluate = _reuse_evaluated_prefix(llm, prompt.tokens)
+        prompt_tokens_evaluated = len(to_evaluate)
+        to_evaluate = self._evaluate_embedded(model, prompt, to_evaluate, cancel)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         stops = StopScanner(model.stop_strings() + params.stop)
         vocab = llm._model.vocab
@@ -324,8 +340,11 @@ class LocalEngine:
         completion_tokens = 0
         finish_reason = FinishReason.LENGTH
         at_start = trim_leading_space
+        cancelled_early = to_evaluate is None  # while the embedded inputs were evaluated
+        if cancelled_early:
+            finish_reason = FinishReason.CANCELLED
         tokens = llm.generate(
-            to_evaluate,
+            to_evaluate or [],
             reset=False,
             top_k=params.top_k,
             top_p=params.top_p,
@@ -334,7 +353,7 @@ class LocalEngine:
             repeat_penalty=params.repeat_penalty,
         )
         try:
-            for token in tokens:
+            for token in () if cancelled_early else tokens:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                 if cancel.is_set():
@@ -367,7 +386,7 @@ class LocalEngine:
         return ReplyStats(
             finish_reason=finish_reason,
             prompt_tokens=len(prompt.tokens),
-            prompt_tokens_evaluated=len(to_evaluate),
+            prompt_tokens_evaluated=prompt_tokens_evaluated,
             completion_tokens=completion_tokens,
             seconds_to_first_token=first_token_at - started,
             decode_seconds=ended - first_token_at,
@@ -375,11 +394,29 @@ class LocalEngine:
             dropped_messages=prompt.dropped_messages,
         )
 
-    def _format(self, model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
-        """Prompt tokens from the model's own chat template; message text never becomes control tokens."""
+    def _evaluate_embedded(
+        self, model: LoadedModel, prompt: Prompt, to_evaluate: list[int], cancel: threading.Event
+    ) -> list[int] | None:
+        """Evaluate what the prompt feeds as vectors; return the tokens left for ``generate`` (None if cancelled).
+
+        A text prompt has nothing of the kind: everything goes to ``generate``.
+        """
+        return to_evaluate
+
+    def _format(self, model: LoadedModel, messages: list[ChatMessage]) -> Prompt:
+        """The prompt from the model's own chat template; message text never becomes control tokens.
+
+        A text model sees only the text of messages (an image attached for another model is left out).
+        """
+        text_only = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return Prompt(self._tokenize(model, lambda tokenizer, template: tokenizer.tokenize(template, text_only)))
+
+    @staticmethod
+    def _tokenize(model: LoadedModel, render: Callable[[Any, str], Any]) -> Any:
+        """Run ``render(prompt_tokenizer, template)`` on the model's template, reporting its failures."""
         template = model.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         try:
-            return model.prompt_tokenizer().tokenize(template, messages)
+            return render(model.prompt_tokenizer(), template)
         except Exception as error:  # a template is data from the file: any failure is reported, not raised
             raise EngineError(
                 f"{model.path.name}: its chat template failed ({error}); re-convert the model with a working template."
@@ -392,13 +429,13 @@ class LocalEngine:
         # Leave room for at least a short reply.
         budget = params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
         for dropped in range(len(turns)):
-            tokens = self._format(model, system + turns[dropped:])
-            if len(tokens) <= budget:
-                return Prompt(tokens, dropped)
+            prompt = self._format(model, system + turns[dropped:])
+            if len(prompt.tokens) <= budget:
+                return replace(prompt, dropped_messages=dropped)
         raise ContextOverflow(
             f"the last message needs more than the {params.n_ctx}-token context allows; "
             f"shorten it or raise the context length in the conversation settings.",
-            prompt_tokens=len(tokens),
+            prompt_tokens=len(prompt.tokens),
             context_size=params.n_ctx,
         )
 

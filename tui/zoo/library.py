@@ -29,6 +29,9 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCKFILE_SUFFIX = ".lock.json"
 LORA_ADAPTER_SUFFIX = ".lora.gguf"
 """A LoRA adapter kept beside its base GGUF (``<name>.lora.gguf``); llama.cpp applies it at load time."""
+VISION_SUFFIX = ".vision.gguf"
+"""An image encoder kept beside its language model's GGUF (``<name>.vision.gguf``, see converters.vision)."""
+_COMPANION_SUFFIXES = (LORA_ADAPTER_SUFFIX, VISION_SUFFIX)
 
 
 class ModelNotFound(Exception):
@@ -58,6 +61,9 @@ class Lockfile:
     lora_adapter: str | None = None
     """File name, in the GGUF's directory, of the LoRA adapter loaded with it; None when merged or not a LoRA."""
     lora_adapter_sha256: str | None = None
+    vision_encoder: str | None = None
+    """File name, in the GGUF's directory, of the vision file that lets it see images (MiniGPT-4)."""
+    vision_encoder_sha256: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, indent=2, ensure_ascii=False) + "\n"
@@ -115,6 +121,16 @@ class LibraryModel:
     def size_bytes(self) -> int:
         return self.path.stat().st_size if self.path and self.path.exists() else 0
 
+    @property
+    def vision_path(self) -> Path | None:
+        """The vision file this model sees images through: named by its lockfile, or beside the GGUF."""
+        if self.path is None:
+            return None
+        if self.lockfile is not None and self.lockfile.vision_encoder:
+            return self.path.with_name(self.lockfile.vision_encoder)
+        beside = self.path.with_name(self.path.stem + VISION_SUFFIX)
+        return beside if beside.is_file() else None
+
 
 def default_model_path() -> Path | None:
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
@@ -153,7 +169,7 @@ def library_models(data_dir: Path) -> list[LibraryModel]:
     directory = models_dir(data_dir)
     if directory.is_dir():
         for path in sorted(directory.rglob("*.gguf")):
-            if path.name.endswith(LORA_ADAPTER_SUFFIX):  # half of the model its lockfile names; not one to load alone
+            if path.name.endswith(_COMPANION_SUFFIXES):  # part of the model its lockfile names; not one to load alone
                 continue
             lockfile = read_lockfile(path)
             described = f"{path.relative_to(directory)}"

@@ -40,6 +40,11 @@ Message = Mapping[str, str]
 
 _BOS_PREFIX = "{{- bos_token -}}\n"
 
+IMAGE_SLOT = "<ImageHere>"
+"""What a template writes where a message's image goes (a message with an ``image`` key): MiniGPT-4's
+placeholder, which its ``get_context_emb`` cuts the prompt at to put the image's vectors there. Only
+template text counts; the same characters typed in a message stay text."""
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -222,21 +227,38 @@ class PromptTokenizer:
 
     def tokenize(self, template: str, messages: Sequence[Message], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the prompt ``template`` renders for ``messages``, message text kept plain."""
+        return self.tokenize_around(template, messages, None, add_generation_prompt)[0]
+
+    def tokenize_around(
+        self, template: str, messages: Sequence[Message], slot: str | None, add_generation_prompt: bool = True
+    ) -> list[list[int]]:
+        """Like ``tokenize``, cut where the template's own text holds ``slot`` (left out): one more
+        segment than slots. Each segment is tokenized on its own, as MiniGPT-4 tokenizes the pieces
+        around its image placeholder."""
         parts = render_parts(template, messages, self.bos_token, self.eos_token, add_generation_prompt)
-        pieces: list[str | int] = []
+        pieces: list[str | int | None] = []  # None marks a cut
         for part in parts:
-            pieces.extend([part.text] if part.from_message else self._split_specials(part.text))
-        ids: list[int] = []
+            if part.from_message:
+                pieces.append(part.text)
+                continue
+            for index, stretch in enumerate(part.text.split(slot) if slot else [part.text]):
+                if index:
+                    pieces.append(None)
+                pieces.extend(self._split_specials(stretch))
+        segments: list[list[int]] = [[]]
         plain = ""
         for piece in pieces:
             if isinstance(piece, str):
                 plain += piece
                 continue
-            ids.extend(self._tokenize_plain(plain))
+            segments[-1].extend(self._tokenize_plain(plain))
             plain = ""
-            ids.append(piece)
-        ids.extend(self._tokenize_plain(plain))
-        return ids
+            if piece is None:
+                segments.append([])
+            else:
+                segments[-1].append(piece)
+        segments[-1].extend(self._tokenize_plain(plain))
+        return segments
 
     def _tokenize_plain(self, text: str) -> list[int]:
         return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []

@@ -1,0 +1,333 @@
+"""MiniGPT-4's image encoder in numpy: a picture in, the vectors that take ``<ImageHere>``'s place out.
+
+The weights are a vision file (``converters.vision``): f16 matrices, memory-mapped, upcast to f32 one
+layer at a time (with ggml's F16C/AVX conversion from llama.cpp's own CPU library, ten times numpy's
+cast), used by BLAS matrix products, and released from the resident set once the layer is done, so
+memory stays at one layer's f32 weights plus activations whatever the tower's size.
+
+The computation follows MiniGPT-4's ``encode_img``: the eval preprocessing (``blip2_image_eval``:
+RGB, bicubic resize to the tower's square, scale to [0, 1], normalise with CLIP's mean and std),
+EVA's ViT (patch embedding, class token, position embeddings, pre-norm blocks with exact-erf GELU),
+``ln_vision`` on every token, the Q-Former (learned queries: layer norm, then per layer
+self-attention, cross-attention to the image tokens every ``cross_attention_frequency`` layers,
+and the queries' feed-forward, each followed by a residual layer norm, BERT style) and the Linear
+projection into the language model's embedding space.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import mmap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from converters.vision import ARCH, VisionShape, key, stored_dtype
+from tui.engine.base import EngineError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+_PAGE = mmap.PAGESIZE
+# Bounds on what a vision file may declare, far above ViT-g's, so that a corrupt header cannot make
+# the encoder allocate without limit.
+_MAX_IMAGE_SIZE = 1024
+_MAX_WIDTH = 8192
+_MAX_LAYERS = 256
+# Abramowitz & Stegun 7.1.26: erf to within 1.5e-7 with one exp; numpy has no erf.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _fp16_upcaster():
+    """ggml's row conversion from llama.cpp's CPU library, or numpy's cast where that library is absent."""
+    try:
+        from llama_cpp import _ctypes_extensions, llama_cpp
+
+        library = _ctypes_extensions.load_shared_library("ggml-cpu", Path(llama_cpp.__file__).parent / "lib")
+        convert = library.ggml_cpu_fp16_to_fp32
+    except (ImportError, OSError, AttributeError, RuntimeError):  # a build with other backend libraries
+        return lambda source, out: np.copyto(out, source)
+    convert.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    convert.restype = None
+
+    def upcast(source: np.ndarray, out: np.ndarray) -> None:
+        convert(source.ctypes.data, out.ctypes.data, source.size)
+
+    return upcast
+
+
+class VisionFileError(EngineError):
+    """The vision file is missing, corrupt or not a MiniGPT-4 vision file; one line naming it and the fix."""
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _read_layout(path: Path) -> tuple[VisionShape, dict[str, _Tensor]]:
+    import gguf
+
+    def fail(problem: str) -> VisionFileError:
+        return VisionFileError(f"{path}: {problem}; get the model again to rebuild its vision file")
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise fail(f"not a readable GGUF file ({error})") from error
+    values: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        try:
+            values[name] = field.contents()
+        except (ValueError, IndexError, TypeError, UnicodeDecodeError):
+            continue
+    if values.get("general.architecture") != ARCH:
+        raise fail(f"general.architecture is {values.get('general.architecture')!r}, not {ARCH!r}")
+    settings: dict[str, Any] = {}
+    for item in fields(VisionShape):
+        value = values.get(key(item.name))
+        if value is None:
+            raise fail(f"key {key(item.name)} is missing")
+        if item.name in ("image_mean", "image_std"):
+            if not (
+                isinstance(value, list) and len(value) == 3 and all(isinstance(v, float) and 0 <= v < 1 for v in value)
+            ):
+                raise fail(f"key {key(item.name)} must be three numbers between 0 and 1")
+            value = tuple(value)
+        elif item.name.endswith("_eps"):
+            if not isinstance(value, float) or not 0 < value < 1:
+                raise fail(f"key {key(item.name)} must be a small positive number")
+        elif not isinstance(value, int) or not 0 < value <= (
+            _MAX_IMAGE_SIZE if "size" in item.name else _MAX_WIDTH * 8
+        ):
+            raise fail(f"key {key(item.name)} is out of range ({value!r})")
+        settings[item.name] = value
+    shape = VisionShape(**settings)
+    if (
+        shape.image_size % shape.patch_size
+        or shape.vit_layers > _MAX_LAYERS
+        or shape.qformer_layers > _MAX_LAYERS
+        or max(shape.vit_width, shape.qformer_width, shape.output_width) > _MAX_WIDTH
+        or shape.vit_width % shape.vit_heads
+        or shape.qformer_width % shape.qformer_heads
+    ):
+        raise fail("its hyper-parameters do not describe a ViT and Q-Former")
+    found = {t.name: t for t in reader.tensors}
+    size = path.stat().st_size
+    layout: dict[str, _Tensor] = {}
+    for name, expected in shape.tensor_shapes().items():
+        tensor = found.get(name)
+        if tensor is None:
+            raise fail(f"tensor {name} is missing")
+        dtype = stored_dtype(name, expected)
+        actual_shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+        if actual_shape != expected or np.dtype(tensor.data.dtype) != dtype:
+            raise fail(f"tensor {name} is {tensor.data.dtype}{list(actual_shape)}, expected {dtype}{list(expected)}")
+        nbytes = math.prod(expected) * dtype.itemsize
+        if tensor.data_offset + nbytes > size:
+            raise fail(f"tensor {name} reaches past the end of the file (truncated)")
+        layout[name] = _Tensor(int(tensor.data_offset), expected, dtype)
+    return shape, layout
+
+
+class VisionEncoder:
+    """One loaded vision file: ``encode(image)`` gives ``(query_count, output_width)`` float32 vectors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise VisionFileError(f"vision file not found: {path}; get the model again to rebuild it")
+        self.shape, self._layout = _read_layout(path)
+        with path.open("rb") as stream:
+            self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        self._upcast = _fp16_upcaster()
+        self._buffers: dict[tuple[int, ...], np.ndarray] = {}
+
+    def close(self) -> None:
+        self._buffers.clear()
+        try:
+            self._map.close()
+        except BufferError:  # a view into the map is still alive; the map closes when it goes
+            pass
+
+    # --- weights ----------------------------------------------------------------------------
+
+    def _stored(self, name: str) -> np.ndarray:
+        tensor = self._layout[name]
+        return np.frombuffer(self._map, tensor.dtype, math.prod(tensor.shape), tensor.offset).reshape(tensor.shape)
+
+    def _f32(self, name: str) -> np.ndarray:
+        """The tensor as float32: f32 ones as a view, f16 ones upcast into one buffer per shape.
+
+        The buffer is overwritten by the next tensor of that shape, so each caller uses the result
+        before asking for another weight (every layer below does).
+        """
+        stored = self._stored(name)
+        if stored.dtype == np.float32:
+            return stored
+        buffer = self._buffers.get(stored.shape)
+        if buffer is None:
+            buffer = self._buffers[stored.shape] = np.empty(stored.shape, np.float32)
+        self._upcast(stored, buffer)
+        return buffer
+
+    def _release(self, names: Iterable[str]) -> None:
+        """Hand the stored pages of these tensors back to the OS (they stay in its page cache)."""
+        for name in names:
+            tensor = self._layout[name]
+            start = tensor.offset - tensor.offset % _PAGE
+            end = min(tensor.offset + math.prod(tensor.shape) * tensor.dtype.itemsize, len(self._map))
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    # --- preprocessing ------------------------------------------------------------------------
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """MiniGPT-4's eval transform: RGB, bicubic resize to the square, to [0, 1], normalised; CHW float32."""
+        from PIL import Image
+
+        size = self.shape.image_size
+        resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        pixels = np.asarray(resized, dtype=np.uint8).astype(np.float32).transpose(2, 0, 1)
+        pixels /= np.float32(255)
+        pixels -= np.asarray(self.shape.image_mean, np.float32)[:, None, None]
+        pixels /= np.asarray(self.shape.image_std, np.float32)[:, None, None]
+        return pixels
+
+    # --- the forward pass -----------------------------------------------------------------------
+
+    def encode(self, image: Image.Image, should_stop: Callable[[], bool] = lambda: False) -> np.ndarray | None:
+        """The image's vectors; None when ``should_stop`` turns true (it is asked between layers)."""
+        return self.encode_pixels(self.preprocess(image), should_stop)
+
+    def encode_pixels(self, pixels: np.ndarray, should_stop: Callable[[], bool] = lambda: False) -> np.ndarray | None:
+        """Vectors for preprocessed pixels (3, image_size, image_size); None if stopped."""
+        s = self.shape
+        if pixels.shape != (3, s.image_size, s.image_size):
+            raise ValueError(f"pixels must be (3, {s.image_size}, {s.image_size}), got {pixels.shape}")
+        tokens = self._image_tokens(pixels)
+        for layer in range(s.vit_layers):
+            if should_stop():
+                return None
+            tokens = self._vit_block(tokens, layer)
+        image_embeds = _layer_norm(tokens, self._f32("v.post_ln.weight"), self._f32("v.post_ln.bias"), s.ln_vision_eps)
+        queries = _layer_norm(
+            np.array(self._f32("q.query_embd")),
+            self._f32("q.embd_ln.weight"),
+            self._f32("q.embd_ln.bias"),
+            s.qformer_eps,
+        )
+        for layer in range(s.qformer_layers):
+            queries = self._qformer_layer(queries, image_embeds, layer)
+        vectors = _linear(queries, self._f32("proj.weight"), self._f32("proj.bias"))
+        self._release(["proj.weight"])
+        return vectors
+
+    def _image_tokens(self, pixels: np.ndarray) -> np.ndarray:
+        """Patch embedding (a stride-patch convolution, as one matrix product), class token, positions."""
+        s = self.shape
+        grid, patch = s.image_size // s.patch_size, s.patch_size
+        patches = pixels.reshape(3, grid, patch, grid, patch).transpose(1, 3, 0, 2, 4).reshape(grid * grid, -1)
+        weight = self._f32("v.patch_embd.weight").reshape(s.vit_width, -1)
+        tokens = np.empty((grid * grid + 1, s.vit_width), np.float32)
+        tokens[0] = self._f32("v.class_embd")
+        np.matmul(patches, weight.T, out=tokens[1:])
+        tokens[1:] += self._f32("v.patch_embd.bias")
+        tokens += self._f32("v.position_embd")
+        self._release(["v.patch_embd.weight"])
+        return tokens
+
+    def _vit_block(self, x: np.ndarray, layer: int) -> np.ndarray:
+        s = self.shape
+        b = f"v.blk.{layer}"
+        h = _layer_norm(x, self._f32(f"{b}.ln1.weight"), self._f32(f"{b}.ln1.bias"), s.vit_eps)
+        qkv = _linear(h, self._f32(f"{b}.attn_qkv.weight"), self._f32(f"{b}.attn_qkv.bias"))
+        heads = qkv.reshape(len(x), 3, s.vit_heads, -1).transpose(1, 2, 0, 3)  # (3, heads, tokens, head_dim)
+        attended = _attention(heads[0], heads[1], heads[2])
+        x = x + _linear(attended, self._f32(f"{b}.attn_out.weight"), self._f32(f"{b}.attn_out.bias"))
+        h = _layer_norm(x, self._f32(f"{b}.ln2.weight"), self._f32(f"{b}.ln2.bias"), s.vit_eps)
+        h = _gelu(_linear(h, self._f32(f"{b}.ffn_up.weight"), self._f32(f"{b}.ffn_up.bias")))
+        x += _linear(h, self._f32(f"{b}.ffn_down.weight"), self._f32(f"{b}.ffn_down.bias"))
+        self._release(f"{b}.{part}.weight" for part in ("attn_qkv", "attn_out", "ffn_up", "ffn_down"))
+        return x
+
+    def _qformer_layer(self, queries: np.ndarray, image_embeds: np.ndarray, layer: int) -> np.ndarray:
+        s = self.shape
+        b = f"q.blk.{layer}"
+        parts = ["attn", "cross"] if s.has_cross_attention(layer) else ["attn"]
+        for part in parts:
+            source = image_embeds if part == "cross" else queries
+            q, k, v = (
+                _linear(x, self._f32(f"{b}.{part}_{name}.weight"), self._f32(f"{b}.{part}_{name}.bias"))
+                for name, x in (("q", queries), ("k", source), ("v", source))
+            )
+            attended = _attention(*(_split_heads(t, s.qformer_heads) for t in (q, k, v)))
+            out = _linear(attended, self._f32(f"{b}.{part}_out.weight"), self._f32(f"{b}.{part}_out.bias"))
+            queries = _layer_norm(
+                out + queries, self._f32(f"{b}.{part}_ln.weight"), self._f32(f"{b}.{part}_ln.bias"), s.qformer_eps
+            )
+        h = _gelu(_linear(queries, self._f32(f"{b}.ffn_up.weight"), self._f32(f"{b}.ffn_up.bias")))
+        out = _linear(h, self._f32(f"{b}.ffn_down.weight"), self._f32(f"{b}.ffn_down.bias"))
+        queries = _layer_norm(
+            out + queries, self._f32(f"{b}.ffn_ln.weight"), self._f32(f"{b}.ffn_ln.bias"), s.qformer_eps
+        )
+        self._release(f"{b}.{name}.weight" for name in self._qformer_matrices(layer))
+        return queries
+
+    def _qformer_matrices(self, layer: int) -> list[str]:
+        parts = ["attn", "cross"] if self.shape.has_cross_attention(layer) else ["attn"]
+        return [f"{part}_{name}" for part in parts for name in ("q", "k", "v", "out")] + ["ffn_up", "ffn_down"]
+
+
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out = x @ weight.T
+    out += bias
+    return out
+
+
+def _split_heads(x: np.ndarray, heads: int) -> np.ndarray:
+    return x.reshape(len(x), heads, -1).transpose(1, 0, 2)
+
+
+def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Softmax attention over (heads, tokens, head_dim); returns (tokens, heads * head_dim)."""
+    scores = q @ k.transpose(0, 2, 1)
+    scores *= np.float32(1 / math.sqrt(q.shape[-1]))
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    attended = scores @ v
+    return attended.transpose(1, 0, 2).reshape(q.shape[1], -1)
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    centred = x - x.mean(axis=-1, keepdims=True)
+    variance = np.mean(np.square(centred), axis=-1, keepdims=True)
+    centred /= np.sqrt(variance + np.float32(eps))
+    centred *= weight
+    centred += bias
+    return centred
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """x * Φ(x), in place: GELU with erf (PyTorch's nn.GELU default), erf to within 1.5e-7."""
+    z = np.abs(x) * np.float32(1 / math.sqrt(2))
+    t = 1 / (1 + np.float32(_ERF_P) * z)
+    polynomial = np.float32(_ERF_A[4])
+    for coefficient in reversed(_ERF_A[:4]):
+        polynomial = polynomial * t + np.float32(coefficient)
+    polynomial *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    polynomial *= z  # 1 - erf(|x| / sqrt 2)
+    # Φ(x) = 1 - polynomial / 2 for x >= 0, polynomial / 2 for x < 0
+    cdf = np.where(x >= 0, 1 - polynomial / 2, polynomial / 2)
+    x *= cdf
+    return x

@@ -13,6 +13,7 @@ from .hashing import sha256_file
 from .progress import ConsoleProgress, Progress
 from .quantize import QUANT_TYPES, quantize
 from .sizes import human_size
+from .vision import VisionShape, convert_vision, shards_for_vision
 
 __all__ = [
     "DIRECT_OUTTYPES",
@@ -25,12 +26,15 @@ __all__ = [
     "ConversionError",
     "Progress",
     "TensorInfo",
+    "VisionShape",
     "__version__",
     "bits_per_weight",
     "checkpoint_input_files",
     "convert",
+    "convert_vision",
     "human_size",
     "open_checkpoint",
     "quantize",
     "sha256_file",
+    "shards_for_vision",
 ]

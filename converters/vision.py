@@ -31,8 +31,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import gguf
 import numpy as np
@@ -41,9 +42,6 @@ from . import __version__
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import ConversionCancelled, ConversionError
 from .progress import Progress, ProgressCallback
-
-ARCH = "minigpt4_vision"
-"""``general.architecture`` of the vision file; every hyper-parameter key starts with it."""
 
 # MiniGPT-4's constants (see the module docstring for where each is set).
 VIT_LAYER_NORM_EPS = 1e-6
@@ -63,14 +61,12 @@ _VIT_LAYER = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.")
 _QFORMER_LAYER = re.compile(r"^qformer\.encoder\.layer\.(\d+)\.")
 
 
-def key(name: str) -> str:
-    """The GGUF key of hyper-parameter ``name``."""
-    return f"{ARCH}.{name}"
-
-
 @dataclass(frozen=True)
 class VisionShape:
-    """The hyper-parameters of a vision file, as written to and read from its GGUF keys."""
+    """The hyper-parameters of a vision file, as written to and read from its GGUF keys, and its tensors."""
+
+    ARCH: ClassVar[str] = "minigpt4_vision"
+    """``general.architecture`` of the vision file; every hyper-parameter key starts with it."""
 
     image_size: int
     patch_size: int
@@ -154,22 +150,25 @@ class VisionShape:
         shapes |= {"proj.weight": (self.output_width, d), "proj.bias": (self.output_width,)}
         return shapes
 
+    @classmethod
+    def key(cls, name: str) -> str:
+        """The GGUF key of hyper-parameter ``name``."""
+        return f"{cls.ARCH}.{name}"
+
+    @staticmethod
+    def stored_dtype(name: str, shape: tuple[int, ...]) -> np.dtype:
+        """f16 for the weights of the linear layers and the patch convolution, f32 for everything else."""
+        return np.dtype(np.float16 if name.endswith(".weight") and len(shape) >= 2 else np.float32)
+
     def write(self, writer: gguf.GGUFWriter) -> None:
-        for name in ("image_size", "patch_size", "vit_width", "vit_layers", "vit_heads", "vit_ffn"):
-            writer.add_uint32(key(name), getattr(self, name))
-        for name in ("qformer_width", "qformer_layers", "qformer_heads", "qformer_ffn"):
-            writer.add_uint32(key(name), getattr(self, name))
-        for name in ("cross_attention_frequency", "query_count", "output_width"):
-            writer.add_uint32(key(name), getattr(self, name))
-        for name in ("vit_eps", "ln_vision_eps", "qformer_eps"):
-            writer.add_float32(key(name), getattr(self, name))
-        writer.add_array(key("image_mean"), list(self.image_mean))
-        writer.add_array(key("image_std"), list(self.image_std))
-
-
-def stored_dtype(name: str, shape: tuple[int, ...]) -> np.dtype:
-    """f16 for the weights of the linear layers and the patch convolution, f32 for everything else."""
-    return np.dtype(np.float16 if name.endswith(".weight") and len(shape) >= 2 else np.float32)
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, tuple):
+                writer.add_array(self.key(item.name), list(value))
+            elif isinstance(value, float):
+                writer.add_float32(self.key(item.name), value)
+            else:
+                writer.add_uint32(self.key(item.name), value)
 
 
 def shards_for_vision(index: dict) -> list[str]:
@@ -413,9 +412,9 @@ def _write(
     cancel: threading.Event | None,
 ) -> None:
     shapes = shape.tensor_shapes()
-    dtypes = {name: stored_dtype(name, tensor_shape) for name, tensor_shape in shapes.items()}
+    dtypes = {name: VisionShape.stored_dtype(name, tensor_shape) for name, tensor_shape in shapes.items()}
     total = sum(math.prod(s) * dtypes[name].itemsize for name, s in shapes.items())
-    writer = gguf.GGUFWriter(path, ARCH)
+    writer = gguf.GGUFWriter(path, VisionShape.ARCH)
     try:
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_name("MiniGPT-4 vision encoder")

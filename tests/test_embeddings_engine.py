@@ -10,7 +10,7 @@ from support import collect_reply
 from tinyminigpt4 import GRADIENT, NOISE, QUESTION, build_model_pair, reference
 
 from tui.config import EngineSettings
-from tui.engine import SamplingParams
+from tui.engine import FinishReason, SamplingParams
 from tui.engine.embeddings import EmbeddingsEngine, VisionEncoders, placeholder_ids
 from tui.engine.local import LoadedModel, ModelPool
 
@@ -91,7 +91,7 @@ def test_logits_with_image_vectors_match_transformers(engine, model_files):
 def test_reply_streams_and_a_second_turn_reuses_the_image(engine):
     first = [asking()]
     text, stats = collect_reply(engine.stream(first, GREEDY, threading.Event()))
-    assert stats.completion_tokens > 0 and stats.finish_reason in ("stop", "length")
+    assert stats.completion_tokens > 0 and stats.finish_reason in (FinishReason.STOP, FinishReason.LENGTH)
     assert stats.prompt_tokens_evaluated == stats.prompt_tokens
     assert engine.encoders.images_encoded == 1
     second = [*first, {"role": "assistant", "content": text}, {"role": "user", "content": "And its colour?"}]
@@ -121,7 +121,7 @@ def test_cancel_before_the_image_is_encoded_ends_the_reply(engine):
     cancel = threading.Event()
     cancel.set()
     text, stats = collect_reply(engine.stream([asking()], GREEDY, cancel))
-    assert text == "" and stats.finish_reason == "cancelled" and stats.completion_tokens == 0
+    assert text == "" and stats.finish_reason is FinishReason.CANCELLED and stats.completion_tokens == 0
     assert engine.encoders.images_encoded == 0
     # The model is left in a usable state.
     _, after = collect_reply(engine.stream([asking()], GREEDY, threading.Event()))

@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 from tinyminigpt4 import BLIP2, GRADIENT, NOISE, PROJECTION, build_vision_file, reference
 
-from converters import ConversionError, open_checkpoint
+from converters import ConversionError, VisionShape, convert_vision, open_checkpoint, shards_for_vision
 from converters.recover import OutputTensor, SafetensorsWriter
-from converters.vision import ARCH, convert_vision, key, shards_for_vision
 from tui.engine import vision
 from tui.engine.vision import VisionEncoder, VisionFileError
 
@@ -78,13 +77,13 @@ def test_gelu_matches_erf():
 
 def test_vision_file_records_minigpt4s_constants(vision_file):
     fields = {name: field.contents() for name, field in gguf.GGUFReader(vision_file).fields.items()}
-    assert fields["general.architecture"] == ARCH
-    assert fields[key("vit_eps")] == pytest.approx(1e-6)
-    assert fields[key("ln_vision_eps")] == pytest.approx(1e-5)
-    assert fields[key("qformer_eps")] == pytest.approx(1e-12)
-    assert fields[key("image_mean")] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
-    assert fields[key("image_std")] == pytest.approx([0.26862954, 0.26130258, 0.27577711])
-    assert fields[key("query_count")] == 32 and fields[key("output_width")] == 128
+    assert fields["general.architecture"] == VisionShape.ARCH
+    assert fields[VisionShape.key("vit_eps")] == pytest.approx(1e-6)
+    assert fields[VisionShape.key("ln_vision_eps")] == pytest.approx(1e-5)
+    assert fields[VisionShape.key("qformer_eps")] == pytest.approx(1e-12)
+    assert fields[VisionShape.key("image_mean")] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    assert fields[VisionShape.key("image_std")] == pytest.approx([0.26862954, 0.26130258, 0.27577711])
+    assert fields[VisionShape.key("query_count")] == 32 and fields[VisionShape.key("output_width")] == 128
 
 
 def test_only_the_shards_with_the_vision_side_are_needed(tmp_path):

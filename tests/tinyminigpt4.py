@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 from support import ROOT
 
-from converters import convert
-from converters.vision import convert_vision
+from converters import convert, convert_vision
 from tui.zoo.templates import prompt_format
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny" / "minigpt4"

@@ -34,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from converters.vision import ARCH, VisionShape, stored_dtype  # noqa: E402
+from converters import VisionShape  # noqa: E402
 
 REAL_SHAPE = VisionShape(
     image_size=224,
@@ -58,10 +58,10 @@ def write_random_vision_file(path: Path, shape: VisionShape) -> None:
 
     rng = np.random.default_rng(0)
     shapes = shape.tensor_shapes()
-    writer = gguf.GGUFWriter(path, ARCH)
+    writer = gguf.GGUFWriter(path, VisionShape.ARCH)
     shape.write(writer)
     for name, tensor_shape in shapes.items():
-        dtype = stored_dtype(name, tensor_shape)
+        dtype = VisionShape.stored_dtype(name, tensor_shape)
         writer.add_tensor_info(name, tensor_shape, dtype, math.prod(tensor_shape) * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -72,7 +72,7 @@ def write_random_vision_file(path: Path, shape: VisionShape) -> None:
         else:
             scale = 1 / math.sqrt(tensor_shape[-1]) if len(tensor_shape) >= 2 else 0.02
             values = rng.standard_normal(tensor_shape, dtype=np.float32) * np.float32(scale)
-        writer.write_tensor_data(values.astype(stored_dtype(name, tensor_shape)))
+        writer.write_tensor_data(values.astype(VisionShape.stored_dtype(name, tensor_shape)))
     writer.close()
 
 

@@ -36,7 +36,6 @@ class Engines:
     within what fits in memory (``tui.engine.residency``)."""
 
     def __init__(self, settings: Settings, data_dir: Path, residency=None):
-        from tui.engine.embeddings import VisionEncoders
         from tui.engine.local import ModelPool
         from tui.engine.residency import Residency
         from tui.zoo.fit import free_resources
@@ -45,7 +44,16 @@ class Engines:
         self.data_dir = data_dir
         self.residency = residency or Residency(settings.engine, lambda: free_resources(data_dir))
         self.pool = ModelPool(settings.engine, make_room=self.residency.make_room)
-        self.encoders = VisionEncoders()
+        self._encoders = None
+
+    @property
+    def encoders(self):
+        """The vision encoders, loaded the first time a model that sees images is used."""
+        if self._encoders is None:
+            from tui.engine.embeddings import VisionEncoders
+
+            self._encoders = VisionEncoders()
+        return self._encoders
 
     def _model(self, reference: str):
         from tui.zoo.library import ModelNotFound, resolve_model
@@ -89,4 +97,5 @@ class Engines:
 
     def close(self) -> None:
         self.pool.close()
-        self.encoders.close()
+        if self._encoders is not None:
+            self._encoders.close()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from converters.vision import ARCH, VisionShape, key, stored_dtype
+from converters import VisionShape
 from tui.engine.base import EngineError
 
 if TYPE_CHECKING:
@@ -88,26 +88,26 @@ def _read_layout(path: Path) -> tuple[VisionShape, dict[str, _Tensor]]:
             values[name] = field.contents()
         except (ValueError, IndexError, TypeError, UnicodeDecodeError):
             continue
-    if values.get("general.architecture") != ARCH:
-        raise fail(f"general.architecture is {values.get('general.architecture')!r}, not {ARCH!r}")
+    if values.get("general.architecture") != VisionShape.ARCH:
+        raise fail(f"general.architecture is {values.get('general.architecture')!r}, not {VisionShape.ARCH!r}")
     settings: dict[str, Any] = {}
     for item in fields(VisionShape):
-        value = values.get(key(item.name))
+        value = values.get(VisionShape.key(item.name))
         if value is None:
-            raise fail(f"key {key(item.name)} is missing")
+            raise fail(f"key {VisionShape.key(item.name)} is missing")
         if item.name in ("image_mean", "image_std"):
             if not (
                 isinstance(value, list) and len(value) == 3 and all(isinstance(v, float) and 0 <= v < 1 for v in value)
             ):
-                raise fail(f"key {key(item.name)} must be three numbers between 0 and 1")
+                raise fail(f"key {VisionShape.key(item.name)} must be three numbers between 0 and 1")
             value = tuple(value)
         elif item.name.endswith("_eps"):
             if not isinstance(value, float) or not 0 < value < 1:
-                raise fail(f"key {key(item.name)} must be a small positive number")
+                raise fail(f"key {VisionShape.key(item.name)} must be a small positive number")
         elif not isinstance(value, int) or not 0 < value <= (
             _MAX_IMAGE_SIZE if "size" in item.name else _MAX_WIDTH * 8
         ):
-            raise fail(f"key {key(item.name)} is out of range ({value!r})")
+            raise fail(f"key {VisionShape.key(item.name)} is out of range ({value!r})")
         settings[item.name] = value
     shape = VisionShape(**settings)
     if (
@@ -126,7 +126,7 @@ def _read_layout(path: Path) -> tuple[VisionShape, dict[str, _Tensor]]:
         tensor = found.get(name)
         if tensor is None:
             raise fail(f"tensor {name} is missing")
-        dtype = stored_dtype(name, expected)
+        dtype = VisionShape.stored_dtype(name, expected)
         actual_shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
         if actual_shape != expected or np.dtype(tensor.data.dtype) != dtype:
             raise fail(f"tensor {name} is {tensor.data.dtype}{list(actual_shape)}, expected {dtype}{list(expected)}")

@@ -223,7 +223,9 @@ class ZooApp(App):
         conversation = self.store.conversation(chat.conversation.id)
         path = Path.cwd() / f"zootui-chat-{conversation.id}.{format}"
         try:
-            write_atomically(path, export(conversation, self.store.messages(conversation.id), format))
+            write_atomically(
+                path, export(conversation, self.store.messages(conversation.id), format, self.engines.data_dir)
+            )
         except OSError as error:
             self.notify(f"Could not write {path}: {error.strerror}; free space or change directory.", severity="error")
             return

@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tui.config import Settings
 from tui.engine import ChatMessage, EngineError, Engines, FinishReason, ReplyStats, SamplingParams
+from tui.images import StoredImage, store_image
 from tui.moderation import CLASSIFY_PARAMS, Moderation, scheme_for
 from tui.store import Conversation, Message, MessageState, Store
 from tui.zoo.library import ModelNotFound, resolve_model
@@ -92,13 +94,25 @@ class ChatService:
             messages.append({"role": "system", "content": conversation.system_prompt})
         for message in self.store.messages(conversation.id):
             if message.state is not MessageState.ERROR and message.content:
-                messages.append({"role": message.role, "content": message.content})
+                turn: ChatMessage = {"role": message.role, "content": message.content}
+                if message.image is not None:
+                    turn["image"] = str(self.image_path(message.image))
+                messages.append(turn)
         return messages
 
-    def add_user_message(self, conversation: Conversation, text: str) -> Message:
+    def image_path(self, image: StoredImage) -> Path:
+        return image.path(self.engines.data_dir)
+
+    def attach_image(self, model: str, path: Path) -> StoredImage:
+        """Keep ``path`` for a message to ``model``: EngineError if the model cannot see images,
+        ImageError if the file is not an image it can read (each one line)."""
+        self.engines.check_accepts_images(model)
+        return store_image(self.engines.data_dir, path)
+
+    def add_user_message(self, conversation: Conversation, text: str, image: StoredImage | None = None) -> Message:
         if conversation.title == DEFAULT_TITLE:
             self.store.update_conversation(conversation.id, title=title_from(text))
-        return self.store.add_message(conversation.id, "user", text)
+        return self.store.add_message(conversation.id, "user", text, image=image)
 
     def last_user_message(self, conversation_id: int) -> Message | None:
         return next((m for m in reversed(self.store.messages(conversation_id)) if m.role == "user"), None)
@@ -113,11 +127,12 @@ class ChatService:
             self.store.delete_messages_from(conversation.id, messages[last_user + 1].id)
 
     def replace_last_user_message(self, conversation: Conversation, text: str) -> Message:
-        """Edit and resend: the last user message and everything after it give way to the new text."""
+        """Edit and resend: the last user message and everything after it give way to the new text
+        (an image attached to it stays attached)."""
         last_user = self.last_user_message(conversation.id)
         if last_user is not None:
             self.store.delete_messages_from(conversation.id, last_user.id)
-        return self.store.add_message(conversation.id, "user", text)
+        return self.store.add_message(conversation.id, "user", text, image=last_user.image if last_user else None)
 
     def moderate(self, conversation: Conversation, cancel: threading.Event) -> Moderation | None:
         """The moderation model's label for the last user message, classifying it the first time; None

@@ -88,13 +88,25 @@ def command_chat(args: argparse.Namespace) -> int:
     store = _open_store()
     engines = Engines(settings, data_dir())
     service = ChatService(store, settings, engines)
+    continued = None
     if args.conversation is not None:
         from tui.store import StoreError
 
         try:
-            conversation = store.conversation(args.conversation)
+            continued = store.conversation(args.conversation)
         except StoreError as error:
             raise UserError(str(error)) from error
+    image = None
+    if args.image is not None:  # checked before anything is saved, so a refused image leaves no trace
+        from tui.images import ImageError
+
+        model = args.model or (continued.model if continued else settings.chat.default_model)
+        try:
+            image = service.attach_image(model, Path(args.image))
+        except (EngineError, ImageError) as error:
+            raise UserError(str(error)) from error
+    if continued is not None:
+        conversation = continued
         changes = {key: value for key, value in (("model", args.model), ("system_prompt", args.system)) if value}
         if changes:
             conversation = store.update_conversation(conversation.id, **changes)
@@ -117,7 +129,7 @@ def command_chat(args: argparse.Namespace) -> int:
         conversation = store.update_conversation(
             conversation.id, params={**service.params(conversation).to_dict(), **overrides}
         )
-    service.add_user_message(conversation, prompt)
+    service.add_user_message(conversation, prompt, image)
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -387,7 +399,9 @@ def command_export(args: argparse.Namespace) -> int:
         conversation = store.conversation(args.id)
     except StoreError as error:
         raise UserError(str(error)) from error
-    text = export(conversation, store.messages(conversation.id), args.format)
+    from tui.config import data_dir
+
+    text = export(conversation, store.messages(conversation.id), args.format, data_dir())
     if args.output:
         from tui.files import write_atomically
 
@@ -482,6 +496,9 @@ def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     chat.add_argument("prompt", nargs="?", metavar="PROMPT", help="the message; read from stdin when left out")
     chat.add_argument("-m", "--model", help="a library name, a .gguf path, or remote:NAME")
     chat.add_argument("--system", metavar="TEXT", help="system prompt")
+    chat.add_argument(
+        "--image", metavar="PATH", help="attach a picture (PNG, JPEG, GIF, WebP, BMP) for a model that sees images"
+    )
     chat.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
     chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0: greedy)")
     chat.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling threshold")

@@ -88,7 +88,8 @@ def check_image(path: Path) -> CheckedImage:
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: it declares more pixels than an image may have; scale it down") from None
+        # Pillow refuses canvases past twice its own limit before it reports their size.
+        raise ImageError(f"{path}: it declares more than {MAX_PIXELS // 1_000_000} megapixels; scale it down") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image zootui can read; attach a PNG, JPEG, GIF, WebP or BMP file") from None
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's decoders report damage with these

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.compat import StrEnum
+from tui.images import StoredImage
 
 DATABASE_NAME = "zootui.sqlite3"
 
@@ -112,6 +113,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE conversations ADD COLUMN moderation_model TEXT NOT NULL DEFAULT '';
     ALTER TABLE messages ADD COLUMN moderation TEXT;
     """,
+    # 4 -> 5: an image attached to a message: the sha256 of the file kept under <data dir>/images
+    # (named <sha256>.<format>, see tui.images), its format, and the name it was attached as.
+    """
+    ALTER TABLE messages ADD COLUMN image_sha256 TEXT;
+    ALTER TABLE messages ADD COLUMN image_format TEXT;
+    ALTER TABLE messages ADD COLUMN image_name TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -181,6 +189,8 @@ class Message:
     created_at: float = 0.0
     moderation: dict[str, Any] | None = None
     """A user message's label from the moderation model (``tui.moderation.Moderation``); None if unclassified."""
+    image: StoredImage | None = None
+    """The picture attached to the message, if any."""
 
 
 @dataclass
@@ -272,6 +282,7 @@ def _message(row: sqlite3.Row) -> Message:
         stats=json.loads(row["stats"]) if row["stats"] else None,
         created_at=row["created_at"],
         moderation=json.loads(row["moderation"]) if row["moderation"] else None,
+        image=StoredImage(row["image_sha256"], row["image_format"], row["image_name"]) if row["image_sha256"] else None,
     )
 
 
@@ -435,13 +446,25 @@ class Store:
         model: str | None = None,
         state: MessageState = MessageState.DONE,
         stats: dict[str, Any] | None = None,
+        image: StoredImage | None = None,
     ) -> Message:
         now = time.time()
         with self._transaction():
             cursor = self._db.execute(
-                "INSERT INTO messages (conversation_id, role, content, model, state, stats, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, model, state, json.dumps(stats) if stats else None, now),
+                "INSERT INTO messages (conversation_id, role, content, model, state, stats, created_at,"
+                " image_sha256, image_format, image_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    model,
+                    state,
+                    json.dumps(stats) if stats else None,
+                    now,
+                    image.sha256 if image else None,
+                    image.format if image else None,
+                    image.name if image else None,
+                ),
             )
             self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             message_id = cursor.lastrowid
@@ -454,6 +477,7 @@ class Store:
             state=state,
             stats=stats,
             created_at=now,
+            image=image,
         )
 
     def update_message(

@@ -28,7 +28,6 @@ import os
 import re
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -41,6 +40,7 @@ import numpy as np
 from . import __version__
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import ConversionCancelled, ConversionError
+from .files import written_atomically
 from .progress import Progress, ProgressCallback
 
 # MiniGPT-4's constants (see the module docstring for where each is set).
@@ -393,12 +393,8 @@ def convert_vision(
         sources = _sources(read, shape)
         sources["proj.weight"] = lambda: proj_weight
         sources["proj.bias"] = lambda: proj_bias
-        partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
-        try:
+        with written_atomically(out_path) as partial:
             _write(partial, shape, sources, read.release, provenance or {}, progress, cancel)
-            os.replace(partial, out_path)
-        finally:
-            partial.unlink(missing_ok=True)
     return out_path
 
 

@@ -14,7 +14,6 @@ image is never changed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,10 +129,13 @@ def open_rgb(path: Path) -> Image.Image:
 
 def store_image(data_dir: Path, path: Path) -> StoredImage:
     """Check ``path`` and keep a copy under the data dir, named by its sha256."""
+    from converters import sha256_file  # the converters package costs an import the store should not pay
+
     checked = check_image(path)
-    content = checked.path.read_bytes()
-    stored = StoredImage(hashlib.sha256(content).hexdigest(), checked.format, checked.path.name)
+    content = bytearray()
+    digest = sha256_file(checked.path, on_block=content.extend)  # bounded: check_image capped the size
+    stored = StoredImage(digest, checked.format, checked.path.name)
     target = stored.path(data_dir)
     if not target.is_file():
-        write_atomically(target, content)
+        write_atomically(target, bytes(content))
     return stored

@@ -16,7 +16,6 @@ history llama.cpp no longer holds does not run the encoder again.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters import sha256_file
 from tui.engine.base import ChatMessage, EngineError
 from tui.engine.local import EmbeddedRun, LoadedModel, LocalEngine, ModelPool, Prompt
 from tui.engine.vision import VisionEncoder
@@ -171,7 +171,7 @@ class EmbeddingsEngine(LocalEngine):
         digest = self._digests.get(path)
         if digest is None:
             try:
-                digest = self._digests[path] = hashlib.sha256(path.read_bytes()).digest()
+                digest = self._digests[path] = bytes.fromhex(sha256_file(path))
             except OSError as error:
                 raise EngineError(
                     f"{path}: cannot read the attached image ({error.strerror or error}); attach it again."

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from .checkpoint import Checkpoint, TensorInfo, open_checkpoint
 from .convert import DIRECT_OUTTYPES, OUTTYPES, STOP_STRINGS_KEY, bits_per_weight, checkpoint_input_files, convert
 from .errors import ConversionCancelled, ConversionError
+from .ggml import f16_to_f32
 from .hashing import sha256_file
 from .progress import ConsoleProgress, Progress
 from .quantize import QUANT_TYPES, quantize
@@ -32,6 +33,7 @@ __all__ = [
     "checkpoint_input_files",
     "convert",
     "convert_vision",
+    "f16_to_f32",
     "human_size",
     "open_checkpoint",
     "quantize",

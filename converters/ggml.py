@@ -64,10 +64,14 @@ def _f16_widener() -> Callable[..., None]:
     return widen
 
 
-def f16_to_f32(values: np.ndarray) -> np.ndarray:
-    """float16 -> float32 (exact), with ggml's vectorised converter."""
+def f16_to_f32(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float16 -> float32 (exact), with ggml's vectorised converter; into ``out`` (C-contiguous float32
+    of the same shape) when given, so a caller converting tensor after tensor can reuse one buffer."""
     source = np.ascontiguousarray(values, dtype=np.float16)
-    out = np.empty(source.shape, np.float32)
+    if out is None:
+        out = np.empty(source.shape, np.float32)
+    elif out.shape != source.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 of shape {source.shape}")
     _f16_widener()(source.ctypes.data, out.ctypes.data, source.size)
     return out
 

@@ -52,17 +52,6 @@ def test_encoder_matches_transformers_blip2(encoder):
     assert relative_error(vectors, expected) < 1e-4
 
 
-def test_numpy_upcast_gives_the_same_vectors_as_ggmls(vision_file, monkeypatch):
-    monkeypatch.setattr(vision, "_fp16_upcaster", lambda: lambda source, out: np.copyto(out, source))
-    plain = VisionEncoder(vision_file)
-    try:
-        fast = VisionEncoder(vision_file)
-        picture = Image.open(GRADIENT)
-        assert np.array_equal(plain.encode(picture), fast.encode(picture))
-    finally:
-        plain.close()
-
-
 def test_encoding_stops_when_asked(encoder):
     assert encoder.encode(Image.open(GRADIENT), should_stop=lambda: True) is None
 

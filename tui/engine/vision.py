@@ -1,9 +1,9 @@
 """MiniGPT-4's image encoder in numpy: a picture in, the vectors that take ``<ImageHere>``'s place out.
 
-The weights are a vision file (``converters.vision``): f16 matrices, memory-mapped, upcast to f32 one
-layer at a time (with ggml's F16C/AVX conversion from llama.cpp's own CPU library, ten times numpy's
-cast), used by BLAS matrix products, and released from the resident set once the layer is done, so
-memory stays at one layer's f32 weights plus activations whatever the tower's size.
+The weights are a vision file (``converters.convert_vision``): f16 matrices, memory-mapped, upcast to
+f32 one layer at a time (``converters.f16_to_f32``: ggml's F16C conversion, ten times numpy's cast),
+used by BLAS matrix products, and released from the resident set once the layer is done, so memory
+stays at one layer's f32 weights plus activations whatever the tower's size.
 
 The computation follows MiniGPT-4's ``encode_img``: the eval preprocessing (``blip2_image_eval``:
 RGB, bicubic resize to the tower's square, scale to [0, 1], normalise with CLIP's mean and std),
@@ -16,7 +16,6 @@ projection into the language model's embedding space.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import mmap
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from converters import VisionShape
+from converters import VisionShape, f16_to_f32
 from tui.engine.base import EngineError
 
 if TYPE_CHECKING:
@@ -41,24 +40,6 @@ _MAX_LAYERS = 256
 # Abramowitz & Stegun 7.1.26: erf to within 1.5e-7 with one exp; numpy has no erf.
 _ERF_P = 0.3275911
 _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-
-
-def _fp16_upcaster():
-    """ggml's row conversion from llama.cpp's CPU library, or numpy's cast where that library is absent."""
-    try:
-        from llama_cpp import _ctypes_extensions, llama_cpp
-
-        library = _ctypes_extensions.load_shared_library("ggml-cpu", Path(llama_cpp.__file__).parent / "lib")
-        convert = library.ggml_cpu_fp16_to_fp32
-    except (ImportError, OSError, AttributeError, RuntimeError):  # a build with other backend libraries
-        return lambda source, out: np.copyto(out, source)
-    convert.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    convert.restype = None
-
-    def upcast(source: np.ndarray, out: np.ndarray) -> None:
-        convert(source.ctypes.data, out.ctypes.data, source.size)
-
-    return upcast
 
 
 class VisionFileError(EngineError):
@@ -147,7 +128,6 @@ class VisionEncoder:
         self.shape, self._layout = _read_layout(path)
         with path.open("rb") as stream:
             self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-        self._upcast = _fp16_upcaster()
         self._buffers: dict[tuple[int, ...], np.ndarray] = {}
 
     def close(self) -> None:
@@ -175,8 +155,7 @@ class VisionEncoder:
         buffer = self._buffers.get(stored.shape)
         if buffer is None:
             buffer = self._buffers[stored.shape] = np.empty(stored.shape, np.float32)
-        self._upcast(stored, buffer)
-        return buffer
+        return f16_to_f32(stored, out=buffer)
 
     def _release(self, names: Iterable[str]) -> None:
         """Hand the stored pages of these tensors back to the OS (they stay in its page cache)."""

@@ -329,12 +329,30 @@ def _hinted_special_ids(table: _TokenTable, hints: TokenizerHints) -> dict[str, 
 
 def _chat_template(directory: Path, tokenizer_config: dict, override: str | None) -> str | None:
     if override is not None:
-        return override
+        return _compiled(override, "the chat template given")
     template = tokenizer_config.get("chat_template")
     if isinstance(template, str):
-        return template
+        return _compiled(template, f"{directory / 'tokenizer_config.json'}: chat_template")
     jinja = directory / "chat_template.jinja"
-    return read_text(jinja) if jinja.is_file() else None
+    return _compiled(read_text(jinja), str(jinja)) if jinja.is_file() else None
+
+
+def _compiled(template: str, source: str) -> str:
+    """The template, if llama-cpp-python can compile it: a GGUF whose template does not compile cannot be loaded."""
+    import jinja2
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    try:
+        Jinja2ChatFormatter(template, eos_token="", bos_token="")
+    except jinja2.TemplateSyntaxError as error:
+        raise ConversionError(
+            f"{source} is not a valid Jinja template (line {error.lineno}: {error.message}); fix it or pass --chat-template FILE"
+        ) from None
+    except (jinja2.TemplateError, RecursionError) as error:
+        raise ConversionError(
+            f"{source} cannot be compiled ({type(error).__name__}); fix it or pass --chat-template FILE"
+        ) from None
+    return template
 
 
 # --- the two families -------------------------------------------------------------------------

@@ -264,8 +264,8 @@ def command_prompt(args: argparse.Namespace) -> int:
     template, bos_token, eos_token = _prompt_template(args.model)
     try:
         prompt = render_template(template, messages, bos_token, eos_token)
-    except TemplateError as error:  # templates may refuse a message list (roles out of order)
-        raise UserError(f"the chat template of {args.model} refused these messages: {error}") from error
+    except TemplateError as error:  # a template may refuse a message list, or go past a rendering limit
+        raise UserError(f"the chat template of {args.model} cannot render these messages: {error}") from error
     sys.stdout.write(prompt)
     return 0
 

@@ -188,6 +188,7 @@ class ModelPool:
             raise EngineError(f"model file not found: {path}; check the path or run `zootui models` to list models.")
         if adapter is not None and not adapter.is_file():
             raise EngineError(f"LoRA adapter not found: {adapter}; its lockfile names it; get the model again.")
+        import jinja2
         import llama_cpp
 
         threads = self.settings.n_threads or default_threads()
@@ -205,6 +206,12 @@ class ModelPool:
                 flash_attn=self.settings.flash_attn,
                 verbose=False,
             )
+        except (jinja2.TemplateError, RecursionError) as error:
+            # llama-cpp-python compiles the file's chat template while it loads; the file comes from anywhere.
+            raise EngineError(
+                f"{path.name}: its chat template does not compile ({error}); re-convert the model with a working"
+                " template (zootui convert --chat-template FILE)."
+            ) from error
         except (ValueError, RuntimeError) as error:
             loaded = f"{path} with the LoRA adapter {adapter.name}" if adapter is not None else str(path)
             raise EngineError(

@@ -2,8 +2,9 @@
 
 Each template (``templates/<file>.jinja``) is what the converter writes into a GGUF as
 ``tokenizer.chat_template``, so llama-cpp-python's ``Jinja2ChatFormatter`` applies it. Rendering
-here goes through that same formatter, so a prompt previewed in zootui is byte for byte the text
-llama-cpp-python builds.
+here goes through that formatter's bounded twin (``tui.zoo.bounded_jinja``: a template from a model
+file may loop or build strings without end), so a prompt previewed in zootui is byte for byte the
+text llama-cpp-python builds.
 
 Conventions shared by every template:
 
@@ -118,9 +119,9 @@ def prompt_format(family: str) -> PromptFormat:
 
 @cache
 def _formatter(template: str, bos_token: str, eos_token: str, add_generation_prompt: bool) -> Jinja2ChatFormatter:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from tui.zoo.bounded_jinja import BoundedChatFormatter
 
-    return Jinja2ChatFormatter(
+    return BoundedChatFormatter(
         template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=add_generation_prompt
     )
 
@@ -132,7 +133,8 @@ def render_template(
     eos_token: str,
     add_generation_prompt: bool = True,
 ) -> str:
-    """Render ``template`` exactly as llama-cpp-python does for a GGUF carrying it."""
+    """Render ``template`` exactly as llama-cpp-python does for a GGUF carrying it, within the limits of
+    ``tui.zoo.bounded_jinja`` (a ``jinja2.TemplateError`` when the template breaks one, or does not compile)."""
     formatter = _formatter(template, bos_token, eos_token, add_generation_prompt)
     # llama-cpp-python types messages as its OpenAI TypedDicts; any role/content mapping renders.
     return formatter(messages=cast(Any, [dict(m) for m in messages])).prompt

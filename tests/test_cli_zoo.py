@@ -256,3 +256,14 @@ def test_models_lists_a_hostile_gguf_with_a_note_and_the_rest_of_the_library(cli
     [note] = [line for line in lines if "evil.gguf" in line and "fit unknown" in line]
     assert "truncated or corrupt GGUF header (arrays nested more than 8 deep)" in note
     assert "Traceback" not in result.stderr
+
+
+def test_an_import_named_by_the_user_chats_by_that_name_and_shows_its_quant(cli_env):
+    pulled = run(cli_env, "pull", "--import", str(TINY_LLAMA), "--name", "my-coati", "--quant", "q8_0")
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout == "my-coati\n" and "zootui chat -m my-coati" in pulled.stderr
+    listed = run(cli_env, "models")
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith("my-coati ") and "imported, q8_0" in line for line in listed.stdout.splitlines())
+    chatted = run(cli_env, "chat", "-m", "my-coati", "--max-tokens", "4", "-q", "Hello")
+    assert chatted.returncode == 0, chatted.stderr

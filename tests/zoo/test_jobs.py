@@ -40,9 +40,9 @@ from tinyzoo import (
 
 import converters.hashing
 from tui.config import Settings, with_overrides
-from tui.engine import Engines, ReplyStats, SamplingParams
+from tui.engine import EngineError, Engines, ReplyStats, SamplingParams
 from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, JobState, Store
-from tui.zoo import pull
+from tui.zoo import library, pull
 from tui.zoo.catalog import load_catalog
 from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs, StepName
 from tui.zoo.jobs.steps import STEPS
@@ -287,14 +287,17 @@ def test_a_base_the_user_brings_replaces_the_download(zoo: TinyZoo, isolated_dir
 def test_importing_a_checkpoint_directory_converts_it_with_the_chosen_format(isolated_dirs: Path):
     jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
     model = jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama", prompt_format_name="alpaca")
-    assert model.name == "my-llama-q8_0" and resolve_model("my-llama-q8_0", isolated_dirs).path == model.path
+    # The name is usable as given; the quant stays visible in the lockfile and the library's description.
+    listed = resolve_model("my-llama", isolated_dirs)
+    assert model.name == "my-llama" and listed.path == model.path == isolated_dirs / "models/my-llama/my-llama.gguf"
+    assert (listed.quant, listed.description) == ("q8_0", "imported, q8_0")
     [job] = jobs.store.jobs()
     assert (job.kind, [s.name for s in job.steps]) == ("checkpoint", ["read", "convert", "smoke_test", "register"])
     assert model.lockfile.inputs["llama/model.safetensors"] == sha256(TINY_LLAMA / "model.safetensors")
     assert model.lockfile.sources == [{"path": str(TINY_LLAMA.resolve())}] and model.lockfile.catalog_id is None
     reader = gguf.GGUFReader(model.path)
     assert reader.fields["tokenizer.chat_template"].contents() == prompt_format("alpaca").template
-    with pytest.raises(JobError, match="already has a model named 'my-llama-q8_0'"):
+    with pytest.raises(JobError, match="already has a model named 'my-llama'"):
         jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama")
     with pytest.raises(JobError, match="has no config.json|not a"):
         jobs.import_checkpoint(isolated_dirs / "models", "q8_0")
@@ -477,6 +480,42 @@ def test_pull_imports_a_file_by_what_it_holds_not_by_its_name(
     assert "notes.gguf is neither a GGUF file nor a checkpoint directory" in capsys.readouterr().err
     assert pull.run(pull_args("--import", str(unnamed), "--name", "other", "--prompt-format", "alpaca")) == 2
     assert "a GGUF keeps its own chat template" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", ".hidden", "x" * 101])
+def test_a_name_that_would_leave_the_library_is_refused(
+    isolated_dirs: Path, model_path: Path, capsys: pytest.CaptureFixture[str], name: str
+):
+    for source in (model_path, TINY_LLAMA):
+        assert pull.run(pull_args("--import", str(source), "--name", name)) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith(f"zootui: {name!r} cannot name a model") and err.count("\n") == 1
+    assert not (isolated_dirs / "models").exists()
+    assert not Path("/tmp/abs").exists() and not Path("/tmp/abs.gguf").exists()
+    assert [p for p in sorted(isolated_dirs.parent.rglob("*")) if "escaped" in p.name] == []
+
+
+def test_the_library_is_read_once_until_it_changes(
+    isolated_dirs: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
+    jobs.import_gguf(model_path, name="first")
+    reads: list[Path] = []
+    real = library.read_lockfile
+    monkeypatch.setattr(library, "read_lockfile", lambda path: reads.append(path) or real(path))
+    engines = Engines(Settings(), isolated_dirs)
+    try:
+        for _ in range(3):
+            assert engines.for_model("first").description
+        assert len(reads) <= 1  # the first call may scan; the others reuse it
+        reads.clear()
+        jobs.import_gguf(model_path, name="second")  # a change to the library is seen at once
+        assert engines.for_model("second") and reads
+        jobs.delete_model("first")
+        with pytest.raises(EngineError, match="no model named 'first'"):
+            engines.for_model("first")
+    finally:
+        engines.close()
 
 
 GREEDY_8 = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=256, seed=1)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import dataclass, field, fields
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,7 @@ class LibraryModel:
         return beside if beside.is_file() else None
 
 
+@cache
 def default_model_path() -> Path | None:
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -147,6 +150,28 @@ def models_dir(data_dir: Path) -> Path:
     return data_dir / "models"
 
 
+MAX_NAME_LENGTH = 100
+"""Bytes of UTF-8: the library adds its suffixes and a file name may hold 255."""
+
+
+def checked_name(name: str) -> str:
+    """``name`` if it can name a library model: one file name under the models dir, nothing that climbs
+    out of it, hides or reads as a path or a remote model; ValueError (one line) otherwise."""
+    if (
+        not name
+        or len(name.encode()) > MAX_NAME_LENGTH
+        or name != name.strip()
+        or name.startswith((".", "-", REMOTE_PREFIX))
+        or name.endswith(".gguf")
+        or any(c in "/\\" or not c.isprintable() for c in name)
+    ):
+        raise ValueError(
+            f"{name!r} cannot name a model: it becomes a file name in the library, so no '/' or '\\', "
+            f"no leading '.' or '-', no .gguf ending, at most {MAX_NAME_LENGTH} bytes"
+        )
+    return name
+
+
 def registered_name(model_id: str, quant: str | None = None) -> str:
     """The library name of a build of ``model_id`` (a catalog variant id, or an imported model's name)."""
     return f"{model_id}-{quant}" if quant else model_id
@@ -158,6 +183,11 @@ def registered_path(data_dir: Path, model_id: str, quant: str | None = None) -> 
 
 
 def library_models(data_dir: Path) -> list[LibraryModel]:
+    """The default model, then every GGUF under the models dir with its lockfile.
+
+    The scan is remembered until a file under the models dir is added, removed, replaced or touched
+    (by this process or another), so a chat reply does not re-read every lockfile.
+    """
     models: list[LibraryModel] = []
     default_path = default_model_path()
     if default_path is not None:
@@ -167,6 +197,34 @@ def library_models(data_dir: Path) -> list[LibraryModel]:
             )
         )
     directory = models_dir(data_dir)
+    return models + list(_scan(directory, _tree_state(directory)))
+
+
+def _tree_state(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Path, modification time and size of everything under ``directory``: what a change to the library
+    changes. Cheap next to reading the lockfiles: one stat per entry, no file opened."""
+    state: list[tuple[str, int, int]] = []
+    pending = [directory]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:  # no models dir yet, or one that vanished while it was walked
+            continue
+        for entry in entries:
+            try:
+                status = entry.stat(follow_symlinks=True)
+            except OSError:
+                continue
+            state.append((entry.path, status.st_mtime_ns, status.st_size))
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+    return tuple(sorted(state))
+
+
+@lru_cache(maxsize=8)
+def _scan(directory: Path, state: tuple[tuple[str, int, int], ...]) -> tuple[LibraryModel, ...]:
+    """The library's GGUFs with their lockfiles, read once per ``state`` of the models dir."""
+    models: list[LibraryModel] = []
     if directory.is_dir():
         for path in sorted(directory.rglob("*.gguf")):
             if path.name.endswith(_COMPANION_SUFFIXES):  # part of the model its lockfile names; not one to load alone
@@ -176,7 +234,7 @@ def library_models(data_dir: Path) -> list[LibraryModel]:
             if lockfile is not None:
                 described = f"{lockfile.catalog_id or 'imported'}, {lockfile.quant}"
             models.append(LibraryModel(path.stem, path, described, lockfile=lockfile))
-    return models
+    return tuple(models)
 
 
 def converted_quants(data_dir: Path) -> dict[str, list[str]]:

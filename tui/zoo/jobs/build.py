@@ -72,6 +72,8 @@ class Build:
     """The local checkpoint directory (checkpoint jobs only)."""
     prompt_format_name: str | None
     """The prompt format whose template, EOS and stop strings go into the GGUF."""
+    name_as_given: bool = False
+    """The user named the import: the library name is exactly that (the lockfile keeps the quant)."""
 
     @classmethod
     def of(cls, job: Job, catalog: Catalog) -> Build:
@@ -100,11 +102,13 @@ class Build:
             None,
             Path(job.target),
             job.params.get("prompt_format"),
+            bool(job.params.get("name_as_given")),
         )
 
     @property
-    def label(self) -> str:
-        return build_label(self.quant, self.lora)
+    def label(self) -> str | None:
+        """What the library name adds to ``model_id``: the build's type, unless the user chose the name."""
+        return None if self.name_as_given else build_label(self.quant, self.lora)
 
     @property
     def name(self) -> str:

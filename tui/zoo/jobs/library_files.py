@@ -13,11 +13,19 @@ from tui.zoo.library import (
     DEFAULT_MODEL_NAME,
     Lockfile,
     RegisteredModel,
+    checked_name,
     library_models,
     lockfile_path,
     models_dir,
     registered_path,
 )
+
+
+def checked_model_name(name: str) -> str:
+    try:
+        return checked_name(name)
+    except ValueError as error:
+        raise JobError(str(error)) from None
 
 
 def free_destination(data_dir: Path, model_id: str, label: str | None = None) -> Path:
@@ -41,6 +49,8 @@ def is_gguf(path: Path) -> bool:
 
 def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> RegisteredModel:
     """Copy a GGUF file into the library, with a lockfile holding its sha256."""
+    if name is not None:
+        checked_model_name(name)
     path = path.expanduser()
     if not path.is_file():
         raise JobError(f"GGUF file not found: {path}; check the path")
@@ -49,7 +59,7 @@ def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> Regis
     except (ValueError, OSError) as error:
         raise JobError(f"{path} is not a readable GGUF file ({error})") from error
     quant = quant_name(int(file_type)) if file_type is not None else "unknown"
-    name = name or path.stem
+    name = checked_model_name(name or path.stem)
     destination = free_destination(data_dir, name)
     destination.parent.mkdir(parents=True, exist_ok=True)
     from converters import sha256_file

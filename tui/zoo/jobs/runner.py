@@ -94,15 +94,20 @@ class Jobs:
         *,
         name: str | None = None,
         prompt_format_name: str | None = None,
+        default_name: str | None = None,
         progress: JobProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> RegisteredModel:
         """Convert a local Hugging Face checkpoint directory into the library (no download, no recovery).
 
         ``prompt_format_name`` (a key of ``tui.zoo.templates.FORMATS``) replaces the checkpoint's own
-        chat template; the model is registered as ``<name or directory name>-<quant>``.
+        chat template. The model is registered as ``name`` when one is given, else as
+        ``<default_name or the directory's name>-<quant>``; an unfinished import of the directory as
+        ``quant`` resumes (under its own name, unless another is given).
         """
         quant = checked_quant(quant)
+        if name is not None:
+            library_files.checked_model_name(name)
         directory = directory.expanduser().resolve()
         if not directory.is_dir():
             raise JobError(f"not a directory: {directory}; give a Hugging Face checkpoint directory")
@@ -110,9 +115,10 @@ class Jobs:
             format_or_error(prompt_format_name)
         target = str(directory)
         job = self.store.unfinished_job(JobKind.CHECKPOINT, target, quant)
-        if job is None:
-            params = {"name": name or directory.name, "prompt_format": prompt_format_name}
-            library_files.free_destination(self.data_dir, params["name"], quant)
+        if job is None or (name is not None and job.params.get("name") != name):
+            model_id = name or library_files.checked_model_name(default_name or directory.name)
+            params = {"name": model_id, "prompt_format": prompt_format_name, "name_as_given": name is not None}
+            library_files.free_destination(self.data_dir, model_id, None if name is not None else quant)
             job = self.store.create_job(JobKind.CHECKPOINT, target, quant, checkpoint_steps(quant), params)
         return self._execute(job, progress, cancel)
 
@@ -143,7 +149,7 @@ class Jobs:
         except HubError as error:
             raise JobError(str(error)) from error
         return self.import_checkpoint(
-            snapshot.directory, quant, name=repo_id.split("/")[-1], progress=progress, cancel=cancel
+            snapshot.directory, quant, default_name=repo_id.split("/")[-1], progress=progress, cancel=cancel
         )
 
     def resume(

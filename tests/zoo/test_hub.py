@@ -165,3 +165,13 @@ def test_too_little_disk_is_caught_from_the_metadata_before_downloading(hub: Hub
     with pytest.raises(HubError, match="not enough disk space for zoo/huge: it needs 931322574.62 GiB more"):
         fetch(tmp_path, "zoo/huge")
     assert resolve_gets(hub) == []
+
+
+@pytest.mark.parametrize("name", ["../escape.json", "/etc/passwd", "a/../../b.json", "sub//x.json", "dir\\..\\x.json"])
+def test_a_file_list_naming_paths_outside_the_repo_is_refused(hub: HubServer, tmp_path: Path, name: str):
+    """A hostile endpoint's listing once ended in an uncaught ValueError from huggingface_hub."""
+    hub.add_repo("zoo/escape", {"config.json": b"{}", name: b"x"})
+    with pytest.raises(HubError, match=r"lists a file .* which is not a path inside the repo; refusing"):
+        fetch(tmp_path, "zoo/escape")
+    assert not any(r.method == "GET" and "/resolve/" in r.path for r in hub.requests)
+    assert not (tmp_path / "escape.json").exists()

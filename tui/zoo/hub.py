@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ _PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth")
 _PICKLE_INDEX = "pytorch_model.bin.index.json"
 _LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 _OFFLINE = "cannot download {repo_id}: offline mode is on (HF_HUB_OFFLINE); unset it to download"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def select_files(filenames: Iterable[str], patterns: Iterable[str] = ()) -> list[str]:
@@ -158,9 +160,27 @@ def _repo_listing(
         info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, files_metadata=True)
     except _TRANSLATED as error:
         _raise_translated(error, repo_id, revision, endpoint)
+    hub = endpoint or "huggingface.co"
     if info.sha is None or info.siblings is None:
-        raise HubError(f"the Hub at {endpoint or 'huggingface.co'} sent no file list for {repo_id}")
+        raise HubError(f"the Hub at {hub} sent no file list for {repo_id}")
+    # Both become paths in the cache: a commit or file name that climbs out of it would write anywhere.
+    if not _COMMIT.fullmatch(info.sha):
+        raise HubError(
+            f"the Hub at {hub} named {repo_id}'s commit {info.sha[:80]!r}, not a commit hash; check HF_ENDPOINT"
+        )
+    for sibling in info.siblings:
+        if not _is_repo_path(sibling.rfilename):
+            raise HubError(
+                f"the Hub at {hub} lists a file {sibling.rfilename[:80]!r} in {repo_id}, which is not a path inside"
+                " the repo; refusing to download it (check HF_ENDPOINT)"
+            )
     return list(info.siblings), info.sha, bool(info.gated)
+
+
+def _is_repo_path(name: str) -> bool:
+    """A relative path of plain names, as files in a Hub repo are (``model.safetensors``, ``onnx/model.onnx``)."""
+    parts = name.split("/")
+    return bool(name) and "\\" not in name and "\0" not in name and all(p not in ("", ".", "..") for p in parts)
 
 
 # What huggingface_hub raises for the failures ``_raise_translated`` words for users.

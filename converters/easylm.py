@@ -1,4 +1,4 @@
-"""EasyLM's streaming checkpoints (Koala's released diffs), read one tensor at a time.
+"""EasyLM's streaming checkpoints (Koala's released diffs): every array memory-mapped, none copied.
 
 The layout, from EasyLM's ``StreamingCheckpointer.save_train_state_to_file``: the file is a
 sequence of msgpack arrays ``[key, value]``, one per parameter, with nothing around them.
@@ -12,13 +12,20 @@ For LLaMA, a flax ``Dense`` kernel is the transposed PyTorch ``Linear`` weight (
 ``wq``/``wk`` keep Meta's interleaved rotary layout: each head's rows are pairs (2i, 2i+1) that
 rotate together, where Hugging Face's LLaMA stores the halves (i, i + head_dim/2).
 
-Everything is validated as it is read: every length is bounded before anything is allocated for
-it, and any malformed input ends in one ``ConversionError`` line naming the file and the record.
+msgpack's unpacker would hand each array over as Python bytes, copied from its buffer two or three
+times over: for Koala's 300 MB embeddings that is a gigabyte at a time. So msgpack parses the small
+parts of a record (the key, the shape and the dtype, each from a bounded window), the three bin and
+extension headers around the array bytes are read here (a marker byte and a big-endian length), and
+the array itself is a read-only view of the memory-mapped file. Every length is checked against
+the file before it is used, and any malformed input ends in one ``ConversionError`` line naming the
+file, the record and its byte offset.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +34,6 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-from .checkpoint import bf16_to_f32
 from .errors import ConversionError
 
 _NDARRAY_EXT = 1  # flax's msgpack extension code for numpy arrays
@@ -35,8 +41,11 @@ _DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bf
 _MAX_KEY_PARTS = 16
 _MAX_KEY_PART_CHARS = 256
 _MAX_DIMS = 8
-_HEADER_SLACK = 2**16  # a record's key and msgpack headers, beside its array bytes
-_READ_SIZE = 16 * 2**20
+_MAX_DTYPE_CHARS = 16
+_WINDOW = 2**13  # bytes msgpack is given to parse a record's key (16 parts of 256 at most), or a shape and dtype
+# msgpack markers of the containers around the array bytes -> (length bytes, fixed payload length).
+_BIN = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0)}
+_EXT = {0xC7: (1, 0), 0xC8: (2, 0), 0xC9: (4, 0), 0xD4: (0, 1), 0xD5: (0, 2), 0xD6: (0, 4), 0xD7: (0, 8), 0xD8: (0, 16)}
 _MSGPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError)
 
 
@@ -81,103 +90,162 @@ def llama_parameter(key: str) -> Parameter | None:
     return Parameter(f"model.layers.{match['layer']}.{block.hf_name}", block.transposed, block.rotary_heads)
 
 
-def read_streaming_checkpoint(path: Path, max_array_bytes: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(key, array)`` for each record of the streaming checkpoint at ``path``, in file order.
+@dataclass(frozen=True)
+class StoredArray:
+    """One array of a streaming checkpoint: where its bytes are in the file, and what they hold."""
 
-    ``key`` joins the path with "/"; bfloat16 arrays come back widened to float32. No record may
-    hold more than ``max_array_bytes`` of array data, which bounds the memory a record can take.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as stream:
-        unpacker = msgpack.Unpacker(
-            stream,
-            raw=True,  # keys are decoded (and checked) here; flax's own reader reads raw bytes too
-            read_size=min(_READ_SIZE, max_array_bytes + _HEADER_SLACK),
-            max_buffer_size=max_array_bytes + _HEADER_SLACK,
-            max_bin_len=max_array_bytes + _HEADER_SLACK,
-            max_str_len=_MAX_KEY_PART_CHARS,
-            max_array_len=_MAX_KEY_PARTS,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-        index = 0
-        while True:
-            start = unpacker.tell()
+    key: str
+    """The parameter's path joined with "/"."""
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    """Of the stored elements: bfloat16 is kept as its uint16 bit patterns (numpy has no bfloat16)."""
+    is_bf16: bool
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class StreamingCheckpoint:
+    """An EasyLM streaming checkpoint file, read record by record. A context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stream = self.path.open("rb")
+        self.size = os.fstat(self._stream.fileno()).st_size
+        self._map = mmap.mmap(self._stream.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
+
+    def __enter__(self) -> StreamingCheckpoint:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._map is not None:
             try:
-                record = unpacker.unpack()
-            except msgpack.OutOfData:
-                if start == size:
-                    return
-                raise ConversionError(
-                    f"{path.name} is truncated (record {index} at byte {start} of {size}); re-download it"
-                ) from None
-            except msgpack.BufferFull:
-                raise ConversionError(
-                    f"{path.name}: record {index} at byte {start} is larger than any tensor of the base model "
-                    f"({max_array_bytes} bytes); the diff belongs to a bigger model"
-                ) from None
-            except _MSGPACK_ERRORS as error:
-                raise ConversionError(
-                    f"{path.name}: record {index} at byte {start} is not valid msgpack ({_describe(error)}); "
-                    "the file is damaged or not an EasyLM streaming checkpoint"
-                ) from None
-            key = _record_key(path, index, record)
-            # Popped and decoded in the yield itself: this frame keeps neither the bytes nor the array
-            # while the caller works on it.
-            yield key, _decode_array(path, key, record.pop(), max_array_bytes)
+                self._map.close()
+            except BufferError:  # an array from load_raw is still alive; the map closes with it
+                pass
+            self._map = None
+        self._stream.close()
+
+    def arrays(self) -> Iterator[StoredArray]:
+        """Every record's array, in file order (headers only: no array data is read)."""
+        position, index = 0, 0
+        while position < self.size:
+            stored, position = self._record(position, index)
+            yield stored
             index += 1
 
+    def load_raw(self, stored: StoredArray) -> np.ndarray:
+        """The stored elements as a read-only view of the mapped file (bfloat16 as uint16 bit patterns)."""
+        if stored.nbytes == 0:
+            return np.empty(stored.shape, stored.dtype)
+        assert self._map is not None
+        return np.frombuffer(self._map, stored.dtype, math.prod(stored.shape), stored.offset).reshape(stored.shape)
 
-def _record_key(path: Path, index: int, record: object) -> str:
-    """The parameter path of a ``[key, array bytes]`` record, joined with "/"."""
-    if not (isinstance(record, list) and len(record) == 2 and isinstance(record[1], bytes)):
-        raise ConversionError(
-            f"{path.name}: record {index} is not a [key, array bytes] pair; not an EasyLM streaming checkpoint"
-        )
-    parts = record[0]
-    if not (isinstance(parts, list) and parts and all(isinstance(p, bytes) and p for p in parts)):
-        raise ConversionError(f"{path.name}: record {index} has no parameter path of strings for its key")
-    try:
-        return "/".join(p.decode("utf-8") for p in parts)
-    except UnicodeDecodeError:
-        raise ConversionError(f"{path.name}: record {index} has a key that is not UTF-8") from None
+    def release(self, stored: StoredArray) -> None:
+        """Drops the array's pages from this process's resident set; they stay in the OS page cache."""
+        if self._map is None or stored.nbytes == 0:
+            return
+        aligned = stored.offset - stored.offset % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, aligned, stored.offset + stored.nbytes - aligned)
 
+    # --- parsing ------------------------------------------------------------------------------------
 
-def _decode_array(path: Path, key: str, value: bytes, max_array_bytes: int) -> np.ndarray:
-    where = f"{path.name}: {key}"
-    try:
-        ext = msgpack.unpackb(value, raw=True, max_ext_len=len(value), max_array_len=0, max_map_len=0)
-    except _MSGPACK_ERRORS as error:
-        raise ConversionError(f"{where} is not a flax array ({_describe(error)}); the file is damaged") from None
-    if not isinstance(ext, msgpack.ExtType) or ext.code != _NDARRAY_EXT:
-        found = f"extension type {ext.code}" if isinstance(ext, msgpack.ExtType) else type(ext).__name__
-        raise ConversionError(f"{where} holds {found}, not a flax ndarray (msgpack extension type 1)")
-    try:
-        fields = msgpack.unpackb(
-            ext.data,
+    def _record(self, position: int, index: int) -> tuple[StoredArray, int]:
+        """The record at ``position`` and the position of the next one."""
+        where = f"{self.path.name}: record {index} at byte {position}"
+        unpacker = self._window(position, where, max_array_len=_MAX_KEY_PARTS, max_str_len=_MAX_KEY_PART_CHARS)
+        try:
+            if unpacker.read_array_header() != 2:
+                raise ConversionError(f"{where} is not a [key, array] pair; not an EasyLM streaming checkpoint")
+            parts = unpacker.unpack()
+        except _MSGPACK_ERRORS as error:
+            raise self._unpack_error(error, where, position) from None
+        if not (isinstance(parts, list) and parts and all(isinstance(p, bytes) and p for p in parts)):
+            raise ConversionError(f"{where} has no parameter path of strings for its key")
+        try:
+            key = "/".join(p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            raise ConversionError(f"{where} has a key that is not UTF-8") from None
+        where = f"{self.path.name}: {key} (record {index} at byte {position})"
+        value_start, value_length, _ = self._header(position + unpacker.tell(), _BIN, where, "the array bytes")
+        end = value_start + value_length
+        ext_start, ext_length, code = self._header(value_start, _EXT, where, "a flax ndarray", limit=end)
+        if code != _NDARRAY_EXT:
+            raise ConversionError(f"{where} holds msgpack extension type {code}, not a flax ndarray (type 1)")
+        if ext_start + ext_length != end:
+            raise ConversionError(f"{where}: its array does not fill its record; the file is damaged")
+        unpacker = self._window(ext_start, where, max_array_len=_MAX_DIMS, max_str_len=_MAX_DTYPE_CHARS, limit=end)
+        try:
+            if unpacker.read_array_header() != 3:
+                raise ConversionError(f"{where}: its array is not [shape, dtype, bytes] as flax writes it")
+            shape, dtype_name = unpacker.unpack(), unpacker.unpack()
+        except _MSGPACK_ERRORS as error:
+            raise self._unpack_error(error, where, ext_start, end) from None
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise ConversionError(f"{where}: its shape {shape!r} is not a list of sizes")
+        name = dtype_name.decode("ascii", "replace") if isinstance(dtype_name, bytes) else ""
+        if name not in _DTYPES:
+            raise ConversionError(f"{where} has dtype {dtype_name!r}; only float32, float16 and bfloat16 are expected")
+        data_start, data_length, _ = self._header(ext_start + unpacker.tell(), _BIN, where, "the array bytes", end)
+        stored = StoredArray(key, tuple(shape), _DTYPES[name], name == "bfloat16", data_start)
+        if data_start + data_length != end or stored.nbytes != data_length:
+            raise ConversionError(
+                f"{where} has {data_length} bytes for shape {shape} of {name} ({stored.nbytes} expected); the file is damaged"
+            )
+        return stored, end
+
+    def _window(self, start: int, where: str, *, max_array_len: int, max_str_len: int, limit: int | None = None):
+        """A msgpack unpacker over at most _WINDOW bytes from ``start``, limited to small arrays and strings."""
+        assert self._map is not None
+        unpacker = msgpack.Unpacker(
             raw=True,
-            max_array_len=_MAX_DIMS,
+            max_buffer_size=_WINDOW,
+            max_array_len=max_array_len,
+            max_str_len=max_str_len,
+            max_bin_len=0,
             max_map_len=0,
             max_ext_len=0,
-            max_str_len=16,
-            max_bin_len=max_array_bytes,
         )
-    except _MSGPACK_ERRORS as error:
-        raise ConversionError(f"{where}: its array header is not valid msgpack ({_describe(error)})") from None
-    del ext
-    if not (isinstance(fields, list) and len(fields) == 3 and isinstance(fields[2], bytes)):
-        raise ConversionError(f"{where}: its array is not [shape, dtype, bytes] as flax writes it")
-    shape, dtype_name, data = fields
-    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
-        raise ConversionError(f"{where}: its shape {shape!r} is not a list of sizes")
-    dtype = _DTYPES.get(dtype_name.decode("ascii", "replace") if isinstance(dtype_name, bytes) else "")
-    if dtype is None:
-        raise ConversionError(f"{where} has dtype {dtype_name!r}; only float32, float16 and bfloat16 are expected")
-    expected = math.prod(shape) * dtype.itemsize
-    if expected != len(data):
-        raise ConversionError(f"{where} has {len(data)} bytes for shape {shape} ({expected} expected); damaged file")
-    array = np.frombuffer(data, dtype).reshape(shape)
-    return bf16_to_f32(array) if dtype_name == b"bfloat16" else array
+        unpacker.feed(self._map[start : min(start + _WINDOW, self.size if limit is None else limit)])
+        return unpacker
+
+    def _unpack_error(self, error: Exception, where: str, start: int, limit: int | None = None) -> ConversionError:
+        if isinstance(error, msgpack.OutOfData):
+            if start + _WINDOW >= (self.size if limit is None else limit):
+                return ConversionError(f"{where}: it ends inside its header; the file is truncated or damaged")
+            return ConversionError(f"{where}: its header is longer than {_WINDOW} bytes; not an EasyLM checkpoint")
+        return ConversionError(
+            f"{where} is not valid msgpack ({_describe(error)}); the file is damaged or not an EasyLM streaming checkpoint"
+        )
+
+    def _header(
+        self, at: int, kinds: dict[int, tuple[int, int]], where: str, what: str, limit: int | None = None
+    ) -> tuple[int, int, int | None]:
+        """(payload start, payload length, extension type or None) of the bin or extension header at ``at``."""
+        assert self._map is not None
+        end = self.size if limit is None else limit
+        if at >= end:
+            raise ConversionError(f"{where}: the file ends before {what}; it is truncated, re-download it")
+        marker = self._map[at]
+        if marker not in kinds:
+            raise ConversionError(f"{where}: byte {at} should start {what} but is 0x{marker:02x}; the file is damaged")
+        length_bytes, fixed = kinds[marker]
+        type_bytes = 1 if kinds is _EXT else 0
+        payload = at + 1 + length_bytes + type_bytes
+        if payload > end:
+            raise ConversionError(f"{where}: the file ends inside the header of {what}; it is truncated")
+        length = fixed if length_bytes == 0 else int.from_bytes(self._map[at + 1 : at + 1 + length_bytes], "big")
+        code = self._map[payload - 1] if type_bytes else None
+        if payload + length > end:
+            raise ConversionError(
+                f"{where}: {what} claims {length} bytes but only {end - payload} follow; the file is truncated or damaged"
+            )
+        return payload, length, code
 
 
 def _describe(error: Exception) -> str:

@@ -42,8 +42,8 @@ import numpy.typing as npt
 
 from .archs import architecture_for
 from .archs.llama import Llama, half_split_order
-from .checkpoint import SAFETENSORS_DTYPES, Checkpoint, open_checkpoint
-from .easylm import Parameter, llama_parameter, read_streaming_checkpoint
+from .checkpoint import SAFETENSORS_DTYPES, Checkpoint, bf16_to_f32, open_checkpoint
+from .easylm import Parameter, StoredArray, StreamingCheckpoint, llama_parameter
 from .errors import ConversionCancelled, ConversionError
 from .files import written_atomically
 from .jsonfile import BOOL, NULL, STR, Int, Num, Obj, OneOf, read_json
@@ -98,11 +98,11 @@ def _encode(array: np.ndarray, code: str) -> np.ndarray:
 
 
 class SafetensorsWriter:
-    """Writes safetensors shards one tensor at a time, in any order.
+    """Writes safetensors shards one tensor (or one slice of a tensor's rows) at a time, tensors in any order.
 
     Shapes and dtypes are known up front, so every shard's header, and every tensor's place in its
     shard, is fixed before any data is written: a recipe can write tensors in the order its input
-    yields them, and no tensor is held longer than its own ``write`` call. Use it as a context
+    yields them, and nothing is held longer than its own ``write`` call. Use it as a context
     manager, and call ``finish`` once every tensor is written.
     """
 
@@ -136,7 +136,7 @@ class SafetensorsWriter:
             encoded = json.dumps(header, separators=(",", ":")).encode()
             encoded += b" " * (-len(encoded) % 8)  # keeps the data 8-byte aligned for memory mapping
             self._headers.append(len(encoded).to_bytes(8, "little") + encoded)
-        self._written: set[str] = set()
+        self._rows: dict[str, int] = {}  # rows written so far, by tensor
         self._stream: BinaryIO | None = None
         self._stream_shard = -1
 
@@ -146,20 +146,31 @@ class SafetensorsWriter:
     def __exit__(self, *exc_info: object) -> None:
         self._close_stream()
 
-    def write(self, name: str, array: np.ndarray) -> None:
+    def write(self, name: str, array: np.ndarray, first_row: int = 0) -> None:
+        """Write ``array`` as the tensor ``name``, or as its rows from ``first_row`` on: a tensor may
+        come in slices of rows, in order."""
         place = self._places.get(name)
-        if place is None or name in self._written or tuple(array.shape) != place[2].shape:
-            expected = f"{place[2].shape}" if place else "no such tensor in the plan"
-            raise ValueError(
-                f"cannot write {name} {tuple(array.shape)}: {expected}, written already: {name in self._written}"
-            )
+        if place is None:
+            raise ValueError(f"cannot write {name}: it is not in the plan")
         shard, offset, tensor = place
+        done = self._rows.get(name, 0)
+        rows = tensor.shape[0] if tensor.shape else 1
+        piece = tuple(array.shape)
+        if tensor.shape:
+            count = piece[0] if piece else 0
+            fits = len(piece) == len(tensor.shape) and piece[1:] == tensor.shape[1:] and count > 0
+        else:
+            count, fits = 1, piece == ()
+        if not fits or first_row != done or done + count > rows:
+            raise ValueError(
+                f"cannot write {name} {piece} at row {first_row}: it is {tensor.shape}, {done} rows written"
+            )
         if shard != self._stream_shard:
             self._open(shard)
         assert self._stream is not None
-        self._stream.seek(len(self._headers[shard]) + offset)
+        self._stream.seek(len(self._headers[shard]) + offset + first_row * (tensor.nbytes // rows))
         self._stream.write(_encode(array, tensor.code).reshape(-1).view(np.uint8).data)
-        self._written.add(name)
+        self._rows[name] = done + count
 
     def _open(self, shard: int) -> None:
         self._close_stream()
@@ -181,8 +192,11 @@ class SafetensorsWriter:
     def finish(self) -> None:
         """Close the last shard and, for several shards, write the index."""
         self._close_stream()
-        if len(self._written) != len(self._places):
-            raise ValueError(f"{len(self._places) - len(self._written)} planned tensors were never written")
+        unwritten = [
+            n for n, (_, _, t) in self._places.items() if self._rows.get(n, 0) < (t.shape[0] if t.shape else 1)
+        ]
+        if unwritten:
+            raise ValueError(f"{len(unwritten)} planned tensors were never written, first {unwritten[0]}")
         if len(self._shards) > 1:
             index = {
                 "metadata": {"total_size": sum(t.nbytes for shard in self._shards for t in shard)},
@@ -315,17 +329,48 @@ def apply_delta(
 # --- EasyLM diffs ------------------------------------------------------------------------------
 
 
-def _hf_layout(diff: np.ndarray, parameter: Parameter, arch: Llama) -> np.ndarray:
-    """An EasyLM LLaMA tensor as the Hugging Face weight: kernels transposed, and q/k rows moved
-    from Meta's interleaved rotary order to HF's half-split order. A row order left out here would
-    still give a model that runs, and talks nonsense."""
-    if parameter.transposed:
-        diff = diff.T
-    if parameter.rotary_heads is not None and diff.ndim == 2:
-        heads = arch.n_head if parameter.rotary_heads == "q" else arch.n_head_kv
-        if diff.shape[0] % (2 * heads) == 0:
-            diff = diff[half_split_order(diff.shape[0], heads)]
-    return diff
+_SLICE_BYTES = 8 * 2**20  # float32 rows added per step: bounds the working set of the largest tensor
+
+
+def _widened(values: np.ndarray, is_bf16: bool) -> np.ndarray:
+    return bf16_to_f32(values) if is_bf16 else values.astype(np.float32)
+
+
+def _rotary_order(parameter: Parameter, rows: int, arch: Llama) -> np.ndarray | None:
+    """HF's half-split order for q/k rows, which EasyLM keeps in Meta's interleaved order. Left out,
+    the model would still run, and talk nonsense."""
+    if parameter.rotary_heads is None:
+        return None
+    return half_split_order(rows, arch.n_head if parameter.rotary_heads == "q" else arch.n_head_kv)
+
+
+def _add_in_slices(
+    writer: SafetensorsWriter,
+    tensor: OutputTensor,
+    base: Checkpoint,
+    diff: StreamingCheckpoint,
+    stored: StoredArray,
+    parameter: Parameter,
+    order: np.ndarray | None,
+) -> None:
+    """Write base + diff for one tensor, a slice of its Hugging Face rows at a time.
+
+    A kernel's HF row r is its column r (or, for q/k, column order[r]), so each slice reads those
+    columns of the mapped diff; pages of both inputs are released after every slice.
+    """
+    change = diff.load_raw(stored)
+    original = base.load_raw(tensor.name)
+    base_bf16 = base.info(tensor.name).is_bf16
+    rows = tensor.shape[0]
+    step = max(1, _SLICE_BYTES // max(1, 4 * math.prod(tensor.shape[1:])))
+    for start in range(0, rows, step):
+        index = slice(start, start + step) if order is None else order[start : start + step]
+        delta = change[:, index].T if parameter.transposed else change[index]
+        total = _widened(original[start : start + step], base_bf16)
+        total += _widened(delta, stored.is_bf16)
+        writer.write(tensor.name, total, first_row=start)
+        base.release(tensor.name)
+        diff.release(stored)
 
 
 def apply_easylm_diff(
@@ -339,15 +384,16 @@ def apply_easylm_diff(
     """Koala's recovery: a Hugging Face LLaMA base plus an EasyLM streaming-checkpoint diff.
 
     EasyLM adds base and diff in its own parameter space (``diff_checkpoint --recover_diff``) and
-    saves bfloat16; here each diff tensor is brought into the base's layout instead, which puts the
-    same float32 sums in the same places, stored as bfloat16 too. Diff tensors are read in the
-    file's order, one at a time; memory holds a few copies of the largest tensor, not the model.
-    Config and tokenizer files come from the base (Koala keeps LLaMA's vocabulary).
+    saves bfloat16; here each diff tensor is brought into the base's layout instead (kernels
+    transposed, q/k rows permuted), which puts the same float32 sums in the same places, stored as
+    bfloat16 too. Both inputs are memory-mapped and added a slice of rows at a time, so memory
+    does not grow with the model or its largest tensor. Config and tokenizer files come from the
+    base (Koala keeps LLaMA's vocabulary).
     """
     out_dir, diff_file = Path(out_dir), Path(diff_file)
     if not diff_file.is_file():
         raise ConversionError(f"{diff_file} is not a file; give the EasyLM diff file (koala_7b_diff_v2 …)")
-    with open_checkpoint(base_dir) as base:
+    with open_checkpoint(base_dir) as base, StreamingCheckpoint(diff_file) as diff:
         arch = architecture_for(base.config)
         if not isinstance(arch, Llama):
             raise ConversionError(
@@ -355,35 +401,31 @@ def apply_easylm_diff(
             )
         names = [n for n in base.names() if not n.endswith(arch.dropped_suffixes)]
         plan = {n: OutputTensor(n, base.info(n).shape, "BF16") for n in names}
-        largest = max(math.prod(t.shape) for t in plan.values()) * np.dtype(np.float32).itemsize
         report = _Reporter(sum(t.nbytes for t in plan.values()), progress, cancel)
         done: set[str] = set()
         with _staged(out_dir, report.total) as staging:
             with SafetensorsWriter(staging, list(plan.values())) as writer:
-                for key, stored in read_streaming_checkpoint(diff_file, largest):
-                    parameter = llama_parameter(key)
+                for stored in diff.arrays():
+                    parameter = llama_parameter(stored.key)
                     if parameter is None:
                         raise ConversionError(
-                            f"{diff_file.name} holds {key}, which is not a parameter of EasyLM's LLaMA; the diff is of another model"
+                            f"{diff_file.name} holds {stored.key}, which is not a parameter of EasyLM's LLaMA; the diff is of another model"
                         )
                     tensor = plan.get(parameter.hf_name)
-                    if tensor is None or parameter.hf_name in done:
+                    if tensor is None or tensor.name in done:
                         problem = "twice" if tensor else f"but the base has no {parameter.hf_name}"
                         raise ConversionError(
-                            f"{diff_file.name} holds {key} {problem}; the diff was made for another base"
+                            f"{diff_file.name} holds {stored.key} {problem}; the diff was made for another base"
                         )
-                    diff = _hf_layout(stored, parameter, arch)
-                    del stored
-                    if diff.shape != tensor.shape:
+                    as_hf = stored.shape[::-1] if parameter.transposed else stored.shape
+                    if as_hf != tensor.shape or not tensor.shape:
                         raise ConversionError(
-                            f"{diff_file.name}: {key} is {list(diff.shape)} as a Hugging Face weight, but the base's "
+                            f"{diff_file.name}: {stored.key} is {list(as_hf)} as a Hugging Face weight, but the base's "
                             f"{tensor.name} is {list(tensor.shape)}; the diff was made for another base"
                         )
-                    recovered = base.load(tensor.name).astype(np.float32)
-                    recovered += diff
-                    del diff
-                    writer.write(tensor.name, recovered)
-                    base.release(tensor.name)
+                    _add_in_slices(
+                        writer, tensor, base, diff, stored, parameter, _rotary_order(parameter, tensor.shape[0], arch)
+                    )
                     done.add(tensor.name)
                     report.step(tensor.name, tensor.nbytes)
                 missing = [n for n in names if n not in done]

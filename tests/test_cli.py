@@ -146,3 +146,35 @@ def test_killed_chat_keeps_the_streamed_reply(cli_env, isolated_dirs):
     assert text.startswith(reply.content)
     assert len(reply.content.encode()) >= printed_a_second_before > 0
     store.close()
+
+    # The next command sees that nobody is finishing it, as the app does on start.
+    listed = run(cli_env, "list")
+    assert listed.stderr == "zootui: 1 reply was cut off when zootui last stopped; what was generated is kept.\n"
+    exported = json.loads(run(cli_env, "export", "1", "--format", "json").stdout)
+    assert exported["messages"][1]["state"] == "interrupted" and exported["messages"][1]["content"] == reply.content
+    assert run(cli_env, "list").stderr == ""
+
+
+@pytest.mark.slow
+def test_a_reply_still_streaming_in_another_process_is_left_alone(cli_env, isolated_dirs):
+    process = subprocess.Popen(
+        zootui_command("chat", "--max-tokens", "80", "--temperature", "0.8", "Tell a long story about a zoo."),
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        first = process.stdout.read(1)  # the reply has started streaming (and is saved as streaming)
+        assert first, process.stderr.read()
+        time.sleep(0.6)  # past the first save
+        listed = run(cli_env, "list")
+        assert "cut off" not in listed.stderr
+    finally:
+        process.wait(timeout=240)
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == 0
+    store = Store(isolated_dirs / DATABASE_NAME)
+    [_, reply] = store.messages(1)
+    assert reply.state == "done" and reply.content
+    store.close()

@@ -1,8 +1,10 @@
 import sqlite3
+import subprocess
 
 import pytest
+from support import zootui_command
 
-from tui.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 
 @pytest.fixture
@@ -111,3 +113,41 @@ def test_preferences(store):
     store.set_preference("theme", "zoo-savanna")
     store.set_preference("theme", "nord")
     assert store.preference("theme") == "nord"
+
+
+def test_first_starts_at_once_migrate_once_and_all_succeed(tmp_path, cli_env):
+    # Four `zootui list` on a fresh data dir, five times: each used to race the others to create the tables.
+    for round_ in range(5):
+        data = tmp_path / f"data-{round_}"
+        env = {**cli_env, "ZOOTUI_DATA_DIR": str(data)}
+        starts = [
+            subprocess.Popen(zootui_command("list"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        outcomes = [(start.wait(timeout=60), start.stderr.read()) for start in starts]
+        for start in starts:
+            start.stdout.close()
+            start.stderr.close()
+        assert outcomes == [(0, "")] * 4
+        store = Store(data / DATABASE_NAME)
+        assert store.schema_version() == SCHEMA_VERSION
+        store.close()
+
+
+def test_only_a_database_that_is_unusable_is_advised_to_be_moved_aside(tmp_path):
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError, match="not a usable zootui database .* move it aside"):
+        Store(garbage)
+
+    busy = tmp_path / "busy.sqlite3"
+    Store(busy).close()
+    holder = sqlite3.connect(busy, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another zootui in the middle of a write
+    try:
+        with pytest.raises(StoreError, match="is busy") as failure:
+            Store(busy)
+        assert "move it aside" not in str(failure.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

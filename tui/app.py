@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from tui.arena import RANDOM
-from tui.chat import ChatService
+from tui.chat import ChatService, interrupted_notice
 from tui.config import Settings, data_dir
 from tui.engine import Engines
 from tui.export import export
@@ -82,10 +82,7 @@ class ZooApp(App):
         self.theme_changed_signal.subscribe(self, lambda theme: self.store.set_preference(THEME_PREFERENCE, theme.name))
         interrupted = self.store.mark_interrupted_replies()
         if interrupted:
-            self._startup_warnings.append(
-                f"{interrupted} reply(ies) were cut off when zootui last stopped; "
-                f"what was generated is kept (ctrl+r regenerates)."
-            )
+            self._startup_warnings.append(f"{interrupted_notice(interrupted)} (ctrl+r regenerates).")
         conversations = self.store.conversations(open_only=True)
         models = self._chat_models()  # one scan of the library for every tab restored at start
         for conversation in conversations:

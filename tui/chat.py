@@ -58,6 +58,12 @@ def default_params(settings: Settings) -> SamplingParams:
     )
 
 
+def interrupted_notice(count: int) -> str:
+    """What to tell the user when ``Store.mark_interrupted_replies`` found replies a dead process left."""
+    replies = "1 reply was" if count == 1 else f"{count} replies were"
+    return f"{replies} cut off when zootui last stopped; what was generated is kept"
+
+
 def title_from(text: str) -> str:
     words = " ".join(text.split())
     return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"

@@ -45,12 +45,18 @@ def _load_settings(args: argparse.Namespace, *, print_warnings: bool = True):
 
 
 def _open_store():
+    """The database, with replies a killed process left streaming marked interrupted (as the app does)."""
+    from tui.chat import interrupted_notice
     from tui.store import Store, StoreError
 
     try:
-        return Store.open_default()
+        store = Store.open_default()
+        interrupted = store.mark_interrupted_replies()
     except StoreError as error:
         raise UserError(str(error)) from error
+    if interrupted:
+        print(f"zootui: {interrupted_notice(interrupted)}.", file=sys.stderr)
+    return store
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -9,9 +9,11 @@ release can open every older file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 from tui.compat import StrEnum
 from tui.images import StoredImage
+from tui.locks import ProcessLock, is_held, locks_dir
 
 DATABASE_NAME = "zootui.sqlite3"
 
@@ -119,6 +122,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN image_sha256 TEXT;
     ALTER TABLE messages ADD COLUMN image_format TEXT;
     ALTER TABLE messages ADD COLUMN image_name TEXT;
+    """,
+    # 5 -> 6: the process lock (tui.locks, a file name under <data dir>/locks) held by the process that
+    # streams a reply: a reply left 'streaming' whose lock nobody holds was cut off, whoever looks.
+    """
+    ALTER TABLE messages ADD COLUMN writer TEXT;
     """,
 )
 
@@ -330,21 +338,28 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()
+        # Held while this process may stream replies into the database (taken at the first one).
+        self._writer = ProcessLock(locks_dir(path.parent) / f"writer-{os.getpid()}-{uuid.uuid4().hex[:8]}.lock")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # The generation thread writes streamed replies; the lock serialises all use.
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(_open_failure(path, error)) from error
+        try:
             self._db.row_factory = sqlite3.Row
+            # First, so that every later step waits for another zootui opening the same file at once.
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
-        except sqlite3.DatabaseError as error:
-            raise StoreError(
-                f"{path}: not a usable zootui database ({error}); "
-                f"move it aside to start a new one (your other files are untouched)."
-            ) from error
+        except sqlite3.Error as error:
+            self._db.close()
+            raise StoreError(_open_failure(path, error)) from error
+        except BaseException:
+            self._db.close()
+            raise
 
     @classmethod
     def open_default(cls) -> Store:
@@ -355,19 +370,25 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._writer.release()
+            self._writer.path.unlink(missing_ok=True)
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} was written by a newer zootui (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}); upgrade zootui to open it."
-            )
-        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        """Bring the schema up to date, each step once: processes starting together on a fresh data dir
+        take turns under SQLite's write lock, and each reads the version again once it holds it."""
+        while True:
             with self._transaction():
-                for statement in _split_sql(script):
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} was written by a newer zootui (schema {version}, this one knows "
+                        f"{SCHEMA_VERSION}); upgrade zootui to open it."
+                    )
+                if version == SCHEMA_VERSION:
+                    return
+                for statement in _split_sql(MIGRATIONS[version]):
                     self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target}")
+                self._db.execute(f"PRAGMA user_version = {version + 1}")
 
     def schema_version(self) -> int:
         with self._lock:
@@ -449,10 +470,14 @@ class Store:
         image: StoredImage | None = None,
     ) -> Message:
         now = time.time()
+        writer = None
+        if state is MessageState.STREAMING:
+            self._writer.acquire()  # a fresh unique name: only this Store ever takes it
+            writer = self._writer.path.name
         with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO messages (conversation_id, role, content, model, state, stats, created_at,"
-                " image_sha256, image_format, image_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " image_sha256, image_format, image_name, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     role,
@@ -464,6 +489,7 @@ class Store:
                     image.sha256 if image else None,
                     image.format if image else None,
                     image.name if image else None,
+                    writer,
                 ),
             )
             self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
@@ -519,11 +545,28 @@ class Store:
             )
 
     def mark_interrupted_replies(self) -> int:
-        """Replies left 'streaming' by a killed process are kept, marked interrupted."""
-        with self._transaction():
-            return self._db.execute(
-                "UPDATE messages SET state = ? WHERE state = ?", (MessageState.INTERRUPTED, MessageState.STREAMING)
-            ).rowcount
+        """Replies left 'streaming' by a process that is gone (its writer lock is free) are kept, marked
+        interrupted; those another living process is still streaming are left alone. Returns how many."""
+        locks = locks_dir(self.path.parent)
+        with self._lock:
+            writers = [
+                row["writer"]
+                for row in self._db.execute(
+                    "SELECT DISTINCT writer FROM messages WHERE state = ?", (MessageState.STREAMING,)
+                )
+            ]
+        # Replies from before writers were recorded (NULL) have no one left to finish them either.
+        gone = [w for w in writers if w is None or (w != self._writer.path.name and not is_held(locks / w))]
+        marked = 0
+        for writer in gone:
+            with self._transaction():
+                marked += self._db.execute(
+                    "UPDATE messages SET state = ? WHERE state = ? AND writer IS ?",
+                    (MessageState.INTERRUPTED, MessageState.STREAMING, writer),
+                ).rowcount
+            if writer is not None:
+                (locks / writer).unlink(missing_ok=True)
+        return marked
 
     # Search
 
@@ -716,6 +759,26 @@ class Store:
         return added
 
 
+def _open_failure(path: Path, error: Exception) -> str:
+    """One line for a database that cannot be opened, advising to move it aside only when it is unusable."""
+    name = getattr(error, "sqlite_errorname", "")
+    text = str(error)
+    if isinstance(error, OSError):
+        return f"cannot create {path.parent}: {error.strerror or error}; check the data directory (ZOOTUI_DATA_DIR)."
+    if name == "SQLITE_FULL" or "database or disk is full" in text:
+        return f"cannot open {path}: the disk is full; free some space (the database itself is intact)."
+    if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in text:
+        return f"{path} is busy (another zootui is writing to it); try again in a moment."
+    if name in ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH") or "unable to open" in text:
+        return f"cannot open {path}: {text}; check that you may read and write it and its directory."
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return f"cannot read {path}: a disk I/O error ({text}); check the disk."
+    return (
+        f"{path}: not a usable zootui database ({text}); "
+        f"move it aside to start a new one (your other files are untouched)."
+    )
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
         self._db = db
@@ -723,7 +786,11 @@ class _Transaction:
 
     def __enter__(self) -> None:
         self._lock.acquire()
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:  # busy past the timeout: the next caller must still get the lock
+            self._lock.release()
+            raise
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:

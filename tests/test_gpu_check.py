@@ -4,6 +4,7 @@ llama-cpp-python loop, and says that the other columns need a GPU."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,30 @@ import pytest
 from support import ROOT
 
 SCRIPT = ROOT / "tests" / "bench" / "gpu_check.py"
+
+
+def gpu_check_module():
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))  # a script beside bench_convert, which it imports
+    return importlib.import_module("gpu_check")
+
+
+@pytest.mark.parametrize(
+    ("name", "gb_s"),
+    [
+        ("NVIDIA H200", 4800),
+        ("NVIDIA GH200 480GB", 4000),
+        ("NVIDIA H100 80GB HBM3", 3350),
+        ("NVIDIA H100 PCIe", 2000),
+        ("NVIDIA A100-SXM4-80GB", 2039),
+        ("NVIDIA A100-PCIE-40GB", 1555),
+        ("NVIDIA L4", 300),
+        ("NVIDIA A10G", 600),
+        ("NVIDIA Quadro RTX 8000", None),
+    ],
+)
+def test_bandwidth_follows_the_device_name_most_specific_first(name, gb_s):
+    assert gpu_check_module().bandwidth_for(name) == gb_s
 
 
 @pytest.mark.slow

@@ -41,11 +41,11 @@ from tui.config import Settings, with_overrides  # noqa: E402
 # Peak memory bandwidth (GB/s) from the vendors' data sheets, by a substring of the device name as
 # nvidia-smi prints it; the first match wins, so the more specific names come first.
 BANDWIDTH_GB_S = (
+    ("GH200", 4000),  # before H200, which its name contains
     ("H200", 4800),
     ("H100 NVL", 3900),
     ("H100 PCIe", 2000),
     ("H100", 3350),  # SXM5
-    ("GH200", 4000),
     ("A100-SXM4-80GB", 2039),
     ("A100 80GB PCIe", 1935),
     ("A100", 1555),  # 40 GB

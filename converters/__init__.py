@@ -6,7 +6,7 @@ convert("path/to/checkpoint", "model.gguf", outtype="q4_k_m")
 
 __version__ = "0.1.0"
 
-from .checkpoint import Checkpoint, TensorInfo, open_checkpoint
+from .checkpoint import Checkpoint, TensorInfo, open_checkpoint, read_config
 from .convert import DIRECT_OUTTYPES, OUTTYPES, STOP_STRINGS_KEY, bits_per_weight, checkpoint_input_files, convert
 from .errors import ConversionCancelled, ConversionError
 from .ggml import f16_to_f32
@@ -37,6 +37,7 @@ __all__ = [
     "human_size",
     "open_checkpoint",
     "quantize",
+    "read_config",
     "sha256_file",
     "shards_for_vision",
 ]

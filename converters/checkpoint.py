@@ -198,6 +198,14 @@ _SHARD_INDEX = Obj({"weight_map": Map(STR)}, required=("weight_map",))
 CONFIG_SCHEMA = Obj({"architectures": Arr(STR)})
 
 
+def read_config(directory: Path) -> dict:
+    """A checkpoint's config.json through the typed reader (its architecture's fields are checked by `hparam`)."""
+    config_path = Path(directory) / "config.json"
+    if not config_path.is_file():
+        raise ConversionError(f"{directory} has no config.json; point at a Hugging Face checkpoint directory")
+    return read_json(config_path, CONFIG_SCHEMA)
+
+
 def _shard_path(directory: Path, index_path: Path, name: str) -> Path:
     """A shard the index names: a plain file name in the checkpoint directory, or in the Hub cache's blob store.
 
@@ -247,10 +255,7 @@ class Checkpoint:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        config_path = self.directory / "config.json"
-        if not config_path.is_file():
-            raise ConversionError(f"{self.directory} has no config.json; point at a Hugging Face checkpoint directory")
-        self.config: dict = read_json(config_path, CONFIG_SCHEMA)
+        self.config: dict = read_config(self.directory)
         self._files, weight_map = _weight_files(self.directory)
         self._entries: dict[str, _Entry] = {}
         for path in self._files:

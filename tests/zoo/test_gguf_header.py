@@ -4,7 +4,7 @@ import struct
 
 import gguf
 import pytest
-from ggufbytes import ARRAY, STRING, UINT32, gguf_file, kv, nested_arrays, string
+from ggufbytes import ARRAY, FLOAT32, STRING, UINT32, gguf_file, kv, nested_arrays, string
 
 from tui.zoo.fit import read_gguf
 from tui.zoo.gguf_header import GGUFHeaderError, read_header
@@ -82,3 +82,12 @@ def test_fit_refuses_absurd_or_missing_counts(tmp_path, count):
             entries.append(kv(f"llama.{key}", 11, struct.pack("<q", value)))  # int64
     with pytest.raises(ValueError, match=r"hostile.gguf: its metadata"):
         read_gguf(_write(tmp_path, gguf_file(entries)))
+
+
+@pytest.mark.parametrize("file_type", [(STRING, string("q4")), (FLOAT32, struct.pack("<f", float("inf")))])
+def test_a_file_type_that_is_not_a_number_reads_as_unknown(tmp_path, file_type):
+    entries = [kv("general.architecture", STRING, string("llama")), kv("general.file_type", *file_type)]
+    for key, value in (("block_count", 2), ("embedding_length", 64), ("attention.head_count", 4)):
+        entries.append(kv(f"llama.{key}", UINT32, struct.pack("<I", value)))
+    _shape, _layout, quant = read_gguf(_write(tmp_path, gguf_file(entries)))
+    assert quant is None

@@ -418,7 +418,7 @@ def _read_gguf(path: Path, mtime_ns: int, size: int) -> tuple[ModelShape, Weight
     # Without output.weight llama.cpp reuses token_embd for the output, copying it to the GPU when offloaded.
     output_bytes = sizes.get("token_embd.weight", 0) if tied else sizes["output.weight"]
     file_type = value(gguf.Keys.General.FILE_TYPE)
-    quant = None if file_type is None else quant_name(int(file_type))
+    quant = quant_name(file_type) if isinstance(file_type, int) and not isinstance(file_type, bool) else None
     return shape, WeightLayout(input_bytes, tuple(blocks), output_bytes, tied), quant
 
 

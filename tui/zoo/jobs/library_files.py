@@ -58,7 +58,8 @@ def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> Regis
         file_type = read_header(path).metadata.get("general.file_type")
     except (ValueError, OSError) as error:
         raise JobError(f"{path} is not a readable GGUF file ({error})") from error
-    quant = quant_name(int(file_type)) if file_type is not None else "unknown"
+    # The metadata is the file's say: a file type that is not a number is as good as none.
+    quant = quant_name(file_type) if isinstance(file_type, int) and not isinstance(file_type, bool) else "unknown"
     name = checked_model_name(name or path.stem)
     destination = free_destination(data_dir, name)
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +23,13 @@ class Adapter(Step[AdapterWritten]):
     result_type = AdapterWritten
 
     def run(self, context: StepContext) -> AdapterWritten:
-        from converters import ConversionError, recover
+        from converters import ConversionError, read_config, recover
 
         published = context.result(Downloaded).model.directory
         out = context.fresh_output(context.work_dir / f"{context.build.name}{LORA_ADAPTER_SUFFIX}")
         # The base's config gives the architecture, whose tensor names and row order the adapter must match.
-        base_config = json.loads((base_model(context) / "config.json").read_text("utf-8"))
         try:
+            base_config = read_config(base_model(context))
             recover.write_lora_gguf(published, base_config, out)
         except ConversionError as error:
             raise from_conversion_error(error) from error

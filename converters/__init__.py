@@ -7,7 +7,15 @@ convert("path/to/checkpoint", "model.gguf", outtype="q4_k_m")
 __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, TensorInfo, open_checkpoint, read_config
-from .convert import DIRECT_OUTTYPES, OUTTYPES, STOP_STRINGS_KEY, bits_per_weight, checkpoint_input_files, convert
+from .convert import (
+    DIRECT_OUTTYPES,
+    OUTTYPES,
+    PROMPT_FORMAT_KEY,
+    STOP_STRINGS_KEY,
+    bits_per_weight,
+    checkpoint_input_files,
+    convert,
+)
 from .errors import ConversionCancelled, ConversionError
 from .ggml import f16_to_f32
 from .hashing import sha256_file
@@ -19,6 +27,7 @@ from .vision import VisionShape, convert_vision, shards_for_vision
 __all__ = [
     "DIRECT_OUTTYPES",
     "OUTTYPES",
+    "PROMPT_FORMAT_KEY",
     "QUANT_TYPES",
     "STOP_STRINGS_KEY",
     "Checkpoint",

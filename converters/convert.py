@@ -48,6 +48,7 @@ INPUT_METADATA_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
     "tokenizer.model",
+    "spiece.model",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -57,6 +58,8 @@ INPUT_METADATA_FILES = (
 )
 # Stop strings of the model's prompt format, as a JSON list (zootui's own metadata key).
 STOP_STRINGS_KEY = "zootui.prompt.stop"
+# The name of zootui's prompt format the chat template came from: the engine applies its reply rewriting.
+PROMPT_FORMAT_KEY = "zootui.prompt.format"
 _CHUNK_BYTES = 2 * 2**20  # rows encoded per step; with one step in flight per worker, bounds the working set
 _HASH_PLACEHOLDER = "?" * 64  # not hex, so it can never be mistaken for a digest
 _SPACE_MARGIN = 64 * 2**20
@@ -83,11 +86,13 @@ def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
     return math.prod(shape) // block * type_size
 
 
-def _encode(rows: np.ndarray, is_bf16: bool, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    """Converts a slice of source rows to the bytes of `qtype`."""
-    if is_bf16 and qtype == Q.BF16:
+def _encode(
+    rows: np.ndarray, is_bf16: bool, qtype: gguf.GGMLQuantizationType, scale: float | None = None
+) -> np.ndarray:
+    """Converts a slice of source rows, times `scale` when there is one, to the bytes of `qtype`."""
+    if is_bf16 and qtype == Q.BF16 and scale is None:
         return rows  # already bfloat16 bits: copy exactly
-    if qtype == Q.F16 and not is_bf16:
+    if qtype == Q.F16 and not is_bf16 and scale is None:
         return rows.astype(np.float16, copy=False)
     if is_bf16:
         values = bf16_to_f32(rows)
@@ -95,6 +100,8 @@ def _encode(rows: np.ndarray, is_bf16: bool, qtype: gguf.GGMLQuantizationType) -
         values = f16_to_f32(rows)
     else:
         values = rows.astype(np.float32, copy=False)
+    if scale is not None:
+        values = values * np.float32(scale)
     if qtype == Q.F32:
         return values
     if qtype == Q.F16:
@@ -248,7 +255,7 @@ class _Writer:
                         if t.plan.row_order is None
                         else t.plan.row_order[start : start + step]
                     )
-                    encoded = pool.submit(_encode, source[index], info.is_bf16, t.qtype)
+                    encoded = pool.submit(_encode, source[index], info.is_bf16, t.qtype, t.plan.scale)
                     pending.append((encoded, min(step, rows - start)))
                     if len(pending) > self.workers:
                         self._write_slice(out, t, row_bytes, *pending.popleft())
@@ -289,6 +296,7 @@ def convert(
     nthreads: int | None = None,
     stop_strings: Sequence[str] = (),
     known_sha256: Mapping[str, str] | None = None,
+    prompt_format: str | None = None,
 ) -> Path:
     """Converts the checkpoint in `src_dir` to a GGUF at `out_path` and returns that path.
 
@@ -297,6 +305,7 @@ def convert(
     `nthreads` encodes slices in that many threads and runs the quantizer with as many (default: the usable CPUs);
     `stop_strings` end a reply besides the eos token (formats like Vicuna v0's "###"), stored as
     STOP_STRINGS_KEY for the chat engine;
+    `prompt_format` names the zootui prompt format the template came from (PROMPT_FORMAT_KEY);
     `known_sha256` gives digests the caller already has (a download it verified), by file name: those
     files are not read again for the provenance digests.
     Raises ConversionError (one line, for the user) and ConversionCancelled when `cancel` is set.
@@ -349,6 +358,8 @@ def convert(
                 # One JSON string rather than a GGUF array: llama.cpp hands string arrays to Python
                 # unescaped, and a stop string may hold a newline or a quote.
                 writer.add_string(STOP_STRINGS_KEY, json.dumps(list(stop_strings)))
+            if prompt_format:
+                writer.add_string(PROMPT_FORMAT_KEY, prompt_format)
 
         direct_path = partial_path(out_path)
         try:

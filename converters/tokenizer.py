@@ -1,7 +1,9 @@
 """Turns a checkpoint's tokenizer files into the GGUF tokenizer keys llama.cpp reads.
 
-Two families are supported: SentencePiece `tokenizer.model` (LLaMA; parsed here from its protobuf so
-`sentencepiece` is not needed) and byte-level BPE `tokenizer.json` (GPT-NeoX, BLOOM). Added tokens
+Three families are supported: SentencePiece BPE `tokenizer.model` (LLaMA), SentencePiece Unigram
+`spiece.model` (T5, ChatYuan; llama.cpp's "t5" tokenizer, with the model's precompiled normalisation
+charsmap), both parsed here from their protobuf so `sentencepiece` is not needed, and byte-level BPE
+`tokenizer.json` (GPT-NeoX, BLOOM). Added tokens
 come from `added_tokens.json` and `tokenizer_config.json`; special ids are resolved from the tokenizer
 files first and from `config.json` last, because 2023 configs often carry stale ids.
 """
@@ -58,7 +60,7 @@ class TokenizerHints:
 
 @dataclass
 class Vocab:
-    model: str  # tokenizer.ggml.model: "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    model: str  # tokenizer.ggml.model: "llama" (SentencePiece BPE), "t5" (SentencePiece Unigram) or "gpt2" (byte-level BPE)
     pre: str  # tokenizer.ggml.pre
     tokens: list[str]
     types: list[int]
@@ -68,6 +70,8 @@ class Vocab:
     add_bos: bool = False
     add_eos: bool = False
     add_space_prefix: bool | None = None
+    remove_extra_whitespaces: bool | None = None
+    precompiled_charsmap: bytes | None = None
     chat_template: str | None = None
 
     def add_to(self, writer: gguf.GGUFWriter) -> None:
@@ -85,6 +89,10 @@ class Vocab:
         writer.add_add_eos_token(self.add_eos)
         if self.add_space_prefix is not None:
             writer.add_add_space_prefix(self.add_space_prefix)
+        if self.remove_extra_whitespaces is not None:
+            writer.add_remove_extra_whitespaces(self.remove_extra_whitespaces)
+        if self.precompiled_charsmap:
+            writer.add_precompiled_charsmap(self.precompiled_charsmap)
         if self.chat_template:
             writer.add_chat_template(self.chat_template)
 
@@ -127,6 +135,11 @@ def _int32(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+SENTENCEPIECE_UNIGRAM, SENTENCEPIECE_BPE = 1, 2  # TrainerSpec.model_type
+# What a SentencePiece file is when its trainer spec does not say, by the name checkpoints give it.
+_DEFAULT_MODEL_TYPES = {"tokenizer.model": SENTENCEPIECE_BPE, "spiece.model": SENTENCEPIECE_UNIGRAM}
+
+
 @dataclass
 class SentencePieceModel:
     pieces: list[str]
@@ -134,6 +147,9 @@ class SentencePieceModel:
     types: list[int]  # SentencePiece's type enum equals gguf.TokenType (1 normal … 6 byte)
     special_ids: dict[str, int]  # from the trainer spec; -1 means none
     add_dummy_prefix: bool
+    model_type: int | None = None  # None when the file does not say (the protobuf default is Unigram)
+    remove_extra_whitespaces: bool = True
+    precompiled_charsmap: bytes = b""
 
 
 # SentencePiece's token types equal gguf.TokenType: NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6.
@@ -150,7 +166,8 @@ def _expect(value: int | bytes, wire_type: type, what: str) -> int | bytes:
 def read_sentencepiece(path: Path) -> SentencePieceModel:
     pieces, scores, types = [], [], []
     special_ids = {"unk": 0, "bos": 1, "eos": 2, "pad": -1}  # the trainer's defaults
-    add_dummy_prefix = True
+    add_dummy_prefix = remove_extra_whitespaces = True
+    model_type, charsmap = None, b""
     try:
         for number, value in _fields(read_bounded(path, LARGE_JSON_BYTES)):
             if number == 1:  # ModelProto.pieces: SentencePiece {piece=1, score=2, type=3}
@@ -167,20 +184,28 @@ def read_sentencepiece(path: Path) -> SentencePieceModel:
                 pieces.append(piece)
                 scores.append(score)
                 types.append(kind)
-            elif number == 2:  # TrainerSpec: unk_id=40, bos_id=41, eos_id=42, pad_id=43
+            elif number == 2:  # TrainerSpec: model_type=3, unk_id=40, bos_id=41, eos_id=42, pad_id=43
                 for sub, sub_value in _fields(_expect(value, bytes, "the trainer spec")):
                     kind = {40: "unk", 41: "bos", 42: "eos", 43: "pad"}.get(sub)
                     if kind:
                         special_ids[kind] = _int32(_expect(sub_value, int, f"the {kind} id"))
-            elif number == 3:  # NormalizerSpec: add_dummy_prefix=3
+                    elif sub == 3:
+                        model_type = _expect(sub_value, int, "the model type")
+            elif number == 3:  # NormalizerSpec: precompiled_charsmap=2, add_dummy_prefix=3, remove_extra_whitespaces=4
                 for sub, sub_value in _fields(_expect(value, bytes, "the normalizer spec")):
-                    if sub == 3:
+                    if sub == 2:
+                        charsmap = bytes(_expect(sub_value, bytes, "the precompiled charsmap"))
+                    elif sub == 3:
                         add_dummy_prefix = bool(_expect(sub_value, int, "add_dummy_prefix"))
+                    elif sub == 4:
+                        remove_extra_whitespaces = bool(_expect(sub_value, int, "remove_extra_whitespaces"))
     except (ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise ConversionError(f"{path} is not a valid SentencePiece model ({exc}); re-download it") from None
     if not pieces:
         raise ConversionError(f"{path} holds no SentencePiece pieces; re-download it")
-    return SentencePieceModel(pieces, scores, types, special_ids, add_dummy_prefix)
+    return SentencePieceModel(
+        pieces, scores, types, special_ids, add_dummy_prefix, model_type, remove_extra_whitespaces, charsmap
+    )
 
 
 # --- helpers shared by both families ----------------------------------------------------------
@@ -295,12 +320,16 @@ def _resolve_special_ids(
     config: dict,
     fallback: dict[str, int],
     eos_token: str | None,
+    kinds: tuple[str, ...] = SPECIAL_KINDS,
 ) -> dict[str, int]:
-    """Special ids from the tokenizer's own files, then the tokenizer model's defaults, then config.json."""
+    """Special ids from the tokenizer's own files, then the tokenizer model's defaults, then config.json.
+
+    Of ``kinds``, bos and eos must be found.
+    """
     special_map = _read_json(directory / "special_tokens_map.json", SPECIAL_TOKENS_MAP_JSON)
     by_text = table.ids_by_text()
     ids: dict[str, int] = {}
-    for kind in SPECIAL_KINDS:
+    for kind in kinds:
         text = _token_text(tokenizer_config.get(f"{kind}_token")) or _token_text(special_map.get(f"{kind}_token"))
         if kind == "eos" and eos_token is not None:
             if eos_token not in by_text:
@@ -314,7 +343,7 @@ def _resolve_special_ids(
                 ids[kind] = candidate
                 break
     for kind in ("bos", "eos"):
-        if kind not in ids:
+        if kind in kinds and kind not in ids:
             raise ConversionError(
                 f"cannot tell the {kind} token: no {kind}_token in tokenizer_config.json or special_tokens_map.json"
                 f" and no valid {kind}_token_id in config.json; add one of them"
@@ -355,20 +384,24 @@ def _compiled(template: str, source: str) -> str:
     return template
 
 
-# --- the two families -------------------------------------------------------------------------
+# --- the families -------------------------------------------------------------------------
 
 
 def _sentencepiece_vocab(
-    directory: Path,
+    path: Path,
     n_vocab: int,
     config: dict,
     chat_template: str | None,
     eos_token: str | None,
     hints: TokenizerHints,
 ) -> Vocab:
-    spm = read_sentencepiece(directory / "tokenizer.model")
+    """LLaMA's BPE model (llama.cpp's "llama" tokenizer: BOS first) or T5's Unigram model (its "t5"
+    tokenizer: no BOS, EOS after every input, the normalizer's charsmap carried over)."""
+    directory = path.parent
+    spm = read_sentencepiece(path)
+    unigram = (spm.model_type or _DEFAULT_MODEL_TYPES[path.name]) == SENTENCEPIECE_UNIGRAM
     tokenizer_config = _read_json(directory / "tokenizer_config.json", TOKENIZER_CONFIG_JSON)
-    table = _TokenTable(n_vocab, "tokenizer.model")
+    table = _TokenTable(n_vocab, path.name)
     for i, (piece, score, kind) in enumerate(zip(spm.pieces, spm.scores, spm.types, strict=False)):
         table.set(i, piece, kind, score)
     for i, text in enumerate(hints.appended_controls, start=len(spm.pieces)):
@@ -377,17 +410,20 @@ def _sentencepiece_vocab(
     tokens, types, scores = table.finish()
     add_bos = tokenizer_config.get("add_bos_token") if hints.add_bos is None else hints.add_bos
     add_eos = tokenizer_config.get("add_eos_token")
+    kinds = ("eos", "unk", "pad") if unigram else SPECIAL_KINDS
     return Vocab(
-        model="llama",
+        model="t5" if unigram else "llama",
         pre="default",  # llama.cpp does not pre-tokenize SentencePiece vocabularies
         tokens=tokens,
         types=types,
         scores=scores,
-        special_ids=_resolve_special_ids(table, directory, tokenizer_config, config, spm.special_ids, eos_token)
+        special_ids=_resolve_special_ids(table, directory, tokenizer_config, config, spm.special_ids, eos_token, kinds)
         | _hinted_special_ids(table, hints),
-        add_bos=add_bos if isinstance(add_bos, bool) else True,
-        add_eos=add_eos if isinstance(add_eos, bool) else False,
+        add_bos=add_bos if isinstance(add_bos, bool) else not unigram,
+        add_eos=add_eos if isinstance(add_eos, bool) else unigram,
         add_space_prefix=spm.add_dummy_prefix,
+        remove_extra_whitespaces=spm.remove_extra_whitespaces if unigram else None,
+        precompiled_charsmap=spm.precompiled_charsmap if unigram else None,
         chat_template=_chat_template(directory, tokenizer_config, chat_template),
     )
 
@@ -469,9 +505,14 @@ def load_vocab(
     eos_token: str | None = None,
     hints: TokenizerHints = TokenizerHints(),
 ) -> Vocab:
-    """Reads whichever tokenizer the directory has: SentencePiece first (as LLaMA ships), then BPE."""
-    if (directory / "tokenizer.model").is_file():
-        return _sentencepiece_vocab(directory, n_vocab, config, chat_template, eos_token, hints)
+    """Reads whichever tokenizer the directory has: SentencePiece first (as LLaMA and T5 ship), then BPE.
+
+    A SentencePiece file is taken for what its trainer spec says; one that does not say is what its
+    name implies (LLaMA's tokenizer.model is BPE, T5's spiece.model Unigram).
+    """
+    for name in _DEFAULT_MODEL_TYPES:
+        if (directory / name).is_file():
+            return _sentencepiece_vocab(directory / name, n_vocab, config, chat_template, eos_token, hints)
     if (directory / "tokenizer.json").is_file():
         return _bpe_vocab(directory, n_vocab, config, default_pre, chat_template, eos_token)
-    raise ConversionError(f"no tokenizer in {directory}: expected tokenizer.model or tokenizer.json")
+    raise ConversionError(f"no tokenizer in {directory}: expected tokenizer.model, spiece.model or tokenizer.json")

@@ -11,24 +11,44 @@ import numpy as np
 KV_CACHE_F32 = 0  # GGML_TYPE_F32
 
 
-def llama_logits(gguf_path: Path, ids: np.ndarray) -> np.ndarray:
-    """llama.cpp's logits for every position of `ids` (one thread: the machine is shared)."""
+def logits_llama(gguf_path: Path, n_ctx: int, **options):
+    """A Llama keeping every position's logits, with an f32 cache, on one thread (the machine is shared)."""
     from llama_cpp import Llama
 
-    llm = Llama(
+    return Llama(
         model_path=str(gguf_path),
-        n_ctx=64,
-        n_batch=64,
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
         logits_all=True,
         n_threads=1,
         n_threads_batch=1,
         type_k=KV_CACHE_F32,
         type_v=KV_CACHE_F32,
         verbose=False,
+        **options,
     )
+
+
+def llama_logits(gguf_path: Path, ids: np.ndarray) -> np.ndarray:
+    """llama.cpp's logits for every position of `ids`."""
+    llm = logits_llama(gguf_path, 64)
     try:
         llm.eval([int(i) for i in ids])
         return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def decoder_logits(gguf_path: Path, encoder_ids: list[int], decoder_ids: list[int]) -> np.ndarray:
+    """An encoder-decoder GGUF's logits at every decoder position, after the engine's encoder step."""
+    from tui.engine.encdec import encode
+
+    n_ctx = 2 * max(len(encoder_ids), len(decoder_ids))
+    llm = logits_llama(gguf_path, n_ctx, n_ubatch=n_ctx)  # the encoder takes its input in one micro-batch
+    try:
+        encode(llm, encoder_ids)
+        llm.eval(decoder_ids)
+        return np.array(llm.scores[: len(decoder_ids)], dtype=np.float32)
     finally:
         llm.close()
 

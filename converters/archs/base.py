@@ -35,6 +35,7 @@ class PlannedTensor:
     name: str  # GGUF tensor name
     shape: tuple[int, ...]
     row_order: np.ndarray | None = None  # output row i is source row row_order[i]
+    scale: float | None = None  # every value is multiplied by this (a factor llama.cpp's graph leaves out)
 
 
 class Architecture:
@@ -120,40 +121,47 @@ class Architecture:
         raise ConversionError(f"{checkpoint.directory} has no token embedding tensor; the checkpoint is incomplete")
 
     def plan(self, checkpoint) -> list[PlannedTensor]:
-        n_vocab = self.vocab_rows(checkpoint)
-        shapes = self.weight_shapes(n_vocab)
+        shapes = self.weight_shapes(self.vocab_rows(checkpoint))
         planned = []
         for source in checkpoint.names():
-            if source.endswith(self.dropped_suffixes):
-                continue
-            found = self.name_map.get_type_and_name(
-                source.removeprefix(self.name_prefix), try_suffixes=(".weight", ".bias")
-            )
-            if found is None or found[0] not in shapes:
-                raise ConversionError(
-                    f"unexpected tensor {source} for {self.hf_architectures[0]}; the checkpoint is a variant this converter does not know"
-                )
-            tensor_type, name = found
-            info = checkpoint.info(source)
-            if info.dtype.kind != "f":
-                raise ConversionError(
-                    f"{source} is stored as {info.dtype.name}, but a weight is a float tensor (f16, bf16 or f32); the checkpoint is damaged, re-download it"
-                )
-            shape = info.shape
-            expected = shapes[tensor_type] if name.endswith(".weight") else shapes[tensor_type][:1]
-            if shape != expected:
-                raise ConversionError(
-                    f"shape mismatch: {source} is {list(shape)}, config.json implies {list(expected)}; the weights and config.json disagree"
-                )
-            try:
-                planned.extend(self._outputs(source, tensor_type, name, shape))
-            except ValueError:  # numpy cannot split the rows by the head counts config.json gives
-                raise ConversionError(
-                    f"config.json's head counts do not divide the {shape[0]} rows of {source}; the weights and config.json disagree"
-                ) from None
+            if not source.endswith(self.dropped_suffixes):
+                planned.extend(self.planned_tensors(checkpoint, source, shapes))
         planned.extend(self._zero_biases(planned, shapes))
         self._check_complete(planned)
         return planned
+
+    def planned_tensors(
+        self, checkpoint, source: str, shapes: dict[gguf.MODEL_TENSOR, tuple[int, ...]], hf_name: str | None = None
+    ) -> list[PlannedTensor]:
+        """The GGUF tensor(s) a checkpoint tensor becomes, its type and shape checked against config.json.
+
+        ``hf_name`` is the name to map when the tensor is stored under another one (T5's embedding copies).
+        """
+        found = self.name_map.get_type_and_name(
+            (hf_name or source).removeprefix(self.name_prefix), try_suffixes=(".weight", ".bias")
+        )
+        if found is None or found[0] not in shapes:
+            raise ConversionError(
+                f"unexpected tensor {source} for {self.hf_architectures[0]}; the checkpoint is a variant this converter does not know"
+            )
+        tensor_type, name = found
+        info = checkpoint.info(source)
+        if info.dtype.kind != "f":
+            raise ConversionError(
+                f"{source} is stored as {info.dtype.name}, but a weight is a float tensor (f16, bf16 or f32); the checkpoint is damaged, re-download it"
+            )
+        shape = info.shape
+        expected = shapes[tensor_type] if name.endswith(".weight") else shapes[tensor_type][:1]
+        if shape != expected:
+            raise ConversionError(
+                f"shape mismatch: {source} is {list(shape)}, config.json implies {list(expected)}; the weights and config.json disagree"
+            )
+        try:
+            return self._outputs(source, tensor_type, name, shape)
+        except ValueError:  # numpy cannot split the rows by the head counts config.json gives
+            raise ConversionError(
+                f"config.json's head counts do not divide the {shape[0]} rows of {source}; the weights and config.json disagree"
+            ) from None
 
     def _outputs(
         self, source: str, tensor_type: gguf.MODEL_TENSOR, name: str, shape: tuple[int, ...]
@@ -182,8 +190,8 @@ class Architecture:
                     zeros.append(PlannedTensor(None, name + ".bias", shapes[tensor][:1]))
         return sorted(zeros, key=lambda p: p.name)
 
-    def _check_complete(self, planned: list[PlannedTensor]) -> None:
-        have = {p.name for p in planned}
+    def required_tensors(self) -> list[str]:
+        """GGUF names llama.cpp needs for this architecture (the global tensors, then each block's)."""
 
         def suffixes(tensor: gguf.MODEL_TENSOR) -> tuple[str, ...]:
             return (".weight", ".bias") if self.has_biases and tensor not in (T.TOKEN_EMBD, T.OUTPUT) else (".weight",)
@@ -195,7 +203,11 @@ class Architecture:
             for t in self.block_tensors
             for s in suffixes(t)
         ]
-        missing = [name for name in required if name not in have]
+        return required
+
+    def _check_complete(self, planned: list[PlannedTensor]) -> None:
+        have = {p.name for p in planned}
+        missing = [name for name in self.required_tensors() if name not in have]
         if missing:
             raise ConversionError(
                 f"the checkpoint lacks {len(missing)} required tensor(s), first {missing[0]}; a shard is missing or truncated, re-download it"

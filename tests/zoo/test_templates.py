@@ -10,6 +10,7 @@ import pytest
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from tui.engine.base import ReplyRewriter
 from tui.zoo.templates import FORMATS, PromptTokenizer, prompt_format, render_parts, render_prompt
 
 Q = [{"role": "user", "content": "What is a llama?"}]
@@ -236,6 +237,38 @@ def test_unknown_family_names_the_known_ones():
 
 def test_dolly_answers_end_with_its_own_token():
     assert prompt_format("dolly").eos == "### End"
+
+
+# ChatYuan README postprocess(): text.replace("\\n", "\n").replace("\\t", "\t").replace('%20', '  ')
+CHATYUAN_REPLIES = [
+    ("第一行\\n第二行", "第一行\n第二行"),
+    ("代码：\\tx = 1\\n\\ty = 2", "代码：\tx = 1\n\ty = 2"),
+    ("两个%20空格", "两个  空格"),
+    ("反斜杠\\\\n", "反斜杠\\\n"),  # the authors' replace() turns the last two characters into a newline
+    ("no escapes here", "no escapes here"),
+]
+
+
+@pytest.mark.parametrize("family", ["chatyuan", "chatyuan_llama"])
+@pytest.mark.parametrize(("model_text", "shown"), CHATYUAN_REPLIES)
+def test_chatyuan_replies_are_unescaped_as_the_authors_postprocess(family, model_text, shown):
+    replacements = prompt_format(family).reply_replacements
+    whole = ReplyRewriter(replacements)
+    assert whole.feed(model_text) + whole.flush() == shown
+    streamed = ReplyRewriter(replacements)  # one character per delta: escapes split across tokens
+    assert "".join(streamed.feed(c) for c in model_text) + streamed.flush() == shown
+
+
+def test_other_formats_leave_replies_alone():
+    assert [f.family for f in FORMATS.values() if f.reply_replacements] == ["chatyuan", "chatyuan_llama"]
+
+
+def test_reply_rewriter_holds_back_only_what_may_start_an_escape():
+    rewriter = ReplyRewriter((("\\n", "\n"),))
+    assert rewriter.feed("a\\") == "a"
+    assert rewriter.feed("x") == "\\x"
+    assert rewriter.feed("\\") == ""
+    assert rewriter.flush() == "\\"
 
 
 def test_render_parts_separates_message_text_from_template_text():

@@ -1,4 +1,6 @@
-"""Chat backends behind one protocol: local llama.cpp and remote OpenAI-compatible servers."""
+"""Chat backends behind one protocol, chosen by what the model is: decoder-only GGUFs through
+llama.cpp's ``Llama``, encoder-decoder GGUFs (T5) through its encoder and decoder, and remote
+OpenAI-compatible servers."""
 
 from __future__ import annotations
 
@@ -73,6 +75,10 @@ class Engines:
             from tui.engine.embeddings import EmbeddingsEngine
 
             return EmbeddingsEngine(model.path, model.vision_path, self.pool, self.encoders)
+        if _is_encoder_decoder(model.path):
+            from tui.engine.encdec import EncoderDecoderEngine
+
+            return EncoderDecoderEngine(model.path, self.pool)
         from tui.engine.local import LocalEngine
 
         lockfile = model.lockfile
@@ -99,3 +105,18 @@ class Engines:
         self.pool.close()
         if self._encoders is not None:
             self._encoders.close()
+
+
+# llama.cpp's architectures with an encoder and a decoder (t5encoder has no decoder to chat with).
+ENCODER_DECODER_ARCHITECTURES = ("t5",)
+
+
+def _is_encoder_decoder(path: Path) -> bool:
+    """From the GGUF header, before loading: the encoder needs the model loaded with longer batches."""
+    from tui.zoo.gguf_header import read_architecture
+
+    try:
+        architecture = read_architecture(path)
+    except (OSError, ValueError):
+        return False  # not a readable GGUF: loading it reports the problem
+    return architecture in ENCODER_DECODER_ARCHITECTURES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -74,6 +75,7 @@ class ReplyStats:
     decode_seconds: float
     context_size: int
     dropped_messages: int = 0  # oldest messages left out so the conversation fits the context
+    encoded_tokens: int = 0  # encoder-decoder models: prompt tokens the encoder ran over (every turn, all of them)
 
     @property
     def tokens_per_second(self) -> float:
@@ -97,7 +99,9 @@ class ReplyStats:
             f"{self.completion_tokens} tokens",
             f"context {self.context_used}/{self.context_size}",
         ]
-        if self.prompt_tokens:
+        if self.encoded_tokens:
+            parts.append(f"{self.encoded_tokens} prompt tokens encoded")
+        elif self.prompt_tokens:
             parts.append(f"prompt {self.prompt_tokens_evaluated}/{self.prompt_tokens} evaluated")
         if self.dropped_messages:
             parts.append(f"{self.dropped_messages} oldest messages left out")
@@ -121,6 +125,15 @@ class ChatEngine(Protocol):
     def stream(
         self, messages: list[ChatMessage], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[ReplyEvent]: ...
+
+
+def _unfinished_suffix(window: str, patterns: tuple[str, ...], longest: int) -> int:
+    """Length of the longest suffix of window that is a proper prefix of one of the patterns."""
+    for length in range(min(len(window), longest - 1), 0, -1):
+        suffix = window[-length:]
+        if any(pattern.startswith(suffix) for pattern in patterns):
+            return length
+    return 0
 
 
 class StopScanner:
@@ -150,13 +163,39 @@ class StopScanner:
         return window[: len(window) - keep]
 
     def _held_back(self, window: str) -> int:
-        """Length of the longest suffix of window that is a proper prefix of a stop string."""
-        for length in range(min(len(window), self._longest - 1), 0, -1):
-            suffix = window[-length:]
-            if any(stop.startswith(suffix) for stop in self._stops):
-                return length
-        return 0
+        return _unfinished_suffix(window, self._stops, self._longest)
 
     def flush(self) -> str:
         rest, self._pending = self._pending, ""
         return rest
+
+
+class ReplyRewriter:
+    """Applies a prompt format's reply replacements (ChatYuan writes a newline as the two characters
+    backslash and n) to streamed text, holding back a tail that may be the start of one."""
+
+    def __init__(self, replacements: tuple[tuple[str, str], ...]):
+        self._replacements = dict(pattern for pattern in replacements if pattern[0])
+        self._patterns = tuple(self._replacements)
+        self._longest = max((len(p) for p in self._patterns), default=0)
+        # Longest first, so that of two patterns starting at one place the longer wins.
+        ordered = sorted(self._patterns, key=len, reverse=True)
+        self._regex = re.compile("|".join(re.escape(p) for p in ordered)) if ordered else None
+        self._pending = ""
+
+    def feed(self, text: str) -> str:
+        if self._regex is None:
+            return text
+        window = self._pending + text
+        keep = _unfinished_suffix(window, self._patterns, self._longest)
+        self._pending = window[len(window) - keep :] if keep else ""
+        return self._rewrite(window[: len(window) - keep])
+
+    def flush(self) -> str:
+        rest, self._pending = self._pending, ""
+        return self._rewrite(rest)
+
+    def _rewrite(self, text: str) -> str:
+        if self._regex is None or not text:
+            return text
+        return self._regex.sub(lambda match: self._replacements[match.group(0)], text)

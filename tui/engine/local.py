@@ -15,7 +15,6 @@ of re-reading it.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import json
 import os
@@ -34,10 +33,11 @@ from tui.engine.base import (
     EngineError,
     FinishReason,
     ReplyEvent,
+    ReplyRewriter,
     ReplyStats,
     SamplingParams,
-    StopScanner,
 )
+from tui.engine.token_stream import ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
 
 # Below this many tokens re-evaluating a history is cheaper than saving it.
 MIN_TOKENS_WORTH_SAVING = 64
@@ -90,6 +90,14 @@ class LoadedModel:
             return ()
         return tuple(stop for stop in stops if isinstance(stop, str) and stop)
 
+    def reply_rewriter(self) -> ReplyRewriter:
+        """The reply rewriting of the prompt format the converter recorded (ChatYuan's escaped newlines)."""
+        from converters import PROMPT_FORMAT_KEY
+        from tui.zoo.templates import FORMATS
+
+        known = FORMATS.get(self.llm.metadata.get(PROMPT_FORMAT_KEY, ""))
+        return ReplyRewriter(known.reply_replacements if known else ())
+
     def prompt_tokenizer(self):
         """The model's PromptTokenizer, built once: it scans the vocabulary for special tokens."""
         if self._prompt_tokenizer is None:
@@ -139,11 +147,15 @@ class ModelPool:
     def key(path: Path, adapter: Path | None = None) -> ModelKey:
         return (path.resolve(), adapter.resolve() if adapter is not None else None)
 
-    def acquire(self, path: Path, n_ctx: int, adapter: Path | None = None) -> LoadedModel:
+    def acquire(
+        self, path: Path, n_ctx: int, adapter: Path | None = None, *, whole_prompt_batches: bool = False
+    ) -> LoadedModel:
         """The loaded model for path (with the GGUF LoRA ``adapter`` applied, if given), loading or
         reloading (for a longer context) as needed.
 
-        Use ``hold`` to generate: another thread may unload the model between acquire and its lock.
+        ``whole_prompt_batches`` sizes llama.cpp's batches to the context: an encoder takes its whole
+        input in one micro-batch. Use ``hold`` to generate: another thread may unload the model
+        between acquire and its lock.
         """
         key = self.key(path, adapter)
         with self._lock:
@@ -158,14 +170,16 @@ class ModelPool:
                 loaded_now = {other: model.n_ctx for other, model in self._models.items()}
                 for other in self.make_room(key, n_ctx, loaded_now):
                     self._close(self._models.pop(other))
-            loaded = self._models[key] = self._load(*key, n_ctx)
+            loaded = self._models[key] = self._load(*key, n_ctx, whole_prompt_batches)
             return loaded
 
     @contextmanager
-    def hold(self, path: Path, n_ctx: int, adapter: Path | None = None) -> Iterator[LoadedModel]:
+    def hold(
+        self, path: Path, n_ctx: int, adapter: Path | None = None, *, whole_prompt_batches: bool = False
+    ) -> Iterator[LoadedModel]:
         """The loaded model with its lock held: this thread generates with it, others wait their turn."""
         while True:
-            loaded = self.acquire(path, n_ctx, adapter)
+            loaded = self.acquire(path, n_ctx, adapter, whole_prompt_batches=whole_prompt_batches)
             with loaded.lock:
                 if loaded.closed:
                     continue
@@ -183,7 +197,7 @@ class ModelPool:
             loaded.closed = True
             loaded.llm.close()
 
-    def _load(self, path: Path, adapter: Path | None, n_ctx: int) -> LoadedModel:
+    def _load(self, path: Path, adapter: Path | None, n_ctx: int, whole_prompt_batches: bool) -> LoadedModel:
         if not path.is_file():
             raise EngineError(f"model file not found: {path}; check the path or run `zootui models` to list models.")
         if adapter is not None and not adapter.is_file():
@@ -192,6 +206,8 @@ class ModelPool:
         import llama_cpp
 
         threads = self.settings.n_threads or default_threads()
+        n_batch = n_ctx if whole_prompt_batches else min(self.settings.n_batch, n_ctx)
+        micro_batch = {"n_ubatch": n_batch} if whole_prompt_batches else {}
         try:
             # With lora_path, llama-cpp-python reads the weights into RAM instead of mapping them, and
             # applies the adapter at the scale alpha/rank stored in it.
@@ -199,7 +215,8 @@ class ModelPool:
                 model_path=str(path),
                 lora_path=str(adapter) if adapter is not None else None,
                 n_ctx=n_ctx,
-                n_batch=min(self.settings.n_batch, n_ctx),
+                n_batch=n_batch,
+                **micro_batch,
                 n_threads=threads,
                 n_threads_batch=threads,
                 n_gpu_layers=self.settings.n_gpu_layers,
@@ -285,6 +302,9 @@ def _common_prefix(left, right) -> int:
 class LocalEngine:
     """A GGUF file run by llama.cpp on this machine (CPU, or CPU and GPU)."""
 
+    whole_prompt_batches = False
+    """Load the model with batches as long as its context (an encoder's input goes in one piece)."""
+
     def __init__(self, path: Path, pool: ModelPool, adapter: Path | None = None):
         self.path = path
         self.adapter = adapter
@@ -302,7 +322,7 @@ class LocalEngine:
     ) -> Iterator[ReplyEvent]:
         """The reply to a conversation. When it outgrows the context the oldest turns are left out, or,
         with ``keep_every_message`` (the server: its client must know), ContextOverflow is raised."""
-        with self.pool.hold(self.path, params.n_ctx, self.adapter) as model:
+        with self._hold(params) as model:
             if keep_every_message:
                 prompt = self._format(model, messages)
                 _check_room(prompt.tokens, params)
@@ -311,10 +331,13 @@ class LocalEngine:
             stats = yield from self._generate(model, prompt, params, cancel, trim_leading_space=True)
         yield stats
 
+    def _hold(self, params: SamplingParams):
+        return self.pool.hold(self.path, params.n_ctx, self.adapter, whole_prompt_batches=self.whole_prompt_batches)
+
     def complete(self, text: str, params: SamplingParams, cancel: threading.Event) -> Iterator[ReplyEvent]:
         """The continuation of raw text (an OpenAI /v1/completions prompt). The text is tokenized as plain
         text, so nothing in it becomes a control token; the model's BOS comes first if its vocabulary asks."""
-        with self.pool.hold(self.path, params.n_ctx, self.adapter) as model:
+        with self._hold(params) as model:
             tokens = model.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
             _check_room(tokens, params)
             stats = yield from self._generate(model, Prompt(tokens), params, cancel, trim_leading_space=False)
@@ -330,73 +353,26 @@ class LocalEngine:
         trim_leading_space: bool,
     ) -> Generator[str, None, ReplyStats]:
         """Stream the text after ``prompt`` (the caller holds the model's lock); returns the reply's stats."""
-        import llama_cpp
-
         llm = model.llm
         self._restore_history(model, prompt.tokens)
         max_tokens = min(params.max_tokens, params.n_ctx - len(prompt.tokens))
-        llm.set_seed(params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little"))
+        seed_sampler(llm, params)
         to_evaluate = _reuse_evaluated_prefix(llm, prompt.tokens)
         prompt_tokens_evaluated = len(to_evaluate)
-        to_evaluate = self._evaluate_embedded(model, prompt, to_evaluate, cancel)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        stops = StopScanner(model.stop_strings() + params.stop)
-        vocab = llm._model.vocab
         started = time.perf_counter()
-        first_token_at = None
-        completion_tokens = 0
-        finish_reason = FinishReason.LENGTH
-        at_start = trim_leading_space
-        cancelled_early = to_evaluate is None  # while the embedded inputs were evaluated
-        if cancelled_early:
-            finish_reason = FinishReason.CANCELLED
-        tokens = llm.generate(
-            to_evaluate or [],
-            reset=False,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=0.05,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-        )
-        try:
-            for token in () if cancelled_early else tokens:
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if cancel.is_set():
-                    finish_reason = FinishReason.CANCELLED
-                    break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish_reason = FinishReason.STOP
-                    break
-                completion_tokens += 1
-                text = stops.feed(decoder.decode(model.piece(token)))
-                if at_start and text:
-                    # Replies often open with the space that SentencePiece puts before a word.
-                    text = text.lstrip()
-                    at_start = not text
-                if text:
-                    yield text
-                if stops.stopped:
-                    finish_reason = FinishReason.STOP
-                    break
-                if completion_tokens >= max_tokens:
-                    break
-        finally:
-            tokens.close()
-        ended = time.perf_counter()
-        if not stops.stopped:
-            tail = stops.flush() + decoder.decode(b"", final=True)
-            if tail:
-                yield tail
-        first_token_at = first_token_at or ended
-        return ReplyStats(
-            finish_reason=finish_reason,
+        outcome = ReplyOutcome()
+        to_evaluate = self._evaluate_embedded(model, prompt, to_evaluate, cancel)
+        if to_evaluate is None:  # cancelled while the embedded inputs were evaluated
+            outcome.finish_reason = FinishReason.CANCELLED
+        else:
+            tokens = sampled_tokens(llm, to_evaluate, params)
+            stops = model.stop_strings() + params.stop
+            yield from stream_reply(model, tokens, max_tokens, stops, cancel, outcome, trim_leading_space)
+        return outcome.stats(
+            started,
+            time.perf_counter(),
             prompt_tokens=len(prompt.tokens),
             prompt_tokens_evaluated=prompt_tokens_evaluated,
-            completion_tokens=completion_tokens,
-            seconds_to_first_token=first_token_at - started,
-            decode_seconds=ended - first_token_at,
             context_size=params.n_ctx,
             dropped_messages=prompt.dropped_messages,
         )
@@ -429,12 +405,15 @@ class LocalEngine:
                 f"{model.path.name}: its chat template failed ({error}); re-convert the model with a working template."
             ) from error
 
+    def _prompt_budget(self, params: SamplingParams) -> int:
+        """The most prompt tokens a conversation may take: it leaves room for at least a short reply."""
+        return params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
+
     def _fit_prompt(self, model: LoadedModel, messages: list[ChatMessage], params: SamplingParams) -> Prompt:
         """The prompt, leaving out the oldest turns when the conversation outgrows the context."""
         system = [message for message in messages[:1] if message["role"] == "system"]
         turns = messages[len(system) :]
-        # Leave room for at least a short reply.
-        budget = params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
+        budget = self._prompt_budget(params)
         for dropped in range(len(turns)):
             prompt = self._format(model, system + turns[dropped:])
             if len(prompt.tokens) <= budget:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,9 @@ class _Cursor:
                 self.take(_MIN_ITEM_BYTES[item_type] * left)
 
 
-def read_header(path: Path) -> GGUFHeader:
-    """The scalar metadata and the tensor table of the GGUF at path; GGUFHeaderError if it is not one."""
+@contextmanager
+def _opened(path: Path) -> Iterator[_Cursor]:
+    """A cursor just past the version of the GGUF at path; GGUFHeaderError if it is not one or is cut short."""
     if path.stat().st_size < len(GGUF_MAGIC):
         raise GGUFHeaderError(f"{path.name} is not a GGUF file (it is nearly empty)")
     with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -118,31 +121,53 @@ def read_header(path: Path) -> GGUFHeader:
             version = cursor.unpack("I")
             if version not in SUPPORTED_VERSIONS:
                 raise GGUFHeaderError(f"{path.name}: GGUF version {version} is not supported")
-            n_tensors = cursor.unpack("Q")
-            if n_tensors * _TENSOR_INFO_MIN_BYTES > len(data):
-                raise _Corrupt(f"{n_tensors} tensors claimed, more than the file holds")
-            metadata: dict[str, Any] = {}
-            for _ in range(cursor.count(_STRING, "the metadata")):
-                key, value_type = cursor.string(MAX_KEY_BYTES), cursor.unpack("I")
-                if value_type == _STRING:
-                    metadata[key] = cursor.string()
-                elif value_type in _SCALARS:
-                    metadata[key] = cursor.unpack(_SCALARS[value_type])
-                elif value_type == _ARRAY:
-                    cursor.skip_array()
-                else:
-                    raise _Corrupt(f"key {key} has unknown value type {value_type}")
-            infos = []
-            for _ in range(n_tensors):
-                name = cursor.string()
-                n_dims = cursor.unpack("I")
-                if n_dims > GGML_MAX_DIMS:
-                    raise _Corrupt(f"tensor {name} has {n_dims} dimensions")
-                shape = tuple(cursor.unpack("Q") for _ in range(n_dims))
-                infos.append((name, shape, cursor.unpack("I"), cursor.unpack("Q")))
-            tensors = _tensor_entries(infos, metadata, cursor.offset, len(data))
+            yield cursor
         except (_Corrupt, struct.error) as error:
             raise GGUFHeaderError(f"{path.name}: truncated or corrupt GGUF header ({error})") from None
+
+
+def _read_metadata(cursor: _Cursor, until: str | None = None) -> dict[str, Any]:
+    """The scalar and string keys, reading no further than the key ``until`` when it is given."""
+    metadata: dict[str, Any] = {}
+    for _ in range(cursor.count(_STRING, "the metadata")):
+        key, value_type = cursor.string(MAX_KEY_BYTES), cursor.unpack("I")
+        if value_type == _STRING:
+            metadata[key] = cursor.string()
+        elif value_type in _SCALARS:
+            metadata[key] = cursor.unpack(_SCALARS[value_type])
+        elif value_type == _ARRAY:
+            cursor.skip_array()
+        else:
+            raise _Corrupt(f"key {key} has unknown value type {value_type}")
+        if key == until:
+            break
+    return metadata
+
+
+def read_architecture(path: Path) -> str | None:
+    """``general.architecture`` of the GGUF at path (usually its first key, so only that much is read)."""
+    with _opened(path) as cursor:
+        cursor.unpack("Q")  # the tensor count
+        architecture = _read_metadata(cursor, until="general.architecture").get("general.architecture")
+    return architecture if isinstance(architecture, str) else None
+
+
+def read_header(path: Path) -> GGUFHeader:
+    """The scalar metadata and the tensor table of the GGUF at path; GGUFHeaderError if it is not one."""
+    with _opened(path) as cursor:
+        n_tensors = cursor.unpack("Q")
+        if n_tensors * _TENSOR_INFO_MIN_BYTES > len(cursor.data):
+            raise _Corrupt(f"{n_tensors} tensors claimed, more than the file holds")
+        metadata = _read_metadata(cursor)
+        infos = []
+        for _ in range(n_tensors):
+            name = cursor.string()
+            n_dims = cursor.unpack("I")
+            if n_dims > GGML_MAX_DIMS:
+                raise _Corrupt(f"tensor {name} has {n_dims} dimensions")
+            shape = tuple(cursor.unpack("Q") for _ in range(n_dims))
+            infos.append((name, shape, cursor.unpack("I"), cursor.unpack("Q")))
+        tensors = _tensor_entries(infos, metadata, cursor.offset, len(cursor.data))
     return GGUFHeader(metadata, tensors)
 
 

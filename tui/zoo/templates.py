@@ -61,6 +61,9 @@ class PromptFormat:
     eos: str | None = None
     """Text of the token that ends an answer when it is not the tokenizer's own EOS; the converter
     writes its id as ``tokenizer.ggml.eos_token_id`` (Dolly ends answers with ``### End``)."""
+    reply_replacements: tuple[tuple[str, str], ...] = ()
+    """(model text, shown text) pairs the engine applies to replies: what the authors' post-processing
+    turns back (ChatYuan writes newlines and tabs as backslash escapes, two spaces as ``%20``)."""
 
     @property
     def template(self) -> str:
@@ -74,11 +77,14 @@ def _template_source(template_file: str, bos_prefix: bool) -> str:
     return _BOS_PREFIX + body if bos_prefix else body
 
 
+# ChatYuan's README postprocess(): the reverse of the template's escaping, plus "%20" for two spaces.
+CHATYUAN_REPLY = (("\\n", "\n"), ("\\t", "\t"), ("%20", "  "))
+
 FORMATS: dict[str, PromptFormat] = {
     f.family: f
     for f in (
-        PromptFormat("chatyuan", "chatyuan", bos_prefix=False),
-        PromptFormat("chatyuan_llama", "chatyuan", bos_prefix=True),
+        PromptFormat("chatyuan", "chatyuan", bos_prefix=False, reply_replacements=CHATYUAN_REPLY),
+        PromptFormat("chatyuan_llama", "chatyuan", bos_prefix=True, reply_replacements=CHATYUAN_REPLY),
         PromptFormat("vicuna_v0", "vicuna_v0", bos_prefix=True, stop=("###",)),
         PromptFormat("vicuna_v1.1", "vicuna_v1.1", bos_prefix=True),
         PromptFormat("chinese_vicuna_chat", "chinese_vicuna_chat", bos_prefix=True, stop=("###", "User")),

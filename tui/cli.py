@@ -183,6 +183,9 @@ def command_models(args: argparse.Namespace) -> int:
         width = max(len(entry["id"]) for entry in catalog)
         for entry in catalog:
             note = _fit_line(entry["fit"]) if entry["status"] != "unsupported" else entry["reason"]
+            if entry["job"] is not None:
+                job = entry["job"]
+                note = f"{job['status']} as {job['quant']} (job {job['id']}, running now); " + note
             print(f"{entry['id']:<{width}}  {entry['status']:<11}  {note}")
     print("\nAlso: any path to a .gguf file, or remote:NAME for a model on the [remote] server.")
     print(gpu_offload_summary(settings.engine.n_gpu_layers))
@@ -248,8 +251,12 @@ def _catalog_entries(quant: str, n_ctx: int, free: Resources) -> list[dict]:
     from tui.zoo.catalog import load_catalog
     from tui.zoo.fit import UnknownShape, fit_variant
     from tui.zoo.library import converted_quants
+    from tui.zoo.listing import running_by_target, running_status
 
     in_library = converted_quants(data_dir())
+    store = _open_store()
+    running = running_by_target(store, data_dir())
+    store.close()
     catalog = load_catalog()
     entries = []
     for row in catalog.rows():
@@ -257,7 +264,16 @@ def _catalog_entries(quant: str, n_ctx: int, free: Resources) -> list[dict]:
             fit = fit_variant(catalog.variant(row["id"])[1], quant=quant, n_ctx=n_ctx, free=free).to_dict()
         except UnknownShape as error:
             fit = {"verdict": None, "reason": str(error)}
-        entries.append({"source": "catalog", **row, "in_library": in_library.get(row["id"], []), "fit": fit})
+        job = running.get(row["id"])
+        entries.append(
+            {
+                "source": "catalog",
+                **row,
+                "in_library": in_library.get(row["id"], []),
+                "job": None if job is None else {"id": job.id, "quant": job.quant, "status": running_status(job)},
+                "fit": fit,
+            }
+        )
     return entries
 
 

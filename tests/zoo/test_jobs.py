@@ -49,6 +49,7 @@ from tui.zoo.jobs.steps import STEPS
 from tui.zoo.jobs.steps.convert import Convert
 from tui.zoo.jobs.steps.download import Downloaded
 from tui.zoo.library import DEFAULT_MODEL_NAME, library_models, lockfile_path, resolve_model
+from tui.zoo.listing import model_rows
 from tui.zoo.templates import prompt_format
 
 
@@ -143,6 +144,58 @@ def test_a_job_killed_during_quantize_resumes_there(zoo: TinyZoo, isolated_dirs:
     assert not work.exists()  # intermediates and the half-written output are gone
     assert sorted(p.name for p in model.path.parent.iterdir()) == [model.path.name, lockfile_path(model.path).name]
     store.close()
+
+
+HOLD_AT_CONVERT = """
+import sys, time
+from pathlib import Path
+from tui.store import DATABASE_NAME, Store
+from tui.zoo.catalog import load_catalog
+from tui.zoo.jobs import Jobs
+
+data, catalog, cache = map(Path, sys.argv[1:4])
+held = False
+
+def progress(report):
+    global held
+    if report.step == "convert" and report.bytes_done > 0 and not held:
+        held = True
+        print("converting", flush=True)
+        time.sleep(120)  # the test kills it here
+
+jobs = Jobs(Store(data / DATABASE_NAME), data, load_catalog(catalog), hub_cache=cache, hub_token=False)
+jobs.get_model(sys.argv[4], "f16", progress=progress)
+"""
+
+
+def test_one_job_per_target_across_processes_and_each_sees_the_others(zoo: TinyZoo, isolated_dirs: Path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    arguments = [str(isolated_dirs), str(zoo.catalog_path), str(zoo.hub_cache), VARIANT]
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AT_CONVERT, *arguments], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout.readline() == "converting\n"
+        jobs = zoo.jobs(isolated_dirs)
+        with pytest.raises(JobError, match=f"^{VARIANT} as f16 is already being built by another job"):
+            jobs.get_model(VARIANT, "f16")
+        [running] = jobs.running()
+        assert running.state == JobState.RUNNING and [j.id for j in jobs.store.jobs()] == [running.id]
+        [row] = [row for row in model_rows(zoo.catalog, isolated_dirs, jobs.store) if row.key == VARIANT]
+        assert row.status == "getting: convert (3/5)"
+    finally:
+        other.kill()
+        other.wait()
+        other.stdout.close()
+
+    # Killed: still recorded as running, but nobody holds its claim, so nobody sees it running and it resumes.
+    assert jobs.store.job(running.id).state == JobState.RUNNING and jobs.running() == []
+    [row] = [row for row in model_rows(zoo.catalog, isolated_dirs, jobs.store) if row.key == VARIANT]
+    assert row.status == "downloaded"
+    reports: list[JobProgress] = []
+    model = jobs.get_model(VARIANT, "f16", progress=reports.append)
+    assert steps_run(reports) == ["convert", "smoke_test", "register"] and model.lockfile.smoke_test["passed"]
+    assert [j.id for j in jobs.store.jobs()] == [running.id]
 
 
 def test_the_lockfile_records_sources_inputs_tools_and_the_smoke_test(zoo: TinyZoo, isolated_dirs: Path):

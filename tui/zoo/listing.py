@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.store import Store
+from tui.store import Job, JobKind, Store
 from tui.zoo.catalog import Catalog, Status, System, Variant
 from tui.zoo.jobs import StepName
+from tui.zoo.jobs.claims import running_jobs
 from tui.zoo.library import LibraryModel, library_models
 
 LIBRARY_FAMILY = "library"
@@ -30,7 +31,8 @@ class ModelRow:
     license: str
     release_form: str
     status: str
-    """available, downloaded, converted (with which quants), unsupported, local-only, or in library."""
+    """available, downloaded, converted (with which quants), getting (a job running, here or in another
+    zootui), unsupported, local-only, or in library."""
     reason: str | None
     system: System | None
     catalog_variant: Variant | None
@@ -54,7 +56,22 @@ def _downloaded_variants(store: Store) -> set[str]:
     }
 
 
-def _variant_status(variant: Variant, converted: tuple[LibraryModel, ...], downloaded: bool) -> str:
+def running_status(job: Job) -> str:
+    """A job some process is running, as a status: "getting: convert (3/6)"."""
+    position = next((i for i, step in enumerate(job.steps) if not step.finished), len(job.steps) - 1)
+    return f"getting: {StepName(job.steps[position].name).title} ({position + 1}/{len(job.steps)})"
+
+
+def running_by_target(store: Store, data_dir: Path) -> dict[str, Job]:
+    """Catalog variant id -> the job a process (this one or another) is running for it."""
+    return {job.target: job for job in running_jobs(store, data_dir) if job.kind is JobKind.CATALOG}
+
+
+def _variant_status(
+    variant: Variant, converted: tuple[LibraryModel, ...], downloaded: bool, running: Job | None
+) -> str:
+    if running is not None:
+        return running_status(running)
     if converted:
         return "converted: " + ", ".join(model.quant for model in converted)
     if variant.status is Status.UNSUPPORTED:
@@ -74,6 +91,7 @@ def model_rows(catalog: Catalog, data_dir: Path, store: Store) -> list[ModelRow]
         else:
             outside_catalog.append(model)
     downloaded = _downloaded_variants(store)
+    running = running_by_target(store, data_dir)
     rows = [
         ModelRow(
             key=model.name,
@@ -104,7 +122,7 @@ def model_rows(catalog: Catalog, data_dir: Path, store: Store) -> list[ModelRow]
                 size_gb=variant.download_gb,
                 license=variant.license,
                 release_form=variant.release_form.value,
-                status=_variant_status(variant, converted, variant.id in downloaded),
+                status=_variant_status(variant, converted, variant.id in downloaded, running.get(variant.id)),
                 reason=variant.reason,
                 system=system,
                 catalog_variant=variant,

@@ -20,6 +20,7 @@ from tui.store import Job, JobKind, JobState, Store
 from tui.zoo.catalog import Catalog, Recipe, Status, Variant, load_catalog
 from tui.zoo.jobs import library_files
 from tui.zoo.jobs.build import DEFAULT_QUANT, Build, LoraMode, build_label, checked_quant, format_or_error, lora_mode
+from tui.zoo.jobs.claims import claimed, running_jobs
 from tui.zoo.jobs.errors import JobCancelled, JobError
 from tui.zoo.jobs.plan import catalog_steps, checkpoint_steps
 from tui.zoo.jobs.step import JobProgress, JobProgressCallback, StepContext, StepName
@@ -80,12 +81,13 @@ class Jobs:
         params: dict[str, str] = {"base": str(base.resolve())} if base is not None else {}
         if mode is LoraMode.RUNTIME:  # merged builds keep the params they always had, so their jobs still resume
             params["lora"] = mode
-        job = self.store.unfinished_job(JobKind.CATALOG, variant.id, quant)
-        if job is None or job.params != params:  # another base is another build; the Hub cache keeps downloads
-            library_files.free_destination(self.data_dir, variant.id, build_label(quant, mode))
-            steps = catalog_steps(variant, quant, mode)
-            job = self.store.create_job(JobKind.CATALOG, variant.id, quant, steps, params)
-        return self._execute(job, progress, cancel)
+        with claimed(self.data_dir, JobKind.CATALOG, variant.id, quant):
+            job = self.store.unfinished_job(JobKind.CATALOG, variant.id, quant)
+            if job is None or job.params != params:  # another base is another build; the Hub cache keeps downloads
+                library_files.free_destination(self.data_dir, variant.id, build_label(quant, mode))
+                steps = catalog_steps(variant, quant, mode)
+                job = self.store.create_job(JobKind.CATALOG, variant.id, quant, steps, params)
+            return self._execute(job, progress, cancel)
 
     def import_checkpoint(
         self,
@@ -114,13 +116,14 @@ class Jobs:
         if prompt_format_name is not None:
             format_or_error(prompt_format_name)
         target = str(directory)
-        job = self.store.unfinished_job(JobKind.CHECKPOINT, target, quant)
-        if job is None or (name is not None and job.params.get("name") != name):
-            model_id = name or library_files.checked_model_name(default_name or directory.name)
-            params = {"name": model_id, "prompt_format": prompt_format_name, "name_as_given": name is not None}
-            library_files.free_destination(self.data_dir, model_id, None if name is not None else quant)
-            job = self.store.create_job(JobKind.CHECKPOINT, target, quant, checkpoint_steps(quant), params)
-        return self._execute(job, progress, cancel)
+        with claimed(self.data_dir, JobKind.CHECKPOINT, target, quant):
+            job = self.store.unfinished_job(JobKind.CHECKPOINT, target, quant)
+            if job is None or (name is not None and job.params.get("name") != name):
+                model_id = name or library_files.checked_model_name(default_name or directory.name)
+                params = {"name": model_id, "prompt_format": prompt_format_name, "name_as_given": name is not None}
+                library_files.free_destination(self.data_dir, model_id, None if name is not None else quant)
+                job = self.store.create_job(JobKind.CHECKPOINT, target, quant, checkpoint_steps(quant), params)
+            return self._execute(job, progress, cancel)
 
     def import_hub_repo(
         self,
@@ -156,7 +159,13 @@ class Jobs:
         self, job_id: int, progress: JobProgressCallback | None = None, cancel: threading.Event | None = None
     ) -> RegisteredModel:
         """Run an unfinished job (``Store.jobs(unfinished_only=True)`` lists them) from where it stopped."""
-        return self._execute(self.store.job(job_id), progress, cancel)
+        job = self.store.job(job_id)
+        with claimed(self.data_dir, job.kind, job.target, job.quant):
+            return self._execute(self.store.job(job_id), progress, cancel)
+
+    def running(self) -> list[Job]:
+        """The jobs running now, in this process or another (see ``claims.running_jobs``)."""
+        return running_jobs(self.store, self.data_dir)
 
     def import_path(
         self,

@@ -42,10 +42,10 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
     "BoolStorage": np.dtype(np.bool_),
 }
 # A state dict pickle takes about 150 bytes per tensor (a 7B LLaMA file: 40 KB); this is room for
-# tens of thousands of tensors in one file while bounding the interpreter's time and memory.
-MAX_PICKLE_BYTES = 4 * 2**20
+# ten thousand tensors in one file while bounding the interpreter's time (about 2 s at the limit).
+MAX_PICKLE_BYTES = 2 * 2**20
 # Values the interpreter may hold at once (stack, memo and container items): about 20 per tensor.
-MAX_PICKLE_VALUES = 2_000_000
+MAX_PICKLE_VALUES = 1_000_000
 # torch nests a tensor's arguments three tuples deep. Hashing a tuple recurses in C without a
 # depth check, so a stream nesting a million tuples could crash the process on a dict key.
 MAX_TUPLE_NESTING = 16

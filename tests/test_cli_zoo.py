@@ -267,3 +267,12 @@ def test_an_import_named_by_the_user_chats_by_that_name_and_shows_its_quant(cli_
     assert any(line.startswith("my-coati ") and "imported, q8_0" in line for line in listed.stdout.splitlines())
     chatted = run(cli_env, "chat", "-m", "my-coati", "--max-tokens", "4", "-q", "Hello")
     assert chatted.returncode == 0, chatted.stderr
+
+
+def test_prompt_on_a_hostile_gguf_is_one_line(cli_env, tmp_path, messages_file):
+    hostile = tmp_path / "evil.gguf"
+    hostile.write_bytes(gguf_file([kv("a", ARRAY, nested_arrays(100_000))]))
+    result = run(cli_env, "prompt", str(hostile), "--messages", str(messages_file))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "evil.gguf is not a readable GGUF file" in line and "arrays nested more than 8 deep" in line

@@ -1,3 +1,4 @@
+import json
 import threading
 
 import pytest
@@ -166,3 +167,23 @@ def test_stop_strings_stored_in_the_gguf_end_replies(engines, tmp_path):
     text, stats = collect_reply(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))
     assert stats.finish_reason == "stop" and stats.completion_tokens < 64
     assert not set(text) & set(ascii_letters)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stored", ['{"a": [1]}', "5" * 10, "[" * 10])
+def test_stop_strings_that_are_not_a_list_of_strings_are_ignored(engines, tmp_path, stored):
+    """The key is the file's say: a GGUF may come from anywhere (a number once raised TypeError mid-reply)."""
+    from support import ROOT
+
+    from converters import convert
+
+    written = json.dumps(["abcdefgh"])  # 12 characters, replaced in the file's bytes by `stored` (padded)
+    gguf_path = convert(
+        ROOT / "tests" / "fixtures" / "tiny" / "llama", tmp_path / "tiny.gguf", outtype="f32", stop_strings=["abcdefgh"]
+    )
+    data = gguf_path.read_bytes()
+    gguf_path.write_bytes(data.replace(written.encode(), stored.ljust(len(written)).encode()))
+    engine = engines.for_model(str(gguf_path))
+    params = SamplingParams(temperature=0.0, max_tokens=4, n_ctx=256)
+    _text, stats = collect_reply(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))
+    assert stats.completion_tokens <= 4

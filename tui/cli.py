@@ -364,21 +364,23 @@ def _gguf_template(path: Path) -> tuple[str, str, str]:
     import gguf
 
     from tui.engine.local import CHATML_TEMPLATE
+    from tui.zoo.gguf_header import read_header
 
     try:
-        reader = gguf.GGUFReader(path)
+        metadata = read_header(path, string_arrays=(gguf.Keys.Tokenizer.LIST,)).metadata
     except (OSError, ValueError) as error:
         raise UserError(f"{path} is not a readable GGUF file ({error})") from error
-    tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
+    tokens = metadata.get(gguf.Keys.Tokenizer.LIST) or []
 
     def token_text(id_key: str) -> str:
         # As llama-cpp-python does when it wraps a GGUF's template: a missing token is an empty string.
-        token_id = reader.get_field(id_key)
-        return "" if token_id is None or tokens is None else tokens.contents(int(token_id.contents()))
+        token_id = metadata.get(id_key)
+        valid = isinstance(token_id, int) and not isinstance(token_id, bool) and 0 <= token_id < len(tokens)
+        return tokens[token_id] if valid else ""
 
-    template = reader.get_field(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    template = metadata.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
     return (
-        template.contents() if template is not None else CHATML_TEMPLATE,
+        template if isinstance(template, str) else CHATML_TEMPLATE,
         token_text(gguf.Keys.Tokenizer.BOS_ID),
         token_text(gguf.Keys.Tokenizer.EOS_ID),
     )

@@ -91,3 +91,9 @@ def test_a_file_type_that_is_not_a_number_reads_as_unknown(tmp_path, file_type):
         entries.append(kv(f"llama.{key}", UINT32, struct.pack("<I", value)))
     _shape, _layout, quant = read_gguf(_write(tmp_path, gguf_file(entries)))
     assert quant is None
+
+
+def test_string_arrays_asked_for_are_read(model_path):
+    header = read_header(model_path, string_arrays=("tokenizer.ggml.tokens",))
+    tokens = gguf.GGUFReader(model_path).fields["tokenizer.ggml.tokens"]
+    assert header.metadata["tokenizer.ggml.tokens"] == [tokens.contents(i) for i in range(len(tokens.data))]

@@ -86,9 +86,9 @@ class LoadedModel:
 
         try:
             stops = json.loads(self.llm.metadata.get(STOP_STRINGS_KEY, "[]"))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # the file's say; a GGUF may come from anywhere
             return ()
-        return tuple(stop for stop in stops if isinstance(stop, str) and stop)
+        return tuple(stop for stop in stops if isinstance(stop, str) and stop) if isinstance(stops, list) else ()
 
     def reply_rewriter(self) -> ReplyRewriter:
         """The reply rewriting of the prompt format the converter recorded (ChatYuan's escaped newlines)."""

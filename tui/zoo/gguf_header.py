@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ class TensorEntry:
 @dataclass(frozen=True)
 class GGUFHeader:
     metadata: dict[str, Any]
-    """Every key with a scalar or string value; array-valued keys are left out."""
+    """Every key with a scalar or string value, and the string arrays asked for; other arrays are left out."""
     tensors: tuple[TensorEntry, ...]
 
 
@@ -86,6 +86,12 @@ class _Cursor:
             raise _Corrupt(f"a key of {length} bytes, more than the format allows")
         start = self.take(length)
         return self.data[start : start + length].decode("utf-8", "replace")
+
+    def string_array(self, key: str) -> list[str]:
+        item_type = self.unpack("I")
+        if item_type != _STRING:
+            raise _Corrupt(f"{key} is an array of type {item_type}, not of strings")
+        return [self.string() for _ in range(self.count(_STRING, key))]
 
     def skip_array(self) -> None:
         """Skips an array value (its type and count come next), arrays of arrays included, without recursion."""
@@ -126,8 +132,8 @@ def _opened(path: Path) -> Iterator[_Cursor]:
             raise GGUFHeaderError(f"{path.name}: truncated or corrupt GGUF header ({error})") from None
 
 
-def _read_metadata(cursor: _Cursor, until: str | None = None) -> dict[str, Any]:
-    """The scalar and string keys, reading no further than the key ``until`` when it is given."""
+def _read_metadata(cursor: _Cursor, until: str | None = None, string_arrays: Collection[str] = ()) -> dict[str, Any]:
+    """The scalar and string keys and the string arrays named, reading no further than the key ``until`` when given."""
     metadata: dict[str, Any] = {}
     for _ in range(cursor.count(_STRING, "the metadata")):
         key, value_type = cursor.string(MAX_KEY_BYTES), cursor.unpack("I")
@@ -135,6 +141,8 @@ def _read_metadata(cursor: _Cursor, until: str | None = None) -> dict[str, Any]:
             metadata[key] = cursor.string()
         elif value_type in _SCALARS:
             metadata[key] = cursor.unpack(_SCALARS[value_type])
+        elif value_type == _ARRAY and key in string_arrays:
+            metadata[key] = cursor.string_array(key)
         elif value_type == _ARRAY:
             cursor.skip_array()
         else:
@@ -152,13 +160,17 @@ def read_architecture(path: Path) -> str | None:
     return architecture if isinstance(architecture, str) else None
 
 
-def read_header(path: Path) -> GGUFHeader:
-    """The scalar metadata and the tensor table of the GGUF at path; GGUFHeaderError if it is not one."""
+def read_header(path: Path, string_arrays: Collection[str] = ()) -> GGUFHeader:
+    """The scalar metadata and the tensor table of the GGUF at path; GGUFHeaderError if it is not one.
+
+    Arrays are skipped, except the arrays of strings named in `string_arrays` (the vocabulary,
+    ``tokenizer.ggml.tokens``), which are read into the metadata as lists.
+    """
     with _opened(path) as cursor:
         n_tensors = cursor.unpack("Q")
         if n_tensors * _TENSOR_INFO_MIN_BYTES > len(cursor.data):
             raise _Corrupt(f"{n_tensors} tensors claimed, more than the file holds")
-        metadata = _read_metadata(cursor)
+        metadata = _read_metadata(cursor, string_arrays=string_arrays)
         infos = []
         for _ in range(n_tensors):
             name = cursor.string()

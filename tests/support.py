@@ -27,6 +27,39 @@ def zootui_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tui", *args]
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerDidNotStart(Exception):
+    pass
+
+
+def wait_for_server(url: str, process, log_path: Path, timeout: float = 120.0) -> None:
+    """Wait until the OpenAI-compatible server at url answers (a refusal for want of a key counts)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError as error:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log = log_path.read_text(errors="replace")[-2000:]
+                raise ServerDidNotStart(f"{url} did not start: {log}") from error
+            time.sleep(0.3)
+
+
 # Driving the app with Pilot.
 
 from tui.widgets.chat_pane import ChatPane  # noqa: E402

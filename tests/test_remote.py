@@ -1,14 +1,11 @@
 """The remote backend against a real OpenAI-compatible server: llama-cpp-python's own, on 127.0.0.1."""
 
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 
 import pytest
-from support import zootui_command
+from support import free_port, wait_for_server, zootui_command
 
 from tui.config import RemoteSettings
 from tui.engine import EngineError, ReplyStats, SamplingParams
@@ -17,12 +14,6 @@ from tui.engine.remote import RemoteEngine
 pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (the test extra)")
 
 MODEL_ALIAS = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +46,7 @@ def server(model_path, tmp_path_factory):
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/models", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"server did not start: {log_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.3)
+    wait_for_server(url, process, log_path)
     yield url
     process.terminate()
     process.wait(timeout=20)

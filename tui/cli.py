@@ -478,6 +478,16 @@ def command_leaderboard(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from error
 
 
+def command_serve(args: argparse.Namespace) -> int:
+    from tui.serve.command import ServeError, run
+
+    settings, _ = _load_settings(args)
+    try:
+        return run(args, settings)
+    except ServeError as error:
+        raise UserError(str(error)) from error
+
+
 def command_config(args: argparse.Namespace) -> int:
     from tui.config import Settings, config_path, load_config, render_toml
 
@@ -616,6 +626,19 @@ def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     )
     add_leaderboard_arguments(leaderboard)
     leaderboard.set_defaults(handler=command_leaderboard)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the library over an OpenAI-compatible HTTP API (needs the serve extra)",
+        description="Serve library models over OpenAI's HTTP API (GET /v1/models, POST /v1/chat/completions "
+        "and /v1/completions, streaming or not), through the same engine as the app. Listens on 127.0.0.1; "
+        "any other address needs the API key in $ZOOTUI_SERVE_API_KEY.",
+    )
+    from tui.serve.command import add_arguments as add_serve_arguments
+
+    add_serve_arguments(serve)
+    _add_engine_options(serve)
+    serve.set_defaults(handler=command_serve)
 
     config = commands.add_parser("config", help="where the config file is, and what it says")
     config.add_argument(

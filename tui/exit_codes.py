@@ -1,5 +1,7 @@
 """Exit codes of every zootui command; converters/cli.py, which runs without tui, keeps the same two."""
 
+EXIT_FAILED = 1
+"""The command ran, but not all of it succeeded (an unattended battle whose answer failed)."""
 EXIT_USER_ERROR = 2
 """The user can fix it: the one line on stderr says how."""
 EXIT_INTERRUPTED = 130

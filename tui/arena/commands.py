@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tui.arena import RANDOM, ArenaError
 from tui.arena.ratings import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED
+from tui.exit_codes import EXIT_FAILED
 
 if TYPE_CHECKING:
     from tui.arena.service import ArenaService
@@ -125,7 +126,7 @@ def _unattended(path: Path, pair: tuple[str, str], service: ArenaService) -> int
         f"{len(prompts) - failed} battles wait for your vote: open the arena (`zootui arena`) and press v.",
         file=sys.stderr,
     )
-    return 0 if not failed else 1
+    return EXIT_FAILED if failed else 0
 
 
 def add_leaderboard_arguments(parser: argparse.ArgumentParser) -> None:

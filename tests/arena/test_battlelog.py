@@ -3,8 +3,6 @@
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tui.arena.battlelog import MAX_LOG_BYTES, BattleLogError, export_log, read_log
 from tui.store import SCHEMA_VERSION, Store
@@ -110,6 +108,7 @@ def test_reads_fastchat_battle_log_and_leaves_named_votes_out(tmp_path):
     ("change", "message"),
     [
         ({"winner": "leftvote"}, r"battle 1: 'winner' is 'leftvote'; it must be one of 'model_a'"),
+        ({"winner": []}, r"battle 1: 'winner' is \[\]; it must be one of"),  # found by the fuzzer
         ({"model_b": "vicuna-13b"}, "battle 1: model_a and model_b are both"),
         ({"model_a": ""}, "battle 1: 'model_a' must be a model name"),
         ({"tstamp": "yesterday"}, "battle 1: 'tstamp' must be the vote's time"),
@@ -153,20 +152,3 @@ def test_oversized_and_missing_logs_are_refused(tmp_path):
         read_log(big)
     with pytest.raises(BattleLogError, match="cannot read"):
         read_log(tmp_path / "missing.json")
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
-        max_leaves=20,
-    )
-)
-def test_any_json_is_read_or_refused_in_one_line(tmp_path_factory, document):
-    path = tmp_path_factory.mktemp("fuzz") / "log.json"
-    path.write_text(json.dumps(document), "utf-8")
-    try:
-        read_log(path)
-    except BattleLogError as error:
-        assert "\n" not in str(error)

@@ -114,7 +114,7 @@ def _battle(entry: dict[str, Any], where: str) -> Battle:
     if model_a == model_b:
         raise BattleLogError(f"{where}: model_a and model_b are both {model_a!r}; a battle needs two models.")
     winner = entry.get("winner")
-    if winner not in {w.value for w in Winner}:
+    if not isinstance(winner, str) or winner not in {w.value for w in Winner}:
         raise BattleLogError(
             f"{where}: 'winner' is {winner!r}; it must be one of {', '.join(repr(w.value) for w in Winner)}."
         )

@@ -444,13 +444,25 @@ def _arena_service(settings):
     return ArenaService(_open_store(), settings, Engines(settings, data_dir()))
 
 
+def _check_models_exist(names: list[str]) -> None:
+    from tui.config import data_dir
+    from tui.zoo.library import ModelNotFound, resolve_model
+
+    for name in names:
+        try:
+            resolve_model(name, data_dir())
+        except ModelNotFound as error:
+            raise UserError(str(error)) from error
+
+
 def command_arena(args: argparse.Namespace) -> int:
-    from tui.arena import ArenaError
+    from tui.arena import RANDOM, ArenaError
     from tui.arena.commands import is_headless, pair_choice, run_headless
 
     try:
         pair = pair_choice(args.models)
         if not is_headless(args):
+            _check_models_exist([name for name in pair if name != RANDOM])
             settings, warnings = _load_settings(args, print_warnings=False)
             store = _open_store()
             from tui.app import ZooApp

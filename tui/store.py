@@ -711,6 +711,14 @@ class Store:
             rows = self._db.execute(f"SELECT * FROM battles{where} ORDER BY id").fetchall()
         return [_battle(row) for row in rows]
 
+    def battle_votes(self) -> list[tuple[str, str, str, float]]:
+        """(model_a, model_b, winner, voted_at) of every voted battle, without the conversations."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT model_a, model_b, winner, voted_at FROM battles WHERE winner IS NOT NULL ORDER BY id"
+            ).fetchall()
+        return [(row["model_a"], row["model_b"], row["winner"], row["voted_at"]) for row in rows]
+
     def save_battle_conversations(
         self, battle_id: int, conversation_a: list[dict[str, Any]], conversation_b: list[dict[str, Any]]
     ) -> None:

@@ -103,3 +103,8 @@ def test_bad_battle_log_is_one_line_and_exit_2(cli_env, tmp_path):
 
 def test_leaderboard_without_votes_says_how_to_get_some(cli_env):
     assert "No votes yet" in run(cli_env, "leaderboard").stdout
+
+
+def test_arena_with_an_unknown_model_is_one_line_before_the_app_opens(cli_env):
+    result = run(cli_env, "arena", "--models", "vicuna-99b,random", check=False)
+    assert result.returncode == 2 and "no model named 'vicuna-99b'" in result.stderr

@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import TYPE_CHECKING
+
+from tui.compat import StrEnum
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +43,7 @@ NEWTON_STEPS = 100
 NEWTON_TOLERANCE = 1e-10
 
 
-class Winner(str, Enum):
+class Winner(StrEnum):
     """A vote, as FastChat's battle log writes it."""
 
     MODEL_A = "model_a"

@@ -195,10 +195,7 @@ class ArenaService:
         return [b for b in self.store.battles(voted=False) if any(m["role"] == "assistant" for m in b.conversation_a)]
 
     def votes(self) -> list[Vote]:
-        return [
-            Vote(b.model_a, b.model_b, Winner(b.winner), b.voted_at or b.created_at)
-            for b in self.store.battles(voted=True)
-        ]
+        return [Vote(a, b, Winner(winner), voted_at) for a, b, winner, voted_at in self.store.battle_votes()]
 
     def leaderboard(self, rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED) -> Leaderboard:
         return leaderboard(self.votes(), rounds, seed)

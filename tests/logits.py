@@ -41,7 +41,7 @@ def llama_logits(gguf_path: Path, ids: np.ndarray) -> np.ndarray:
 
 def decoder_logits(gguf_path: Path, encoder_ids: list[int], decoder_ids: list[int]) -> np.ndarray:
     """An encoder-decoder GGUF's logits at every decoder position, after the engine's encoder step."""
-    from tui.engine.encdec import encode
+    from tui.llama_encoder import encode
 
     n_ctx = 2 * max(len(encoder_ids), len(decoder_ids))
     llm = logits_llama(gguf_path, n_ctx, n_ubatch=n_ctx)  # the encoder takes its input in one micro-batch

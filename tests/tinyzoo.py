@@ -77,14 +77,14 @@ base = "the original tiny LLaMA weights"
 status = "supported"
 
 [[systems.variants]]
-id = "tiny-chat-t5"
-name = "TinyChat T5"
-hub_id = "zoo-test/tiny-t5"
-arch = "T5ForConditionalGeneration"
+id = "tiny-chat-opt"
+name = "TinyChat OPT"
+hub_id = "zoo-test/tiny-opt"
+arch = "OPTForCausalLM"
 release_form = "full"
 recipe = "none"
 status = "unsupported"
-reason = "encoder-decoder (T5): llama-cpp-python's high-level API never runs the encoder"
+reason = "OPT: llama.cpp has no graph with learned positions and a ReLU MLP"
 
 [[systems.variants]]
 id = "tiny-chat-unreleased"

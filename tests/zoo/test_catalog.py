@@ -65,14 +65,13 @@ def test_supported_variants_name_an_architecture_and_a_recipe_zootui_implements(
 
 def test_the_truth_check_sees_what_the_code_implements():
     assert {"LlamaForCausalLM", "GPTNeoXForCausalLM", "BloomForCausalLM"} <= set(ARCHITECTURES)
-    assert {"ChatGLMModel", "GPTJForCausalLM"} <= set(ARCHITECTURES)
+    assert {"ChatGLMModel", "GPTJForCausalLM", "T5ForConditionalGeneration"} <= set(ARCHITECTURES)
     assert Recipe.NONE not in RECIPES and Recipe.ADD_DELTA in RECIPES
 
 
 @pytest.mark.parametrize(
     ("variant_id", "status", "reason_mentions"),
     [
-        ("chatyuan-large-v2", Status.UNSUPPORTED, "T5"),
         ("chatglm-6b", Status.UNSUPPORTED, "ChatGLM-6B v1"),
         ("deepspeed-chat-opt-1.3b", Status.UNSUPPORTED, "OPT"),
         ("minigpt4-vicuna0-13b", Status.UNSUPPORTED, "multimodal"),

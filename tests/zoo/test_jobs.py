@@ -316,7 +316,7 @@ def test_a_failed_download_keeps_what_arrived(tmp_path: Path, monkeypatch: pytes
     [
         ("tiny-chat-gated", "tiny-gated is gated: accept its terms at .*hf auth login"),
         ("tiny-chat-private-base", "not on the Hub; give your copy with `zootui pull ID --base PATH`"),
-        ("tiny-chat-t5", "not supported yet: encoder-decoder"),
+        ("tiny-chat-opt", "not supported yet: OPT"),
         ("tiny-chat-unreleased", "released no weights; import your checkpoint with `zootui pull --import DIR`"),
         ("no-such-variant", "no catalog variant 'no-such-variant'"),
     ],

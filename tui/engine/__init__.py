@@ -75,7 +75,9 @@ class Engines:
             from tui.engine.embeddings import EmbeddingsEngine
 
             return EmbeddingsEngine(model.path, model.vision_path, self.pool, self.encoders)
-        if _is_encoder_decoder(model.path):
+        from tui.zoo.gguf_header import is_encoder_decoder
+
+        if is_encoder_decoder(model.path):
             from tui.engine.encdec import EncoderDecoderEngine
 
             return EncoderDecoderEngine(model.path, self.pool)
@@ -105,18 +107,3 @@ class Engines:
         self.pool.close()
         if self._encoders is not None:
             self._encoders.close()
-
-
-# llama.cpp's architectures with an encoder and a decoder (t5encoder has no decoder to chat with).
-ENCODER_DECODER_ARCHITECTURES = ("t5",)
-
-
-def _is_encoder_decoder(path: Path) -> bool:
-    """From the GGUF header, before loading: the encoder needs the model loaded with longer batches."""
-    from tui.zoo.gguf_header import read_architecture
-
-    try:
-        architecture = read_architecture(path)
-    except (OSError, ValueError):
-        return False  # not a readable GGUF: loading it reports the problem
-    return architecture in ENCODER_DECODER_ARCHITECTURES

@@ -160,6 +160,18 @@ def read_architecture(path: Path) -> str | None:
     return architecture if isinstance(architecture, str) else None
 
 
+# llama.cpp's architectures with an encoder and a decoder (t5encoder has no decoder to chat with).
+ENCODER_DECODER_ARCHITECTURES = ("t5",)
+
+
+def is_encoder_decoder(path: Path) -> bool:
+    """Whether the GGUF at path needs the encoder step (known before loading it); False if it is no GGUF."""
+    try:
+        return read_architecture(path) in ENCODER_DECODER_ARCHITECTURES
+    except (OSError, ValueError):
+        return False  # loading it reports the problem
+
+
 def read_header(path: Path, string_arrays: Collection[str] = ()) -> GGUFHeader:
     """The scalar metadata and the tensor table of the GGUF at path; GGUFHeaderError if it is not one.
 

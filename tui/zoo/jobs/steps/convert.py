@@ -72,6 +72,7 @@ class Convert(Step[Converted]):
                 chat_template=chosen.template if chosen else None,
                 eos_token=chosen.eos if chosen else None,
                 stop_strings=build.stop,
+                prompt_format=chosen.family if chosen else None,
                 provenance=source.provenance,
                 # Keyed by file name: the checkpoint's own files, not those in its subdirectories.
                 known_sha256={name: digest for name, digest in source.sha256.items() if "/" not in name},

@@ -1,5 +1,6 @@
 """smoke_test: load the GGUF (with its adapter) in llama.cpp and generate a few tokens greedily: it loads,
-runs and says something, with finite logits."""
+runs and says something, with finite logits. An encoder-decoder GGUF (T5) encodes the prompt first and
+decodes from its decoder start token, as the chat engine does."""
 
 from __future__ import annotations
 
@@ -35,8 +36,13 @@ class SmokeTest(Step[SmokeTested]):
         import llama_cpp
         import numpy as np
 
+        from tui.zoo.gguf_header import is_encoder_decoder
+
         path = built_gguf(context)
         adapter = built_adapter(context)
+        encoder_decoder = is_encoder_decoder(path)
+        # An encoder takes its whole input in one micro-batch.
+        micro_batch = {"n_batch": SMOKE_CONTEXT, "n_ubatch": SMOKE_CONTEXT} if encoder_decoder else {}
         try:
             # logits_all keeps every position's logits, which the finiteness check reads.
             llm = llama_cpp.Llama(
@@ -46,27 +52,26 @@ class SmokeTest(Step[SmokeTested]):
                 seed=0,
                 logits_all=True,
                 verbose=False,
+                **micro_batch,
             )
         except (ValueError, RuntimeError) as error:
             loaded = f"{path.name} with {adapter.name}" if adapter else path.name
             raise JobError(f"smoke test failed: llama.cpp could not load {loaded} ({error})") from error
         try:
             started = time.perf_counter()
-            completion = llm.create_completion(SMOKE_PROMPT, max_tokens=SMOKE_TOKENS, temperature=0.0)
+            text, tokens, finish_reason = (_encode_and_decode if encoder_decoder else _complete)(llm)
             seconds = time.perf_counter() - started
             finite = bool(np.isfinite(llm.scores[: llm.n_tokens]).all())
         finally:
             llm.close()
-        tokens = completion["usage"]["completion_tokens"]
-        choice = completion["choices"][0]
         result = SmokeTested(
             prompt=SMOKE_PROMPT,
-            text=choice["text"],
+            text=text,
             tokens=tokens,
-            finish_reason=choice["finish_reason"],
+            finish_reason=finish_reason,
             tokens_per_s=round(tokens / seconds, 2) if seconds > 0 else None,
             # Garbage weights show up as NaN/inf logits long before they show up in the text.
-            passed=finite and (tokens > 0 or choice["finish_reason"] == "stop"),
+            passed=finite and (tokens > 0 or finish_reason == "stop"),
         )
         if not result.passed:
             raise JobError(
@@ -74,3 +79,35 @@ class SmokeTest(Step[SmokeTested]):
             )
         context.report(1, 1, f"{result.tokens_per_s} tokens/s: {result.text!r}")
         return result
+
+
+def _complete(llm) -> tuple[str, int, str]:
+    """Text, token count and finish reason of a greedy completion of the smoke prompt."""
+    completion = llm.create_completion(SMOKE_PROMPT, max_tokens=SMOKE_TOKENS, temperature=0.0)
+    choice = completion["choices"][0]
+    return choice["text"], completion["usage"]["completion_tokens"], choice["finish_reason"]
+
+
+def _encode_and_decode(llm) -> tuple[str, int, str]:
+    """The same for an encoder-decoder model: the prompt through the encoder, the reply from the decoder."""
+    import llama_cpp
+
+    from tui.llama_encoder import decoder_start_token, encode, encoder_input
+
+    try:
+        encode(llm, encoder_input(llm, llm.tokenize(SMOKE_PROMPT.encode(), add_bos=False, special=False)))
+    except ValueError as error:
+        raise JobError(f"smoke test failed: {error}") from error
+    reply, finish_reason = [], "length"
+    tokens = llm.generate([decoder_start_token(llm)], reset=False, temp=0.0)
+    try:
+        for token in tokens:
+            if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), token):
+                finish_reason = "stop"
+                break
+            reply.append(token)
+            if len(reply) >= SMOKE_TOKENS:
+                break
+    finally:
+        tokens.close()
+    return llm.detokenize(reply).decode("utf-8", "replace"), len(reply), finish_reason

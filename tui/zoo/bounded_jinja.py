@@ -7,7 +7,8 @@ renders exactly as llama-cpp-python's `Jinja2ChatFormatter` (same environment op
 variables; tests compare the two on every catalog template) in a sandbox that also bounds:
 
 - the template's length (`MAX_TEMPLATE_CHARS`) and the time one rendering takes (`MAX_RENDER_SECONDS`,
-  checked on every line the compiled template runs);
+  checked at every iteration of every loop, every call, every operator and every piece of output:
+  all a template can repeat work with);
 - the size of every value it builds and of its output: `value_limit` characters (list items count
   by their own sizes), a base plus a multiple of the messages' size, so a real conversation of any
   length renders. Each operation that can make a value larger than its inputs (`*`, `+`, `~`, `%`,
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +38,6 @@ MAX_RENDER_SECONDS = 5.0  # a real template renders a long conversation in milli
 BASE_VALUE_CHARS = 256 * 1024
 VALUE_CHARS_PER_INPUT_CHAR = 8  # a template may repeat or escape message text a few times, not more
 MAX_INT_BITS = 4096
-_TEMPLATE_FILENAME = "<template>"  # what Jinja names the code it compiles from a string
 _FORMAT_WIDTH = re.compile(r"\d+")
 
 
@@ -54,16 +53,19 @@ class _Limits(threading.local):
 
 
 _limits = _Limits()
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
 def weight(value: Any, budget: int) -> int:
     """Characters `str(value)` holds at least, counted until `budget` is passed (so the count is cheap)."""
+    if isinstance(value, str):  # the common case, on every operation's result
+        return len(value)
     total, pending = 0, [value]
     while pending and total <= budget:
         item = pending.pop()
         if isinstance(item, str):
             total += len(item)
-        elif isinstance(item, list | tuple | set | frozenset):
+        elif isinstance(item, _SEQUENCES):
             total += len(item)
             pending.extend(item)
         elif isinstance(item, dict):
@@ -75,6 +77,18 @@ def weight(value: Any, budget: int) -> int:
         else:
             total += 1
     return total
+
+
+def _check_deadline() -> None:
+    if time.monotonic() > _limits.deadline:
+        raise _refuse(f"took more than {MAX_RENDER_SECONDS:g} s to render")
+
+
+def _bounded_iteration(items: Any) -> Iterator[Any]:
+    """What every for-loop iterates: its items, stopped at the deadline (a loop need not call or write anything)."""
+    for item in items:
+        _check_deadline()
+        yield item
 
 
 def _refuse(what: str) -> TemplateLimitError:
@@ -225,7 +239,18 @@ def _guard_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]
     return guarded
 
 
+_ITERATION_FILTER = "zootui_bounded_iteration"  # a name no template uses
+
+
 class _BoundedCodeGenerator(CodeGenerator):
+    def visit_Template(self, node: jinja2.nodes.Template, frame: Any = None) -> None:
+        """Every loop iterates its items through `_bounded_iteration` (the tree is changed before the code is written,
+        as the generator looks up every filter a template uses first)."""
+        for loop in node.find_all(jinja2.nodes.For):
+            loop.iter = jinja2.nodes.Filter(loop.iter, _ITERATION_FILTER, [], [], None, None, lineno=loop.iter.lineno)
+            loop.iter.set_environment(self.environment)
+        super().visit_Template(node, frame)
+
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: Any) -> None:
         """`a ~ b` joins through the environment, so its size is checked before the join."""
         self.write("environment.bounded_concat((")
@@ -242,6 +267,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
+        self.filters[_ITERATION_FILTER] = _bounded_iteration
         del self.globals["lipsum"]  # paragraphs of filler text on demand: no chat template needs it
 
     @staticmethod
@@ -251,6 +277,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return "".join(texts)
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        _check_deadline()
         if operator == "*":
             for sequence, times in ((left, right), (right, left)):
                 if isinstance(sequence, str | list | tuple) and isinstance(times, int):
@@ -276,6 +303,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         # Double underscores, as in Jinja's own signature: a template may pass keyword arguments of any name.
         # The sandbox hands out str.format as a wrapper whose __wrapped__ is the bound method.
+        _check_deadline()
         owner = getattr(__obj, "__self__", None) or getattr(getattr(__obj, "__wrapped__", None), "__self__", None)
         name = getattr(__obj, "__name__", "")
         projected = None
@@ -295,19 +323,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         )
 
 
-def _deadline_tracer(frame: Any, event: str, _arg: Any) -> Callable | None:
-    """sys.settrace hook: follows only the compiled template's frames, and stops them at the deadline."""
-    if frame.f_code.co_filename != _TEMPLATE_FILENAME:
-        return None
-
-    def line(_frame: Any, _event: str, _arg: Any) -> Callable:
-        if time.monotonic() > _limits.deadline:
-            raise _refuse(f"took more than {MAX_RENDER_SECONDS:g} s to render")
-        return line
-
-    return line
-
-
 class _BoundedTemplate:
     """A compiled template whose `render` streams the output, bounded in size and time."""
 
@@ -316,16 +331,14 @@ class _BoundedTemplate:
 
     def render(self, **variables: Any) -> str:
         limit = BASE_VALUE_CHARS + VALUE_CHARS_PER_INPUT_CHAR * weight(variables.get("messages"), 2**62)
-        previous = (_limits.value_chars, _limits.deadline, sys.gettrace())
+        previous = (_limits.value_chars, _limits.deadline)
         _limits.value_chars, _limits.deadline = limit, time.monotonic() + MAX_RENDER_SECONDS
-        sys.settrace(_deadline_tracer)
         try:
             return "".join(self._bounded(self.template.generate(**variables), limit))
         except RecursionError:  # a macro calling itself without end
             raise _refuse("recurses too deep") from None
         finally:
-            _limits.value_chars, _limits.deadline = previous[:2]
-            sys.settrace(previous[2])
+            _limits.value_chars, _limits.deadline = previous
 
     @staticmethod
     def _bounded(chunks: Iterator[str], limit: int) -> Iterator[str]:
@@ -334,6 +347,7 @@ class _BoundedTemplate:
             written += len(chunk)
             if written > limit:
                 raise _refuse(f"writes a prompt of more than {limit} characters")
+            _check_deadline()
             yield chunk
 
 

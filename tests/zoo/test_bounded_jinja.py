@@ -125,6 +125,12 @@ def test_hostile_templates_end_in_one_line_within_bounds(case):
     assert grown_kib < 256 * 1024, f"peak RSS grew by {grown_kib} KiB"
 
 
+def test_long_numbers_in_text_are_not_widths():
+    assert render("{{ 'in 123456789012 years: %s' % 'yes' }}{{ 'id {} of 99999999999'.format(7) }}") == (
+        "in 123456789012 years: yesid 7 of 99999999999"
+    )
+
+
 def test_a_long_conversation_still_renders():
     """The size limits grow with the messages: a real template repeats message text, nothing more."""
     turns = [{"role": r, "content": "word " * 2000} for r in ("user", "assistant") * 200]  # 4 MB of text

@@ -9,9 +9,9 @@ variables; tests compare the two on every catalog template) in a sandbox that al
 - the template's length (`MAX_TEMPLATE_CHARS`) and the time one rendering takes (`MAX_RENDER_SECONDS`,
   checked at every iteration of every loop, every call, every operator and every piece of output:
   all a template can repeat work with);
-- the size of every value it builds and of its output: `value_limit` characters (list items count
-  by their own sizes), a base plus a multiple of the messages' size, so a real conversation of any
-  length renders. Each operation that can make a value larger than its inputs (`*`, `+`, `~`, `%`,
+- the size of every value it builds and of its output, in characters (list items count by their
+  own sizes): a base plus a multiple of the messages' size, so a real conversation of any length
+  renders. Each operation that can make a value larger than its inputs (`*`, `+`, `~`, `%`,
   `**`, and the filters and string methods that repeat, pad or join) is checked before it runs, and
   every call's result after.
 
@@ -38,7 +38,8 @@ MAX_RENDER_SECONDS = 5.0  # a real template renders a long conversation in milli
 BASE_VALUE_CHARS = 256 * 1024
 VALUE_CHARS_PER_INPUT_CHAR = 8  # a template may repeat or escape message text a few times, not more
 MAX_INT_BITS = 4096
-_FORMAT_WIDTH = re.compile(r"\d+")
+# Widths and precisions in "%-10.3s" and "{:>10.3}" specs (the number after % or after : inside braces).
+_FORMAT_WIDTHS = re.compile(r"%[-+ #0]*(\d*)(?:\.(\d*))?|\{[^{}]*?:[^{}\d]*(\d*)(?:\.(\d*))?")
 
 
 class TemplateLimitError(jinja2.TemplateError):
@@ -115,9 +116,10 @@ def _check_int(value: Any) -> None:
 def _check_widths(format_string: Any) -> None:
     """Widths and precisions written in a format string ("%999999999s", "{:>999999999}")."""
     if isinstance(format_string, str):
-        for width in _FORMAT_WIDTH.findall(format_string):
-            if len(width) > 9 or int(width) > _limits.value_chars:
-                raise _refuse(f"formats with a width of {width}")
+        for groups in _FORMAT_WIDTHS.findall(format_string):
+            for width in filter(None, groups):
+                if len(width) > 9 or int(width) > _limits.value_chars:
+                    raise _refuse(f"formats with a width of {width}")
 
 
 def _check_arguments(args: tuple, kwargs: dict) -> None:

@@ -22,7 +22,7 @@ from .hashing import sha256_file
 from .progress import ConsoleProgress, Progress
 from .quantize import QUANT_TYPES, quantize
 from .sizes import human_size
-from .vision import VisionShape, convert_vision, shards_for_vision
+from .vision import VisionShape, convert_vision, vision_shards
 
 __all__ = [
     "DIRECT_OUTTYPES",
@@ -48,5 +48,5 @@ __all__ = [
     "quantize",
     "read_config",
     "sha256_file",
-    "shards_for_vision",
+    "vision_shards",
 ]

@@ -22,7 +22,6 @@ a time; the file appears under its final name only when complete.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -41,6 +40,7 @@ from . import __version__
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import ConversionCancelled, ConversionError
 from .files import written_atomically
+from .jsonfile import STR, Map, Obj, read_json
 from .progress import Progress, ProgressCallback
 
 # MiniGPT-4's constants (see the module docstring for where each is set).
@@ -57,6 +57,8 @@ VISION_TENSOR_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
 """Tensors of a BLIP-2 checkpoint the vision side reads; the language model's shards are not needed."""
 _PROJECTION_NAMES = (("model.llama_proj.weight", "model.llama_proj.bias"), ("llama_proj.weight", "llama_proj.bias"))
 _SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SHARD_INDEX = Obj({"weight_map": Map(STR)}, required=("weight_map",))
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _VIT_LAYER = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.")
 _QFORMER_LAYER = re.compile(r"^qformer\.encoder\.layer\.(\d+)\.")
 
@@ -171,12 +173,21 @@ class VisionShape:
                 writer.add_uint32(self.key(item.name), value)
 
 
-def shards_for_vision(index: dict) -> list[str]:
-    """The weight files of a sharded BLIP-2 checkpoint that hold the vision side, from its index.json."""
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict):
-        raise ConversionError("the BLIP-2 shard index has no weight_map; re-download it")
-    return sorted({str(f) for name, f in weight_map.items() if str(name).startswith(VISION_TENSOR_PREFIXES)})
+def vision_shards(index_path: Path) -> list[str]:
+    """The weight files of a sharded BLIP-2 checkpoint that hold the vision side, from its index."""
+    weight_map = read_json(index_path, _SHARD_INDEX)["weight_map"]
+    shards = sorted({file for name, file in weight_map.items() if name.startswith(VISION_TENSOR_PREFIXES)})
+    # The index is downloaded text: a shard named "../x" would point the converter outside the checkpoint.
+    strange = next((name for name in shards if not _PLAIN_FILE_NAME.fullmatch(name)), None)
+    if strange is not None:
+        raise ConversionError(
+            f"{index_path}: weight_map names the shard {strange!r}, which is not a plain file name; re-download the index"
+        )
+    if not shards:
+        raise ConversionError(
+            f"{index_path} lists no vision_model, qformer or query_tokens tensors: not a BLIP-2 checkpoint"
+        )
+    return shards
 
 
 @contextmanager
@@ -192,15 +203,7 @@ def _vision_checkpoint(directory: Path) -> Iterator[Checkpoint]:
         with open_checkpoint(directory) as checkpoint:
             yield checkpoint
         return
-    try:
-        index = json.loads(index_path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ConversionError(f"{index_path} is not a valid shard index; re-download it") from None
-    needed = shards_for_vision(index)
-    if not needed:
-        raise ConversionError(
-            f"{index_path} lists no vision_model, qformer or query_tokens tensors: not a BLIP-2 checkpoint"
-        )
+    needed = vision_shards(index_path)
     missing = [name for name in ("config.json", *needed) if not (directory / name).is_file()]
     if missing:
         raise ConversionError(f"{directory} lacks {missing[0]}, which holds part of the vision side; download it")

@@ -1,6 +1,7 @@
 """A small Hugging Face Hub on 127.0.0.1 for tests (stdlib only).
 
-It answers the requests huggingface_hub makes to download a model repo:
+It answers the requests huggingface_hub makes to download a repo (a model; a Space or a dataset when
+it is published as ``spaces/owner/name`` or ``datasets/owner/name``, the paths the Hub uses):
 
 - ``GET /api/models/{repo}/revision/{rev}[?blobs=true]``: repo info with ``sha``, ``gated`` and
   ``siblings`` (size, blobId, and ``lfs.sha256`` for LFS files).
@@ -70,8 +71,8 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/]+)$")
-_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_INFO = re.compile(r"^/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/]+)$")
+_RESOLVE = re.compile(r"^/(?P<kind>spaces/|datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-$")
 
 
@@ -154,9 +155,11 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             if path == "/api/models":
                 self._search(parse_qs(urlsplit(self.path).query).get("search", [""])[0], send_body)
             elif match := _INFO.match(path):
-                self._repo_info(match["repo"], unquote(match["rev"]), send_body)
+                kind = "" if match["kind"] == "models" else f"{match['kind']}/"
+                self._repo_info(kind + match["repo"], unquote(match["rev"]), send_body)
             elif match := _RESOLVE.match(path):
-                self._resolve(match["repo"], unquote(match["rev"]), unquote(match["path"]), send_body)
+                repo = (match["kind"] or "") + match["repo"]
+                self._resolve(repo, unquote(match["rev"]), unquote(match["path"]), send_body)
             else:
                 self._error(404, "RepoNotFound", "Not found", send_body)
 
@@ -199,10 +202,11 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
                 if hub_file.lfs:
                     sibling["lfs"] = {"sha256": hub_file.etag, "size": size, "pointerSize": 134}
                 siblings.append(sibling)
+            bare_id = repo_id.removeprefix("spaces/").removeprefix("datasets/")  # the Hub's ids carry no kind
             info = {
                 "_id": repo.commit[:24],
-                "id": repo_id,
-                "modelId": repo_id,
+                "id": bare_id,
+                "modelId": bare_id,
                 "sha": repo.commit,
                 "private": False,
                 "gated": "manual" if repo.gated else False,

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from tinyminigpt4 import BLIP2, GRADIENT, NOISE, PROJECTION, build_vision_file, reference
 
-from converters import ConversionError, VisionShape, convert_vision, open_checkpoint, shards_for_vision
+from converters import ConversionError, VisionShape, convert_vision, open_checkpoint, vision_shards
 from converters.recover import OutputTensor, SafetensorsWriter
-from tui.engine import vision
-from tui.engine.vision import VisionEncoder, VisionFileError
+from tui import vision
+from tui.vision import VisionEncoder, VisionFileError
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,7 @@ def test_vision_file_records_minigpt4s_constants(vision_file):
 
 
 def test_only_the_shards_with_the_vision_side_are_needed(tmp_path):
-    index = json.loads((BLIP2 / "pytorch_model.bin.index.json").read_text())
-    needed = shards_for_vision(index)
+    needed = vision_shards(BLIP2 / "pytorch_model.bin.index.json")
     assert needed == ["pytorch_model-00001-of-00003.bin", "pytorch_model-00002-of-00003.bin"]
     partial = tmp_path / "blip2"
     partial.mkdir()
@@ -88,6 +87,16 @@ def test_only_the_shards_with_the_vision_side_are_needed(tmp_path):
     with pytest.raises(ConversionError, match="lacks pytorch_model-00002-of-00003.bin"):
         convert_vision(partial, PROJECTION, tmp_path / "w.gguf")
     assert not (tmp_path / "w.gguf").exists()
+
+
+def test_a_shard_index_pointing_outside_the_checkpoint_is_refused(tmp_path):
+    blip2 = tmp_path / "blip2"
+    shutil.copytree(BLIP2, blip2)
+    index = json.loads((blip2 / "pytorch_model.bin.index.json").read_text())
+    index["weight_map"]["query_tokens"] = "../../etc/passwd"
+    (blip2 / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConversionError, match="not a plain file name"):
+        convert_vision(blip2, PROJECTION, tmp_path / "x.gguf")
 
 
 def test_current_transformers_spelling_converts_the_same(tmp_path, vision_file):

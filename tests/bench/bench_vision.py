@@ -85,7 +85,7 @@ def picture() -> object:
 
 
 def run_zootui(path: Path, runs: int) -> dict:
-    from tui.engine.vision import VisionEncoder
+    from tui.vision import VisionEncoder
 
     started = time.perf_counter()
     encoder = VisionEncoder(path)

@@ -74,7 +74,7 @@ def test_the_truth_check_sees_what_the_code_implements():
     [
         ("chatglm-6b", Status.UNSUPPORTED, "ChatGLM-6B v1"),
         ("deepspeed-chat-opt-1.3b", Status.UNSUPPORTED, "OPT"),
-        ("minigpt4-vicuna0-13b", Status.UNSUPPORTED, "multimodal"),
+        ("minigpt4-llama2-7b", Status.UNSUPPORTED, "Google Drive only"),
         ("openflamingo-9b-v1", Status.UNSUPPORTED, "multimodal"),
         ("coati-7b", Status.LOCAL_ONLY, "no weights released"),
         ("chatllama-7b", Status.LOCAL_ONLY, "no weights released"),

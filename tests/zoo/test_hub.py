@@ -175,3 +175,24 @@ def test_a_file_list_naming_paths_outside_the_repo_is_refused(hub: HubServer, tm
         fetch(tmp_path, "zoo/escape")
     assert not any(r.method == "GET" and "/resolve/" in r.path for r in hub.requests)
     assert not (tmp_path / "escape.json").exists()
+
+
+def test_a_space_downloads_like_a_model_repo(tmp_path, monkeypatch):
+    """MiniGPT-4 7B's projection checkpoint is published in the authors' Space, not a model repo."""
+    from hubserver import HubServer
+
+    from tui.zoo.hub import download, parse_repo
+
+    assert parse_repo("spaces/Vision-CAIR/minigpt4") == ("space", "Vision-CAIR/minigpt4")
+    assert parse_repo("Vision-CAIR/MiniGPT-4") == ("model", "Vision-CAIR/MiniGPT-4")
+    with HubServer() as hub:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        hub.add_repo("spaces/owner/demo", {"app.py": b"print()", "weights.pth": b"w" * 1000}, lfs={"weights.pth"})
+        hub.add_repo("owner/demo", {"other.bin": b"model repo of the same name"})
+        snapshot = download(
+            "spaces/owner/demo", patterns=["weights.pth"], cache_dir=tmp_path, endpoint=hub.url, token=False
+        )
+        assert snapshot.files == ("weights.pth",)
+        assert (snapshot.directory / "weights.pth").read_bytes() == b"w" * 1000
+        assert "spaces--owner--demo" in str(snapshot.directory)
+        assert any(r.path.startswith("/spaces/owner/demo/resolve/") for r in hub.requests)

@@ -425,6 +425,7 @@ EARLIER_RECORDS = {
     StepName.CONVERT: {"gguf": "/work/1/model-f16.gguf"},
     StepName.QUANTIZE: {"gguf": "/work/1/m-q4_0.gguf"},
     StepName.ADAPTER: {"adapter": "/work/1/m.lora.gguf"},
+    StepName.VISION: {"vision": "/work/1/m.vision.gguf"},
     StepName.SMOKE_TEST: {
         "prompt": "Hello",
         "text": " there",

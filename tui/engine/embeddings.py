@@ -27,7 +27,7 @@ import numpy as np
 from converters import sha256_file
 from tui.engine.base import ChatMessage, EngineError
 from tui.engine.local import EmbeddedRun, LoadedModel, LocalEngine, ModelPool, Prompt
-from tui.engine.vision import VisionEncoder
+from tui.vision import VisionEncoder, VisionFileError
 from tui.zoo.templates import IMAGE_SLOT
 
 CACHED_IMAGES = 16
@@ -102,7 +102,10 @@ class VisionEncoders:
         with self._lock:
             encoder = self._encoders.get(key)
             if encoder is None:
-                encoder = self._encoders[key] = VisionEncoder(key)
+                try:
+                    encoder = self._encoders[key] = VisionEncoder(key)
+                except VisionFileError as error:
+                    raise EngineError(str(error)) from error
             return encoder
 
     def vectors(self, path: Path, image: ImageInput, should_stop: Callable[[], bool]) -> np.ndarray | None:

@@ -91,6 +91,17 @@ class Variant:
     reason: str | None = None
     """Why the status is not ``supported``."""
     notes: tuple[str, ...] = ()
+    vision_hub_id: str | None = None
+    """A model that also sees images (MiniGPT-4): the BLIP-2 checkpoint in Hugging Face form whose ViT,
+    ``ln_vision``, Q-Former and query tokens make its vision side (only the shards holding them are fetched)."""
+    projection_hub_id: str | None = None
+    """Where the projection into the language model is published (``spaces/owner/name`` for a Space)."""
+    projection_file: str | None = None
+    """The projection's checkpoint file in that repo (MiniGPT-4's ``pretrained_minigpt4*.pth``)."""
+
+    @property
+    def sees_images(self) -> bool:
+        return self.vision_hub_id is not None
 
     @property
     def prompt_tokens(self) -> tuple[str, str]:
@@ -271,6 +282,9 @@ def _read_variant(table: dict[str, Any], where: str) -> Variant:
         stop=entry.texts("stop"),
         reason=entry.optional_text("reason"),
         notes=entry.texts("notes"),
+        vision_hub_id=entry.optional_text("vision_hub_id"),
+        projection_hub_id=entry.optional_text("projection_hub_id"),
+        projection_file=entry.optional_text("projection_file"),
     )
     _check_consistency(variant, where)
     return variant
@@ -293,6 +307,18 @@ def _check_consistency(variant: Variant, where: str) -> None:
         raise CatalogError(f"{where}: missing key 'base' (recipe {variant.recipe.value!r} starts from a base model)")
     if variant.merge_first and variant.recipe is not Recipe.LORA_MERGE:
         raise CatalogError(f"{where}: key 'merge_first' needs recipe 'lora-merge'")
+    vision_keys = ("vision_hub_id", "projection_hub_id", "projection_file")
+    given = [name for name in vision_keys if getattr(variant, name) is not None]
+    if given and len(given) != len(vision_keys):
+        missing = next(name for name in vision_keys if name not in given)
+        raise CatalogError(f"{where}: missing key {missing!r} (a vision side needs {', '.join(vision_keys)})")
+    if variant.status is Status.SUPPORTED and variant.release_form is ReleaseForm.MULTIMODAL_ADAPTER:
+        if not variant.sees_images:
+            raise CatalogError(
+                f"{where}: missing key 'vision_hub_id' (a supported multimodal variant needs its vision side)"
+            )
+        if variant.recipe is Recipe.MULTIMODAL_ADAPTER:
+            raise CatalogError(f"{where}: key 'recipe' must say how the language model is rebuilt")
     if variant.prompt_format is not None:
         try:
             special_tokens(variant.arch)

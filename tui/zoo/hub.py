@@ -93,6 +93,18 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.rsplit("/", 1)[-1], p) for p in patterns)
 
 
+_REPO_TYPES = {"spaces/": "space", "datasets/": "dataset"}
+
+
+def parse_repo(reference: str) -> tuple[str, str]:
+    """(repo type, repo id) of a repo as its Hub address names it: ``owner/name`` is a model repo,
+    ``spaces/owner/name`` a Space and ``datasets/owner/name`` a dataset (huggingface.co/<reference>)."""
+    for prefix, repo_type in _REPO_TYPES.items():
+        if reference.startswith(prefix):
+            return repo_type, reference[len(prefix) :]
+    return "model", reference
+
+
 def download(
     repo_id: str,
     *,
@@ -105,31 +117,32 @@ def download(
 ) -> Snapshot:
     """Fetch the files of ``repo_id`` that zootui needs into the Hub cache.
 
-    ``endpoint`` defaults to ``HF_ENDPOINT`` read now (huggingface_hub reads it only at import);
+    ``repo_id`` is a model repo, or a Space or dataset as ``parse_repo`` reads it. ``endpoint`` defaults to ``HF_ENDPOINT`` read now (huggingface_hub reads it only at import);
     ``token`` defaults to the standard login (``HF_TOKEN`` or ``hf auth login``).
     """
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     if _offline():
         raise HubError(_OFFLINE.format(repo_id=repo_id))
-    siblings, commit, gated = _repo_listing(repo_id, revision, endpoint, token)
+    repo = _Repo(repo_id, *parse_repo(repo_id))
+    siblings, commit, gated = _repo_listing(repo, revision, endpoint, token)
     wanted = set(select_files((s.rfilename for s in siblings), patterns))
     chosen = [s for s in siblings if s.rfilename in wanted]
     if not chosen:
         raise HubError(f"{repo_id} has no files zootui can use at {revision}")
-    missing = [s for s in chosen if not _cached(repo_id, s.rfilename, commit, cache_dir)]
+    missing = [s for s in chosen if not _cached(repo, s.rfilename, commit, cache_dir)]
     _check_disk_space(repo_id, missing, cache_dir)
     if gated and missing:
-        _check_access(repo_id, missing[0].rfilename, commit, endpoint, token)
+        _check_access(repo, missing[0].rfilename, commit, endpoint, token)
     total = sum(s.size or 0 for s in chosen)
     report = _Progress(on_progress, total=total, done=total - sum(s.size or 0 for s in missing))
     verified: dict[str, str] = {}
     for sibling in missing:
-        path = _fetch(repo_id, sibling, commit, cache_dir, endpoint, token, report)
+        path = _fetch(repo, sibling, commit, cache_dir, endpoint, token, report)
         digest = _verify(sibling, Path(path))
         if digest is not None:
             verified[sibling.rfilename] = digest
     cache = Path(cache_dir or constants.HF_HUB_CACHE)
-    directory = cache / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / commit
+    directory = cache / repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type) / "snapshots" / commit
     return Snapshot(repo_id, commit, directory, tuple(s.rfilename for s in chosen), verified)
 
 
@@ -152,26 +165,36 @@ def _offline() -> bool:
     )
 
 
+@dataclass(frozen=True)
+class _Repo:
+    reference: str
+    """As users and messages name it (``parse_repo``)."""
+    repo_type: str
+    repo_id: str
+
+
 def _repo_listing(
-    repo_id: str, revision: str, endpoint: str | None, token: str | bool | None
+    repo: _Repo, revision: str, endpoint: str | None, token: str | bool | None
 ) -> tuple[list[RepoSibling], str, bool]:
     """Files with sizes and LFS hashes, the commit the revision points at, and whether it is gated."""
     try:
-        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, files_metadata=True)
+        info = HfApi(endpoint=endpoint, token=token).repo_info(
+            repo.repo_id, repo_type=repo.repo_type, revision=revision, files_metadata=True
+        )
     except _TRANSLATED as error:
-        _raise_translated(error, repo_id, revision, endpoint)
+        _raise_translated(error, repo.reference, revision, endpoint)
     hub = endpoint or "huggingface.co"
     if info.sha is None or info.siblings is None:
-        raise HubError(f"the Hub at {hub} sent no file list for {repo_id}")
+        raise HubError(f"the Hub at {hub} sent no file list for {repo.reference}")
     # Both become paths in the cache: a commit or file name that climbs out of it would write anywhere.
     if not _COMMIT.fullmatch(info.sha):
         raise HubError(
-            f"the Hub at {hub} named {repo_id}'s commit {info.sha[:80]!r}, not a commit hash; check HF_ENDPOINT"
+            f"the Hub at {hub} named {repo.reference}'s commit {info.sha[:80]!r}, not a commit hash; check HF_ENDPOINT"
         )
     for sibling in info.siblings:
         if not _is_repo_path(sibling.rfilename):
             raise HubError(
-                f"the Hub at {hub} lists a file {sibling.rfilename[:80]!r} in {repo_id}, which is not a path inside"
+                f"the Hub at {hub} lists a file {sibling.rfilename[:80]!r} in {repo.reference}, which is not a path inside"
                 " the repo; refusing to download it (check HF_ENDPOINT)"
             )
     return list(info.siblings), info.sha, bool(info.gated)
@@ -215,8 +238,10 @@ def _raise_translated(error: Exception, repo_id: str, revision: str, endpoint: s
     raise HubError(message) from error
 
 
-def _cached(repo_id: str, filename: str, commit: str, cache_dir: Path | None) -> str | None:
-    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit)
+def _cached(repo: _Repo, filename: str, commit: str, cache_dir: Path | None) -> str | None:
+    found = try_to_load_from_cache(
+        repo.repo_id, filename, cache_dir=cache_dir, revision=commit, repo_type=repo.repo_type
+    )
     return found if isinstance(found, str) else None
 
 
@@ -234,12 +259,13 @@ def _check_disk_space(repo_id: str, missing: list[RepoSibling], cache_dir: Path 
         )
 
 
-def _check_access(repo_id: str, filename: str, commit: str, endpoint: str | None, token: str | bool | None) -> None:
+def _check_access(repo: _Repo, filename: str, commit: str, endpoint: str | None, token: str | bool | None) -> None:
     """Ask for one file's metadata so a gated repo fails before any transfer starts."""
+    url = hf_hub_url(repo.repo_id, filename, revision=commit, endpoint=endpoint, repo_type=repo.repo_type)
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=commit, endpoint=endpoint), token=token)
+        get_hf_file_metadata(url, token=token)
     except _TRANSLATED as error:
-        _raise_translated(error, repo_id, commit, endpoint)
+        _raise_translated(error, repo.reference, commit, endpoint)
 
 
 class _Progress:
@@ -292,7 +318,7 @@ class _FileProgressBar(hf_tqdm):
 
 
 def _fetch(
-    repo_id: str,
+    repo: _Repo,
     sibling: RepoSibling,
     commit: str,
     cache_dir: Path | None,
@@ -303,8 +329,9 @@ def _fetch(
     bar = _FileProgressBar.for_file(progress, sibling.rfilename, sibling.size or 0)
     try:
         return hf_hub_download(
-            repo_id,
+            repo.repo_id,
             sibling.rfilename,
+            repo_type=repo.repo_type,
             revision=commit,
             cache_dir=cache_dir,
             endpoint=endpoint,
@@ -312,7 +339,7 @@ def _fetch(
             tqdm_class=bar,
         )
     except _TRANSLATED as error:
-        _raise_translated(error, repo_id, commit, endpoint)
+        _raise_translated(error, repo.reference, commit, endpoint)
 
 
 def _verify(sibling: RepoSibling, path: Path) -> str | None:

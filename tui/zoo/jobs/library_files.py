@@ -86,7 +86,7 @@ def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> Regis
 
 
 def delete_model(data_dir: Path, name: str) -> None:
-    """Remove a model zootui put in the library (its GGUF, adapter and lockfile)."""
+    """Remove a model zootui put in the library (its GGUF, adapter or vision file, and lockfile)."""
     if name == DEFAULT_MODEL_NAME:
         raise JobError("the default model ships with zootui and cannot be deleted")
     library = models_dir(data_dir)
@@ -102,6 +102,8 @@ def delete_model(data_dir: Path, name: str) -> None:
         raise JobError(f"no model named {name!r} in the library; `zootui models` lists them")
     if model.lockfile is not None and model.lockfile.lora_adapter:
         (model.path.parent / model.lockfile.lora_adapter).unlink(missing_ok=True)
+    if model.vision_path is not None:
+        model.vision_path.unlink(missing_ok=True)
     lockfile_path(model.path).unlink(missing_ok=True)
     model.path.unlink(missing_ok=True)
     if model.path.parent != library and not any(model.path.parent.iterdir()):

@@ -4,8 +4,9 @@ A catalog job runs download → recover → convert → quantize → smoke_test 
 out for full releases and quantize for types the converter writes directly (f32, f16, bf16, q8_0).
 A LoRA variant got with ``LoraMode.RUNTIME`` keeps its adapter out of the weights: recover merges
 only its ``merge_first`` chain (and is left out without one), and "adapter" writes the variant's own
-adapter as a GGUF LoRA before the smoke test, which loads both. Importing a checkpoint directory
-runs read → convert → quantize → smoke_test → register.
+adapter as a GGUF LoRA before the smoke test, which loads both. A variant that sees images
+(MiniGPT-4) has a "vision" step before the smoke test, which writes its vision file. Importing a
+checkpoint directory runs read → convert → quantize → smoke_test → register.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def catalog_steps(variant: Variant, quant: str, lora: LoraMode = LoraMode.MERGE)
     build = _build_steps(quant)
     if keeps_adapter:
         build.insert(build.index(StepName.SMOKE_TEST), StepName.ADAPTER)
+    if variant.sees_images:
+        build.insert(build.index(StepName.SMOKE_TEST), StepName.VISION)
     return [StepName.DOWNLOAD, *([StepName.RECOVER] if recovers else []), *build]
 
 

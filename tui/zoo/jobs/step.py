@@ -31,6 +31,7 @@ class StepName(StrEnum):
     CONVERT = "convert"
     QUANTIZE = "quantize"
     ADAPTER = "adapter"
+    VISION = "vision"
     SMOKE_TEST = "smoke_test"
     REGISTER = "register"
 

@@ -12,10 +12,11 @@ from tui.zoo.jobs.steps.read import CheckpointRead, Read
 from tui.zoo.jobs.steps.recover import Recover, Recovered
 from tui.zoo.jobs.steps.register import Register, Registered
 from tui.zoo.jobs.steps.smoke_test import SmokeTest, SmokeTested
+from tui.zoo.jobs.steps.vision import Vision, VisionWritten
 
 STEPS: dict[StepName, Step] = {
     step.name: step
-    for step in (Download(), Read(), Recover(), Convert(), Quantize(), Adapter(), SmokeTest(), Register())
+    for step in (Download(), Read(), Recover(), Convert(), Quantize(), Adapter(), Vision(), SmokeTest(), Register())
 }
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "Registered",
     "RepoRole",
     "SmokeTested",
+    "VisionWritten",
 ]

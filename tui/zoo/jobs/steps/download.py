@@ -20,6 +20,10 @@ class RepoRole(StrEnum):
     """The base model a recipe starts from."""
     ADAPTER = "adapter"
     """A ``merge_first`` adapter merged into the base before the variant's own."""
+    VISION = "vision"
+    """The BLIP-2 checkpoint a vision side is converted from (only its vision shards)."""
+    PROJECTION = "projection"
+    """The repo holding the projection checkpoint of a vision side."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,31 @@ class Download(Step[Downloaded]):
                     "give your copy with `zootui pull ID --base PATH`"
                 )
             repos.append((RepoRole.BASE, variant.base_hub_id, ()))
-        return Downloaded(tuple(self._fetch(context, role, repo_id, patterns) for role, repo_id, patterns in repos))
+        fetched = [self._fetch(context, role, repo_id, patterns) for role, repo_id, patterns in repos]
+        if variant.sees_images:
+            assert variant.vision_hub_id and variant.projection_hub_id and variant.projection_file
+            fetched.append(self._fetch(context, RepoRole.VISION, variant.vision_hub_id, self._vision_files(context)))
+            fetched.append(
+                self._fetch(context, RepoRole.PROJECTION, variant.projection_hub_id, (variant.projection_file,))
+            )
+        return Downloaded(tuple(fetched))
+
+    @classmethod
+    def _vision_files(cls, context: StepContext) -> tuple[str, ...]:
+        """The files of the BLIP-2 repo the vision side needs: its config, and the shards its index lists
+        for the vision tower, the Q-Former and the query tokens (a whole repo when it is one file)."""
+        from converters import ConversionError, vision_shards
+
+        repo_id = context.variant.vision_hub_id
+        assert repo_id is not None
+        listing = cls._fetch(context, RepoRole.VISION, repo_id, ("config.json", "*.index.json"))
+        index = next((name for name in sorted(listing.files) if name.endswith(".index.json")), None)
+        if index is None:
+            return ("config.json", "*.safetensors", "pytorch_model.bin")
+        try:
+            return ("config.json", index, *vision_shards(listing.directory / index))
+        except ConversionError as error:
+            raise JobError(str(error)) from error
 
     @staticmethod
     def _fetch(context: StepContext, role: RepoRole, repo_id: str, patterns: tuple[str, ...]) -> DownloadedRepo:

@@ -1,4 +1,4 @@
-"""register: move the built GGUF (and adapter) into the library and write the lockfile beside it."""
+"""register: move the built GGUF (and adapter or vision file) into the library and write the lockfile beside it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from tui.zoo.jobs.steps.download import Downloaded
 from tui.zoo.jobs.steps.quantize import built_gguf
 from tui.zoo.jobs.steps.read import CheckpointRead
 from tui.zoo.jobs.steps.smoke_test import SmokeTested
-from tui.zoo.library import LORA_ADAPTER_SUFFIX, Lockfile, lockfile_path
+from tui.zoo.jobs.steps.vision import built_vision
+from tui.zoo.library import LORA_ADAPTER_SUFFIX, VISION_SUFFIX, Lockfile, lockfile_path
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Register(Step[Registered]):
         if adapter is not None:
             adapter_destination = destination.with_name(destination.stem + LORA_ADAPTER_SUFFIX)
             moves.append((adapter, adapter_destination))
+        vision, vision_destination = built_vision(context), None
+        if vision is not None:
+            vision_destination = destination.with_name(destination.stem + VISION_SUFFIX)
+            moves.append((vision, vision_destination))
         for built, target in moves:
             if built.exists():  # absent when a previous run moved it and was killed before recording this step
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,8 @@ class Register(Step[Registered]):
             created_at=now(),
             lora_adapter=adapter_destination.name if adapter_destination else None,
             lora_adapter_sha256=sha256(adapter_destination) if adapter_destination else None,
+            vision_encoder=vision_destination.name if vision_destination else None,
+            vision_encoder_sha256=sha256(vision_destination) if vision_destination else None,
         )
         write_atomically(lockfile_path(destination), lockfile.to_json())
         return Registered(destination)

@@ -1,6 +1,7 @@
 """smoke_test: load the GGUF (with its adapter) in llama.cpp and generate a few tokens greedily: it loads,
 runs and says something, with finite logits. An encoder-decoder GGUF (T5) encodes the prompt first and
-decodes from its decoder start token, as the chat engine does."""
+decodes from its decoder start token, as the chat engine does. A model that sees
+images also encodes a picture with its vision file: finite vectors as wide as the model's embeddings."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tui.zoo.jobs.errors import JobError
 from tui.zoo.jobs.step import Step, StepContext, StepName, StepResult
 from tui.zoo.jobs.steps.adapter import built_adapter
 from tui.zoo.jobs.steps.quantize import built_gguf
+from tui.zoo.jobs.steps.vision import built_vision
 
 SMOKE_PROMPT = "Hello"
 SMOKE_TOKENS = 8
@@ -62,6 +64,9 @@ class SmokeTest(Step[SmokeTested]):
             text, tokens, finish_reason = (_encode_and_decode if encoder_decoder else _complete)(llm)
             seconds = time.perf_counter() - started
             finite = bool(np.isfinite(llm.scores[: llm.n_tokens]).all())
+            vision = built_vision(context)
+            if vision is not None:
+                _check_vision(vision, llm.n_embd())
         finally:
             llm.close()
         result = SmokeTested(
@@ -111,3 +116,28 @@ def _encode_and_decode(llm) -> tuple[str, int, str]:
     finally:
         tokens.close()
     return llm.detokenize(reply).decode("utf-8", "replace"), len(reply), finish_reason
+
+
+def _check_vision(path, n_embd: int) -> None:
+    """Encode a generated picture with the vision file: the vectors must be finite and ``n_embd`` wide."""
+    import numpy as np
+    from PIL import Image
+
+    from tui.vision import VisionEncoder, VisionFileError
+
+    try:
+        encoder = VisionEncoder(path)
+    except VisionFileError as error:
+        raise JobError(f"smoke test failed: {error}") from error
+    try:
+        y, x = np.mgrid[0:64, 0:64]
+        picture = Image.fromarray(np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8), "RGB")
+        vectors = encoder.encode(picture)
+    finally:
+        encoder.close()
+    assert vectors is not None, "nothing asked the encoder to stop"
+    if vectors.shape[1] != n_embd or not np.isfinite(vectors).all():
+        raise JobError(
+            f"smoke test failed: {path.name} gives {vectors.shape[1]}-wide vectors (the model takes {n_embd})"
+            " or non-finite ones; the vision side does not belong to this model"
+        )

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converters import VisionShape, f16_to_f32
-from tui.engine.base import EngineError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,7 +41,7 @@ _ERF_P = 0.3275911
 _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
-class VisionFileError(EngineError):
+class VisionFileError(ValueError):
     """The vision file is missing, corrupt or not a MiniGPT-4 vision file; one line naming it and the fix."""
 
 

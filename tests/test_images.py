@@ -216,3 +216,36 @@ def test_cli_refuses_a_bad_image_with_one_line(cli_env, vision_model, tmp_path, 
     store = Store(isolated_dirs / DATABASE_NAME)
     assert store.conversations() == []
     store.close()
+
+
+def test_a_dropped_file_is_recognised_in_the_forms_terminals_paste(tmp_path):
+    from tui.images import dropped_path
+
+    picture = tmp_path / "my pics" / "a (1).png"
+    picture.parent.mkdir()
+    picture.write_bytes(GRADIENT.read_bytes())
+    for pasted in (
+        str(picture),
+        f"'{picture}'",
+        f'"{picture}"\n',
+        str(picture).replace(" ", "\\ ").replace("(", "\\(").replace(")", "\\)"),
+        picture.as_uri(),
+    ):
+        assert dropped_path(pasted) == picture, pasted
+    for text in ("What is in the picture?", str(tmp_path), f"{picture}\nand more", str(tmp_path / "missing.png")):
+        assert dropped_path(text) is None, text
+
+
+def test_paths_complete_to_folders_and_images(tmp_path):
+    from tui.images import complete_path
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "zebra.png").write_bytes(b"")
+    (tmp_path / "photos" / "zebu.jpg").write_bytes(b"")
+    (tmp_path / "photos" / "zoo.txt").write_text("")
+    (tmp_path / "photos" / ".hidden.png").write_bytes(b"")
+    assert complete_path(f"{tmp_path}/pho") == f"{tmp_path}/photos/"
+    assert complete_path(f"{tmp_path}/photos/z") == f"{tmp_path}/photos/zeb"  # zebra and zebu; zoo.txt is no image
+    assert complete_path(f"{tmp_path}/photos/zebr") == f"{tmp_path}/photos/zebra.png"
+    assert complete_path(f"{tmp_path}/photos/.") == f"{tmp_path}/photos/.hidden.png"
+    assert complete_path(f"{tmp_path}/nowhere/x") is None

@@ -228,6 +228,12 @@ class ZooApp(App):
             return
         self.notify(f"Exported to {path}", title="Exported")
 
+    @on(ChatPane.AttachRequested)
+    def ask_for_image(self, event: ChatPane.AttachRequested) -> None:
+        from tui.screens.attach import AttachScreen
+
+        self.push_screen(AttachScreen(event.pane.conversation.model), event.pane.image_chosen)
+
     @on(ChatPane.TitleChanged)
     def retitle_tab(self, event: ChatPane.TitleChanged) -> None:
         self.tabs.get_tab(_pane_id(event.conversation.id)).label = _tab_label(event.conversation)
@@ -238,6 +244,12 @@ class ZooApp(App):
         yield SystemCommand("Close chat", "Close this tab (the conversation is kept)", self.action_close_chat)
         yield SystemCommand("Rename chat", "Give this conversation a title", self.action_rename_chat)
         yield SystemCommand("Search conversations", "Find text in every conversation", self.action_search)
+        if self.active_chat is not None:
+            yield SystemCommand(
+                "Attach image",
+                "Send a picture with your next message (models that see images)",
+                self.active_chat.action_attach_image,
+            )
         yield SystemCommand(
             "Model browser", "The seed zoo and your library: get, import, delete, chat", self.action_browse_models
         )

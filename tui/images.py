@@ -14,6 +14,8 @@ image is never changed.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,3 +141,49 @@ def store_image(data_dir: Path, path: Path) -> StoredImage:
     if not target.is_file():
         write_atomically(target, bytes(content))
     return stored
+
+
+def dropped_path(text: str) -> Path | None:
+    """The image file a paste names, if it names one: what terminals paste for a dragged-and-dropped
+    file (a path, quoted, or with shell backslash escapes, or a file:// URI), else None."""
+    from urllib.parse import unquote, urlsplit
+
+    candidate = text.strip()
+    if not candidate or "\n" in candidate:
+        return None
+    if len(candidate) >= 2 and candidate[0] == candidate[-1] and candidate[0] in "'\"":
+        candidate = candidate[1:-1]
+    if candidate.startswith("file://"):
+        candidate = unquote(urlsplit(candidate).path)
+    for spelling in (candidate, re.sub(r"\\(.)", r"\1", candidate)):  # as typed, then unescaped
+        path = Path(spelling).expanduser()
+        if path.suffix.lower() in IMAGE_FILE_SUFFIXES and path.is_file():
+            return path
+    return None
+
+
+def complete_path(typed: str) -> str | None:
+    """The completion of a typed path: the one directory entry it can still name (a folder gets a
+    trailing slash), or what all the entries it can name begin with; folders and images only, hidden
+    ones only when the typed name starts with a dot."""
+    cut = max(typed.rfind("/"), typed.rfind(os.sep)) + 1  # the text itself: Path would drop a final "."
+    head, stem = typed[:cut], typed[cut:]
+    folder = Path(head or ".").expanduser()
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return None
+    matches = [
+        entry
+        for entry in entries
+        if entry.name.startswith(stem)
+        and (stem.startswith(".") or not entry.name.startswith("."))
+        and (entry.is_dir() or entry.suffix.lower() in IMAGE_FILE_SUFFIXES)
+    ]
+    if not matches:
+        return None
+    if len(matches) == 1:
+        completed = matches[0].name + ("/" if matches[0].is_dir() else "")
+    else:
+        completed = os.path.commonprefix([entry.name for entry in matches])  # noqa: RUF071 - names, not paths
+    return head + completed if len(completed) > len(stem) else None

@@ -1,4 +1,5 @@
-"""One conversation tab: its messages, the prompt, its settings, and the reply worker."""
+"""One conversation tab: its messages, the prompt, its settings, the reply worker, and an image waiting
+to go with the next message (ctrl+t, or a path pasted or dropped into the prompt)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,6 +18,7 @@ from textual.widgets import Label
 
 from tui.chat import ChatService, Reply, ReplyHeld
 from tui.engine import EngineError, ReplyStats
+from tui.images import ImageError, StoredImage
 from tui.moderation import Moderation, moderators
 from tui.store import Conversation, MessageState
 from tui.store import Message as StoredMessage
@@ -61,6 +64,7 @@ class ChatPane(Vertical):
         Binding("ctrl+s", "toggle_settings", "Settings"),
         # Priority, as ctrl+e: the prompt box has the focus when a reply is held.
         Binding("ctrl+o", "send_anyway", "Send anyway", priority=True),
+        Binding("ctrl+t", "attach_image", "Attach image", priority=True),
     ]
 
     @dataclass
@@ -84,6 +88,20 @@ class ChatPane(Vertical):
         moderation: Moderation
 
     @dataclass
+    class AttachRequested(Message):
+        """Ask for an image path (the app opens its dialog) and hand it to ``image_chosen``."""
+
+        pane: ChatPane
+
+    @dataclass
+    class ImageAttached(Message):
+        image: StoredImage
+
+    @dataclass
+    class ImageRefused(Message):
+        error: str
+
+    @dataclass
     class TitleChanged(Message):
         pane: ChatPane
         conversation: Conversation
@@ -99,6 +117,7 @@ class ChatPane(Vertical):
         self._cancel: threading.Event | None = None
         self._reply_view: MessageView | None = None
         self._editing = False
+        self._pending_image: StoredImage | None = None
 
     @property
     def generating(self) -> bool:
@@ -109,6 +128,7 @@ class ChatPane(Vertical):
             with Vertical(classes="conversation"):
                 yield VerticalScroll(classes="messages")
                 yield Label("", classes="status")
+                yield Label("", classes="attachment")
                 yield PromptArea(classes="prompt")
             yield SettingsPanel(
                 self.conversation.model,
@@ -135,6 +155,8 @@ class ChatPane(Vertical):
                     state=message.state,
                     message_id=message.id,
                     footer=_footer(message, stats),
+                    image=self.service.image_path(message.image) if message.image else None,
+                    image_name=message.image.name if message.image else "",
                 )
                 for message, stats in stored
             ]
@@ -174,6 +196,13 @@ class ChatPane(Vertical):
         if self.generating:
             self.notify("A reply is still streaming: wait for it or press escape to stop it.", severity="warning")
             return
+        image = None if self._editing else self._pending_image
+        if image is not None:  # the model may have changed since the image was attached
+            try:
+                self.service.engines.check_accepts_images(self.conversation.model)
+            except EngineError as error:
+                self.notify(str(error), title="Image not sent", severity="error")
+                return
         prompt = event.prompt
         text = prompt.text
         prompt.clear()
@@ -182,11 +211,65 @@ class ChatPane(Vertical):
             await self._remove_views_from(self._last_view("user"))
             message = self.service.replace_last_user_message(self.conversation, text)
         else:
-            message = self.service.add_user_message(self.conversation, text)
+            message = self.service.add_user_message(self.conversation, text, image)
             self._refresh_title()
+            self._set_pending_image(None)
         self._held = None
-        await self.query_one(".messages", VerticalScroll).mount(MessageView("user", text, message_id=message.id))
+        view = MessageView(
+            "user",
+            text,
+            message_id=message.id,
+            image=self.service.image_path(message.image) if message.image else None,
+            image_name=message.image.name if message.image else "",
+        )
+        await self.query_one(".messages", VerticalScroll).mount(view)
         await self._start_reply()
+
+    def action_attach_image(self) -> None:
+        try:
+            self.service.engines.check_accepts_images(self.conversation.model)
+        except EngineError as error:
+            self.notify(str(error), title="Cannot attach an image", severity="error")
+            return
+
+        self.post_message(self.AttachRequested(self))
+
+    def image_chosen(self, path: str | None) -> None:
+        """The path typed in the attach dialog: attach it; "" drops the waiting image; None changes nothing."""
+        if path == "":
+            self._set_pending_image(None)
+        elif path is not None:
+            self._attach_image_file(Path(path))
+
+    @on(PromptArea.ImageDropped)
+    def image_dropped(self, event: PromptArea.ImageDropped) -> None:
+        event.stop()
+        self._attach_image_file(event.path)
+
+    @work(thread=True, exit_on_error=False, group="attach", description="Checking an image")
+    def _attach_image_file(self, path: Path) -> None:
+        """Check and keep the image (decoding a large one takes a moment) off the UI thread."""
+        try:
+            image = self.service.attach_image(self.conversation.model, path)
+        except (EngineError, ImageError) as error:
+            self.post_message(self.ImageRefused(str(error)))
+            return
+        except Exception as error:  # a failure here must still reach the user
+            self.post_message(self.ImageRefused(f"the image could not be attached: {error!r}"))
+            raise
+        self.post_message(self.ImageAttached(image))
+
+    def on_chat_pane_image_attached(self, event: ImageAttached) -> None:
+        self._set_pending_image(event.image)
+
+    def on_chat_pane_image_refused(self, event: ImageRefused) -> None:
+        self.notify(event.error, title="Image not attached", severity="error", timeout=10)
+
+    def _set_pending_image(self, image: StoredImage | None) -> None:
+        self._pending_image = image
+        label = self.query_one(".attachment", Label)
+        label.set_class(image is not None, "pending")
+        label.update(f"image {image.name} goes with your next message · ctrl+t changes it" if image else "")
 
     def _refresh_title(self) -> None:
         updated = self.service.store.conversation(self.conversation.id)

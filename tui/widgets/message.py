@@ -1,14 +1,21 @@
-"""One message of a conversation: its role, its Markdown body, and its figures."""
+"""One message of a conversation: its role, its picture, its Markdown body, and its figures.
+
+A picture shows through textual-image: Kitty's graphics protocol, Sixel or iTerm's where the terminal
+has one (detected when this module is imported, before the app takes the terminal), coloured
+half-blocks otherwise, so it shows over SSH and in tmux too.
+"""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Label, Markdown
 from textual.widgets._markdown import MarkdownFence, MarkdownStream
+from textual_image.widget import Image
 
 from tui.store import MessageState
 
@@ -50,6 +57,8 @@ class MessageView(Vertical, can_focus=True):
         state: MessageState = MessageState.DONE,
         footer: str = "",
         message_id: int | None = None,
+        image: Path | None = None,
+        image_name: str = "",
     ):
         super().__init__(classes=f"message {role}")
         self.role = role
@@ -57,13 +66,25 @@ class MessageView(Vertical, can_focus=True):
         self.state = state
         self.message_id = message_id
         self._figures = footer
+        self.image = image
+        self._image_name = image_name or (image.name if image else "")
         self._stream: MarkdownStream | None = None
         self._code_index = 0
 
     def compose(self) -> ComposeResult:
         yield Label(ROLE_LABELS.get(self.role, self.role), classes="role")
+        if self.image is not None:
+            yield self._picture(self.image)
         yield Markdown(self.content, classes="body")
         yield Label(self._footer(), classes="figures")
+
+    def _picture(self, path: Path):
+        """The image, or a line saying why it cannot be shown (the file went missing or is damaged)."""
+        try:
+            return Image(path, classes="picture")
+        except (OSError, ValueError) as error:  # Pillow's errors for a missing, unreadable or damaged file
+            reason = "its file is missing" if not path.is_file() else f"it cannot be read ({error})"
+            return Label(f"[image {self._image_name}: {reason}]", classes="picture-missing", markup=False)
 
     def _footer(self) -> str:
         note = STATE_NOTES.get(self.state)

@@ -68,3 +68,23 @@ def two_models(isolated_dirs, model_copy) -> tuple[str, str]:
     link.parent.mkdir(parents=True)
     link.symlink_to(model_copy)
     return DEFAULT_MODEL_NAME, link.stem
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on its own 8 MB filesystem (a tmpfs), to fill up; skipped where that cannot be mounted."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, check=False
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # lazy: a failed test may hold a file open

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,19 @@ def wait_for_server(url: str, process, log_path: Path, timeout: float = 120.0) -
                 log = log_path.read_text(errors="replace")[-2000:]
                 raise ServerDidNotStart(f"{url} did not start: {log}") from error
             time.sleep(0.3)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Take every free byte of the filesystem holding ``directory``; returns the file to remove."""
+    filler = directory / "filler"
+    with filler.open("wb") as stream:
+        while free := shutil.disk_usage(directory).free:
+            try:
+                stream.write(b"\0" * min(free, 1 << 20))
+                stream.flush()
+            except OSError:
+                break
+    return filler
 
 
 # Driving the app with Pilot.

@@ -86,3 +86,23 @@ def test_engine_error_leaves_no_empty_reply_behind(service, tmp_path):
     with pytest.raises(EngineError):
         service.reply(conversation, threading.Event())
     assert [m.role for m in service.store.messages(conversation.id)] == ["user"]
+
+
+def test_closing_an_empty_conversation_deletes_it_and_keeps_one_with_messages(service):
+    empty = service.new_conversation()
+    assert service.close_conversation(empty.id) is True
+    assert empty.id not in [c.id for c in service.store.conversations()]
+    used = service.new_conversation()
+    service.add_user_message(used, "Hello")
+    assert service.close_conversation(used.id) is False
+    [kept] = service.store.conversations()
+    assert (kept.id, kept.is_open) == (used.id, False)
+
+
+def test_a_request_that_never_reached_a_model_is_undone(service):
+    conversation = service.new_conversation(model="nosuchmodel")
+    request = service.add_user_message(conversation, "Hello")
+    with pytest.raises(EngineError):
+        service.reply(conversation, threading.Event())
+    assert service.forget_request(conversation, request, None) is True
+    assert service.store.conversations() == []

@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from support import zootui_command
+from support import fill_disk, zootui_command
 
 from tui import __version__
 from tui.store import DATABASE_NAME, Store
@@ -178,3 +178,115 @@ def test_a_reply_still_streaming_in_another_process_is_left_alone(cli_env, isola
     [_, reply] = store.messages(1)
     assert reply.state == "done" and reply.content
     store.close()
+
+
+def one_line_error(result, fragment: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith("zootui: ") and result.stderr.count("\n") == 1, result.stderr
+    assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["chat", "--n-ctx", "1000000000", "hi"], "--n-ctx 1000000000 is out of range; use a value from 256 to"),
+        (["chat", "--temperature", "-5", "hi"], "--temperature -5.0 is out of range; use a value from 0.0 to 5.0"),
+        (["chat", "--max-tokens", "0", "hi"], "--max-tokens 0 is out of range"),
+        (["--threads", "-3"], "--threads -3 is out of range"),
+        (["models", "--n-ctx", "10"], "--n-ctx 10 is out of range"),
+    ],
+)
+def test_command_line_values_are_checked_as_the_config_file_is(cli_env, isolated_dirs, args, message):
+    one_line_error(run(cli_env, *args, check=False), message)
+    assert not (isolated_dirs / DATABASE_NAME).exists()  # refused before anything was opened or saved
+
+
+def test_a_bad_n_ctx_is_never_saved_into_the_conversation(cli_env, isolated_dirs):
+    run(cli_env, "chat", "-q", "--max-tokens", "2", "Hi")
+    one_line_error(run(cli_env, "chat", "-c", "1", "--n-ctx", "1000000000", "Again", check=False), "out of range")
+    store = Store(isolated_dirs / DATABASE_NAME)
+    assert store.conversation(1).params["n_ctx"] != 1_000_000_000 and len(store.messages(1)) == 2
+    store.close()
+    run(cli_env, "chat", "-q", "--max-tokens", "2", "-c", "1", "Again")  # the conversation still works
+
+
+@pytest.mark.slow
+def test_a_context_past_what_the_model_was_trained_for_loads_at_its_trained_length(cli_env, config_file):
+    # SmolLM2-135M was trained with 8192 tokens; a 1M-token context took 23.8 GB for a 5-token reply.
+    config_file.write_text("[engine]\nn_ctx = 1048576\n")
+    result = run(cli_env, "chat", "--max-tokens", "5", "Hi")
+    assert "/8192" in result.stderr and "1048576" not in result.stderr, result.stderr
+
+
+def test_a_request_that_never_reached_a_model_saves_nothing(cli_env, isolated_dirs, tmp_path):
+    for model, message in [
+        ("nosuchmodel", "no model named 'nosuchmodel'"),
+        (str(tmp_path / "missing.gguf"), "model file not found"),
+        ("/etc/passwd", "/etc/passwd is not a GGUF file"),
+        (str(tmp_path), "is a directory; give a .gguf file"),
+        ("vicuna-7b-v1.1", "in the catalog but not on this machine; get it with `zootui pull vicuna-7b-v1.1`"),
+        ("chatglm-6b", "in the catalog but zootui cannot run it yet"),
+    ]:
+        one_line_error(run(cli_env, "chat", "-m", model, "hi", check=False), message)
+    assert run(cli_env, "list").stdout == ""
+    run(cli_env, "chat", "-q", "--max-tokens", "2", "Hi")
+    store = Store(isolated_dirs / DATABASE_NAME)
+    [conversation] = store.conversations()
+    continued = run(cli_env, "chat", "-c", str(conversation.id), "-m", "nosuchmodel", "More", check=False)
+    one_line_error(continued, "no model named")
+    [again] = store.conversations()
+    assert again.model == conversation.model == "smollm2-135m-instruct" and len(store.messages(again.id)) == 2
+    store.close()
+
+
+def test_export_writes_only_where_it_was_pointed(cli_env, isolated_dirs, tmp_path):
+    run(cli_env, "chat", "-q", "--max-tokens", "2", "Hi")
+    nowhere = tmp_path / "nonexistent" / "dir"
+    one_line_error(run(cli_env, "export", "1", "-o", str(nowhere / "o.md"), check=False), "does not exist")
+    assert not nowhere.parent.exists()
+    one_line_error(run(cli_env, "export", "1", "-o", str(tmp_path), check=False), "is a directory")
+    one_line_error(run(cli_env, "export", "1", "-o", "/proc/x", check=False), "cannot write /proc/x")
+    target = tmp_path / "kept.md"
+    target.write_text("mine")
+    one_line_error(run(cli_env, "export", "1", "-o", str(target), check=False), "already exists; give --force")
+    assert target.read_text() == "mine"
+    run(cli_env, "export", "1", "-o", str(target), "--force")
+    assert target.read_text().startswith("---\ntitle:")
+
+
+@pytest.mark.slow
+def test_the_disk_filling_mid_reply_is_one_line_and_keeps_what_was_saved(cli_env, small_disk):
+    env = {**cli_env, "ZOOTUI_DATA_DIR": str(small_disk / "data")}
+    process = subprocess.Popen(
+        zootui_command("chat", "--max-tokens", "400", "--temperature", "0.8", "Tell a long story about a zoo."),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,  # read(1) takes one byte, leaving the rest for communicate()
+    )
+    first = process.stdout.read(1)
+    assert first, process.stderr.read()
+    time.sleep(1.5)  # past a save of the growing reply
+    filler = fill_disk(small_disk)
+    printed, errors = process.communicate(timeout=240)
+    assert process.returncode == 2, errors
+    assert errors.count(b"\n") == 1 and b"the disk is full" in errors and b"what was saved of it is kept" in errors
+    filler.unlink()
+
+    store = Store(small_disk / "data" / DATABASE_NAME)
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    [_, reply] = store.messages(1)
+    assert reply.content and (first + printed).decode("utf-8", "replace").startswith(reply.content)
+    store.close()
+    exported = json.loads(run(env, "export", "1", "--format", "json").stdout)
+    assert exported["messages"][1]["state"] == "interrupted"
+
+
+def test_a_full_disk_at_open_is_one_line_that_says_so(cli_env, small_disk):
+    env = {**cli_env, "ZOOTUI_DATA_DIR": str(small_disk / "data")}
+    run(env, "list")
+    fill_disk(small_disk)
+    for data in ("data", "fresh"):
+        result = run({**env, "ZOOTUI_DATA_DIR": str(small_disk / data)}, "list", check=False)
+        one_line_error(result, "the disk is full; free some space")
+        assert "move it aside" not in result.stderr

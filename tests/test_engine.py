@@ -187,3 +187,22 @@ def test_stop_strings_that_are_not_a_list_of_strings_are_ignored(engines, tmp_pa
     params = SamplingParams(temperature=0.0, max_tokens=4, n_ctx=256)
     _text, stats = collect_reply(engine.stream([{"role": "user", "content": "hello"}], params, threading.Event()))
     assert stats.completion_tokens <= 4
+
+
+def test_a_context_whose_kv_cache_cannot_fit_in_ram_is_refused_before_loading(engines, monkeypatch):
+    from tui.zoo import fit
+
+    # A machine with 50 MiB free: SmolLM2-135M's KV cache for its whole 8192-token context is 180 MiB.
+    monkeypatch.setattr(fit, "available_ram", lambda: 50 * 2**20)
+    params = SamplingParams(temperature=0.0, max_tokens=4, n_ctx=8192, seed=1)
+    engine = engines.for_model("smollm2-135m-instruct")
+    with pytest.raises(EngineError, match=r"a 8192-token context needs 180\.0 MiB for its KV cache and 50\.0 MiB"):
+        list(engine.stream([{"role": "user", "content": "Hi"}], params, threading.Event()))
+    assert engines.pool.loaded() == {}
+
+
+def test_a_context_longer_than_the_model_was_trained_for_is_cut_to_it(engines):
+    params = SamplingParams(temperature=0.0, max_tokens=4, n_ctx=1_048_576, seed=1)
+    engine = engines.for_model("smollm2-135m-instruct")
+    _, stats = collect_reply(engine.stream([{"role": "user", "content": "Hi"}], params, threading.Event()))
+    assert stats.context_size == 8192 and list(engines.pool.loaded().values()) == [8192]

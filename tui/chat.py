@@ -20,7 +20,7 @@ from tui.config import Settings
 from tui.engine import ChatMessage, EngineError, Engines, FinishReason, ReplyStats, SamplingParams
 from tui.images import StoredImage, store_image
 from tui.moderation import CLASSIFY_PARAMS, Moderation, scheme_for
-from tui.store import Conversation, Message, MessageState, Store
+from tui.store import Conversation, Message, MessageState, Store, StoreError
 from tui.zoo.library import ModelNotFound, resolve_model
 
 SAVE_INTERVAL = 0.5
@@ -114,6 +114,30 @@ class ChatService:
         ImageError if the file is not an image it can read (each one line)."""
         self.engines.check_accepts_images(model)
         return store_image(self.engines.data_dir, path)
+
+    def forget_request(self, conversation: Conversation, request: Message, before: Conversation | None) -> bool:
+        """Undo a request that never reached a model (nothing came back): ``request`` goes, and the
+        conversation goes too when this request created it (``before`` is None), or is put back as it was.
+        Returns False, undoing nothing, when a reply was saved after it."""
+        if any(message.id > request.id for message in self.store.messages(conversation.id)):
+            return False
+        if before is None:
+            self.store.delete_conversation(conversation.id)
+            return True
+        self.store.delete_messages_from(conversation.id, request.id)
+        self.store.update_conversation(
+            before.id, title=before.title, model=before.model, system_prompt=before.system_prompt, params=before.params
+        )
+        return True
+
+    def close_conversation(self, conversation_id: int) -> bool:
+        """Close a conversation's tab. One without a single message is deleted instead of kept (an
+        empty "New chat" is nothing to come back to); returns True when it was."""
+        if not self.store.messages(conversation_id):
+            self.store.delete_conversation(conversation_id)
+            return True
+        self.store.update_conversation(conversation_id, is_open=False)
+        return False
 
     def add_user_message(self, conversation: Conversation, text: str, image: StoredImage | None = None) -> Message:
         if conversation.title == DEFAULT_TITLE:
@@ -228,15 +252,18 @@ class ChatService:
                     saved_at = time.monotonic()
         except BaseException as error:
             content = "".join(parts)
-            if content:
-                # Keep what was generated; a later turn leaves it out of the history.
-                self.store.update_message(
-                    message.id,
-                    content=content,
-                    state=MessageState.ERROR if isinstance(error, Exception) else MessageState.STOPPED,
-                )
-            else:
-                self.store.delete_messages_from(conversation.id, message.id)
+            try:
+                if content:
+                    # Keep what was generated; a later turn leaves it out of the history.
+                    self.store.update_message(
+                        message.id,
+                        content=content,
+                        state=MessageState.ERROR if isinstance(error, Exception) else MessageState.STOPPED,
+                    )
+                else:
+                    self.store.delete_messages_from(conversation.id, message.id)
+            except StoreError:  # the disk is full: what the last save kept stays, and the error says so
+                pass
             raise
         cancelled = stats is not None and stats.finish_reason is FinishReason.CANCELLED
         state = MessageState.STOPPED if cancelled else MessageState.DONE

@@ -26,6 +26,36 @@ class UserError(Exception):
     """Ends the command with its one-line message and exit code 2."""
 
 
+# Command-line options that override a setting, checked as the config file's value would be.
+_SETTING_OPTIONS = {
+    "n_ctx": ("engine", "n_ctx", "--n-ctx"),
+    "threads": ("engine", "n_threads", "--threads"),
+    "gpu_layers": ("engine", "n_gpu_layers", "--gpu-layers"),
+    "max_tokens": ("chat", "max_tokens", "--max-tokens"),
+    "temperature": ("chat", "temperature", "--temperature"),
+    "top_p": ("chat", "top_p", "--top-p"),
+    "top_k": ("chat", "top_k", "--top-k"),
+    "repeat_penalty": ("chat", "repeat_penalty", "--repeat-penalty"),
+    "seed": ("chat", "seed", "--seed"),
+}
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """UserError (one line) for a command-line value outside what its setting accepts: before anything runs
+    or is saved, so a bad --n-ctx never reaches a conversation."""
+    from tui.config import ChatSettings, EngineSettings, check_option
+
+    sections = {"engine": EngineSettings, "chat": ChatSettings}
+    for attribute, (section, name, option) in _SETTING_OPTIONS.items():
+        value = getattr(args, attribute, None)
+        if value is None:
+            continue
+        try:
+            setattr(args, attribute, check_option(sections[section], name, value, option))
+        except ValueError as error:
+            raise UserError(str(error)) from None
+
+
 def _load_settings(args: argparse.Namespace, *, print_warnings: bool = True):
     """The config with command-line overrides, and its warnings (printed to stderr unless asked not to)."""
     from tui.config import load_config, with_overrides
@@ -79,9 +109,10 @@ def command_tui(args: argparse.Namespace) -> int:
 def command_chat(args: argparse.Namespace) -> int:
     import threading
 
-    from tui.chat import ChatService, title_from
+    from tui.chat import ChatService, ReplyHeld, title_from
     from tui.config import data_dir
     from tui.engine import EngineError, Engines
+    from tui.store import StoreError
 
     prompt = args.prompt
     if prompt is None:
@@ -96,8 +127,6 @@ def command_chat(args: argparse.Namespace) -> int:
     service = ChatService(store, settings, engines)
     continued = None
     if args.conversation is not None:
-        from tui.store import StoreError
-
         try:
             continued = store.conversation(args.conversation)
         except StoreError as error:
@@ -135,7 +164,7 @@ def command_chat(args: argparse.Namespace) -> int:
         conversation = store.update_conversation(
             conversation.id, params={**service.params(conversation).to_dict(), **overrides}
         )
-    service.add_user_message(conversation, prompt, image)
+    request = service.add_user_message(conversation, prompt, image)
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -143,8 +172,14 @@ def command_chat(args: argparse.Namespace) -> int:
 
     try:
         reply = service.reply(conversation, threading.Event(), write)
-    except EngineError as error:
+    except ReplyHeld as error:  # the moderation model saw it: kept, with its label, to be sent anyway
         raise UserError(str(error)) from error
+    except EngineError as error:
+        # A request that never reached a model leaves nothing behind (a new conversation, a changed model).
+        service.forget_request(conversation, request, continued)
+        raise UserError(str(error)) from error
+    except StoreError as error:
+        raise UserError(f"{error} The reply so far was printed; what was saved of it is kept.") from error
     except KeyboardInterrupt:
         print(f"\nzootui: stopped; the partial reply is saved in conversation {conversation.id}.", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -325,7 +360,7 @@ def _read_messages(source: str) -> list[dict]:
 def _prompt_template(reference: str) -> tuple[str, str, str]:
     """(chat template, BOS text, EOS text) for a prompt format, a catalog variant or a model."""
     from tui.config import data_dir
-    from tui.zoo.catalog import Status, load_catalog
+    from tui.zoo.catalog import Status, load_catalog, shown
     from tui.zoo.library import ModelNotFound, resolve_model
     from tui.zoo.templates import FORMATS
 
@@ -341,7 +376,9 @@ def _prompt_template(reference: str) -> tuple[str, str, str]:
         pass
     else:
         if variant.prompt_format is None:
-            raise UserError(f"{variant.id} has no chat prompt format ({variant.reason or 'it is not a chat model'})")
+            raise UserError(
+                f"{variant.id} has no chat prompt format ({shown(variant.reason) if variant.reason else 'it is not a chat model'})"
+            )
         return _format_template(variant)
     try:
         model = resolve_model(reference, data_dir())
@@ -427,13 +464,27 @@ def command_export(args: argparse.Namespace) -> int:
 
     text = export(conversation, store.messages(conversation.id), args.format, data_dir())
     if args.output:
-        from tui.files import write_atomically
-
-        write_atomically(Path(args.output), text)
+        _write_export(Path(args.output).expanduser(), text, force=args.force)
         print(f"Wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write_export(path: Path, text: str, *, force: bool) -> None:
+    """Write an export where the user pointed -o: into a directory that exists, replacing a file only with --force."""
+    from tui.files import write_atomically
+
+    if path.is_dir():
+        raise UserError(f"-o {path} is a directory; give a file name inside it, such as {path / 'conversation.md'}")
+    if not path.parent.is_dir():
+        raise UserError(f"-o {path}: the directory {path.parent} does not exist; create it first or choose another")
+    if path.exists() and not force:
+        raise UserError(f"-o {path} already exists; give --force to replace it, or choose another name")
+    try:
+        write_atomically(path, text, create_parents=False)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}; choose another place with -o") from error
 
 
 def _arena_service(settings):
@@ -616,6 +667,7 @@ def build_parser(*, pull_arguments: bool = False) -> argparse.ArgumentParser:
     export.add_argument("id", type=int, metavar="ID", help="conversation id (see `zootui list`)")
     export.add_argument("--format", choices=("md", "json"), default="md", help="md (default) or json")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument("--force", action="store_true", help="with -o: replace FILE if it exists")
     export.set_defaults(handler=command_export)
 
     arena = commands.add_parser(
@@ -679,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        _check_options(args)
         return handler(args)
     except UserError as error:
         print(f"zootui: {error}", file=sys.stderr)

@@ -145,11 +145,10 @@ class LoadedConfig:
     warnings: tuple[str, ...] = ()
 
 
-def _check_value(path: Path, section: str, meta_field, value: Any) -> tuple[Any, str | None]:
-    """Return the value converted to the field's type, or an error line."""
-    name = f"[{section}] {meta_field.name}"
+def _check_value(fix_prefix: str, meta_field, value: Any) -> tuple[Any, str | None]:
+    """Return the value converted to the field's type, or an error line starting with ``fix_prefix``
+    (what names the value: the file and key, or the command-line option)."""
     expected = type(meta_field.default)
-    fix_prefix = f"{path}: {name} = {value!r}"
     if expected is bool:
         if not isinstance(value, bool):
             return None, f"{fix_prefix} is not true or false; set it to true or false."
@@ -198,7 +197,7 @@ def parse_settings(document: dict, path: Path) -> tuple[Settings, list[str]]:
                     f"{path}: unknown key [{section_name}] {key} ignored; valid keys are {', '.join(section_fields)}."
                 )
                 continue
-            checked, error = _check_value(path, section_name, meta_field, value)
+            checked, error = _check_value(f"{path}: [{section_name}] {key} = {value!r}", meta_field, value)
             if error:
                 warnings.append(error + f" Using the default {meta_field.default!r}.")
             else:
@@ -261,6 +260,16 @@ def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:
     if not chosen:
         return settings
     return replace(settings, **{section: replace(getattr(settings, section), **chosen)})
+
+
+def check_option(section_class: type, name: str, value: Any, option: str) -> Any:
+    """A command-line value for a setting, checked as the config file's value is: ValueError with one line
+    naming the option, its value and the range."""
+    meta_field = next(f for f in fields(section_class) if f.name == name)
+    checked, error = _check_value(f"{option} {value!r}", meta_field, value)
+    if error:
+        raise ValueError(error)
+    return checked
 
 
 def setting_bounds(section_class: type, name: str) -> tuple[float | None, float | None]:

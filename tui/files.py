@@ -24,10 +24,14 @@ def written_atomically(path: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-def write_atomically(path: Path, content: str | bytes) -> None:
-    """Write text (UTF-8) or bytes to path through a partial file in the same directory, synced, then renamed."""
+def write_atomically(path: Path, content: str | bytes, *, create_parents: bool = True) -> None:
+    """Write text (UTF-8) or bytes to path through a partial file in the same directory, synced, then renamed.
+
+    ``create_parents`` makes the missing directories first (the app's own files under the data dir); a
+    file the user points at goes only into a directory that exists."""
     path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     with written_atomically(path) as partial, partial.open("wb") as stream:
         stream.write(content.encode("utf-8") if isinstance(content, str) else content)
         stream.flush()

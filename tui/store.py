@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -131,6 +132,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+FULL_DISK_BYTES = 64 * 1024
+"""Less free space than this on the database's disk counts as full (SQLite needs room for its log)."""
 # Trigram search needs at least this many characters; shorter queries scan.
 MIN_INDEXED_QUERY = 3
 
@@ -395,7 +398,7 @@ class Store:
             return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     def _transaction(self):
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self.path)
 
     # Conversations
 
@@ -773,8 +776,8 @@ def _open_failure(path: Path, error: Exception) -> str:
     text = str(error)
     if isinstance(error, OSError):
         return f"cannot create {path.parent}: {error.strerror or error}; check the data directory (ZOOTUI_DATA_DIR)."
-    if name == "SQLITE_FULL" or "database or disk is full" in text:
-        return f"cannot open {path}: the disk is full; free some space (the database itself is intact)."
+    if name == "SQLITE_FULL" or "database or disk is full" in text or _disk_is_full(path.parent):
+        return f"cannot open {path}: the disk is full; free some space and try again (nothing in it was changed)."
     if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in text:
         return f"{path} is busy (another zootui is writing to it); try again in a moment."
     if name in ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH") or "unable to open" in text:
@@ -787,10 +790,29 @@ def _open_failure(path: Path, error: Exception) -> str:
     )
 
 
+def _disk_is_full(directory: Path) -> bool:
+    """Whether the disk holding ``directory`` has no room left (SQLite reports that as an I/O error when
+    it cannot even create its write-ahead log)."""
+    try:
+        return shutil.disk_usage(directory).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.Error) and (
+        getattr(error, "sqlite_errorname", "") == "SQLITE_FULL" or "database or disk is full" in str(error)
+    )
+
+
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
+    """One write transaction. A full disk ends it in StoreError (one line): SQLite rolls the change back,
+    so what was saved before stays intact."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, path: Path):
         self._db = db
         self._lock = lock
+        self._path = path
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -802,7 +824,20 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
-            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            try:
+                self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            except sqlite3.Error as error:
+                if not _is_disk_full(error):
+                    raise
+                if exc is None:
+                    exc = error
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            if _is_disk_full(exc):
+                raise StoreError(
+                    f"{self._path}: the disk is full, so the last change was not saved; free some space "
+                    "(everything saved before is intact)."
+                ) from exc
         finally:
             self._lock.release()
 

@@ -212,3 +212,9 @@ def test_a_repeated_variant_id_is_named():
     variant_block = VALID[VALID.index("[[systems.variants]]") :]
     with pytest.raises(CatalogError, match="variant 'toy-7b': key 'id' repeats an earlier variant"):
         parse_catalog(VALID + variant_block)
+
+
+def test_what_the_catalog_has_not_confirmed_is_said_plainly_to_users():
+    rows = load_catalog().rows()
+    assert any("not confirmed" in (row["reason"] or "") + row["license"] for row in rows)
+    assert not any("unverified" in json.dumps(row) for row in rows)

@@ -18,7 +18,7 @@ from textual.widgets.option_list import Option
 
 from tui.config import Settings
 from tui.store import Store
-from tui.zoo.catalog import Catalog, Status, load_catalog
+from tui.zoo.catalog import Catalog, Status, load_catalog, shown
 from tui.zoo.listing import ModelRow, model_rows
 
 PREVIEW_MESSAGES = [
@@ -43,8 +43,8 @@ def _clip(text: str, column: str) -> str:
 
 
 def _text(text: str) -> str:
-    """Catalog prose as Markdown text: token names like <s> must not read as HTML tags."""
-    return text.replace("\\", "\\\\").replace("<", "\\<").replace("*", "\\*").replace("_", "\\_")
+    """Catalog prose as Markdown text (``catalog.shown``): token names like <s> must not read as HTML tags."""
+    return shown(text).replace("\\", "\\\\").replace("<", "\\<").replace("*", "\\*").replace("_", "\\_")
 
 
 def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
@@ -325,7 +325,7 @@ class ModelBrowser(Screen):
             return
         variant = row.catalog_variant
         if variant.status is not Status.SUPPORTED:
-            self.notify(f"{variant.name}: {variant.reason or row.status}.", severity="warning")
+            self.notify(f"{variant.name}: {row.reason or row.status}.", severity="warning")
             return
         self._run_job(
             f"get {variant.id}",

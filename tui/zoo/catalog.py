@@ -5,6 +5,7 @@ A bad entry fails the load with one line naming the system, the variant and the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -169,17 +170,27 @@ class Catalog:
                 "arch": variant.arch,
                 "release_form": variant.release_form.value,
                 "status": variant.status.value,
-                "reason": variant.reason,
+                "reason": shown(variant.reason) if variant.reason else None,
                 "hub_id": variant.hub_id,
                 "parameters_b": variant.parameters_b,
                 "download_gb": variant.download_gb,
-                "license": variant.license,
+                "license": shown(variant.license),
                 "gated": variant.gated,
                 "recipe": variant.recipe.value,
                 "prompt_format": variant.prompt_format,
             }
             for system, variant in self.variants()
         ]
+
+
+def shown(text: str) -> str:
+    """Catalog prose as users read it. The catalog marks facts its sources could not confirm "unverified"
+    (for whoever checks them next); users are told plainly that zootui has not confirmed them."""
+    return _UNVERIFIED_WORD.sub("not confirmed", _UNVERIFIED_MARK.sub(" (not confirmed)", text))
+
+
+_UNVERIFIED_MARK = re.compile(r"\s*\(unverified\)")
+_UNVERIFIED_WORD = re.compile(r"\bunverified\b")
 
 
 E = TypeVar("E", bound=Enum)

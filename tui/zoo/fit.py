@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tui.zoo.catalog import Recipe, ReleaseForm, Status, Variant
+from tui.zoo.catalog import Recipe, ReleaseForm, Status, Variant, shown
 
 GB = 1e9  # decimal, as disk and RAM sizes are usually printed (hub.py's messages use it too)
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV cache type is f16
@@ -142,6 +142,8 @@ class ModelShape:
     value_length: int
     source: str
     """Where the numbers come from: the GGUF's metadata, or the known shape assumed for a variant."""
+    n_ctx_train: int | None = None
+    """The context length the model was trained with (a GGUF's ``{arch}.context_length``), when known."""
 
     def kv_bytes_per_layer(self, n_ctx: int) -> int:
         """One layer's K and V for n_ctx tokens: n_ctx × n_head_kv × (key + value length) × 2 bytes."""
@@ -402,7 +404,15 @@ def _read_gguf(path: Path, mtime_ns: int, size: int) -> tuple[ModelShape, Weight
     key_length = arch_int(gguf.Keys.Attention.KEY_LENGTH) or n_embd // n_head
     value_length = arch_int(gguf.Keys.Attention.VALUE_LENGTH) or n_embd // n_head
     shape = ModelShape(
-        arch, n_layer, n_embd, n_head, n_head_kv, key_length, value_length, source=f"GGUF metadata of {path.name}"
+        arch,
+        n_layer,
+        n_embd,
+        n_head,
+        n_head_kv,
+        key_length,
+        value_length,
+        source=f"GGUF metadata of {path.name}",
+        n_ctx_train=arch_int(gguf.Keys.LLM.CONTEXT_LENGTH),
     )
 
     blocks = [0] * n_layer
@@ -445,7 +455,7 @@ def fit_variant(variant: Variant, *, quant: str, n_ctx: int, free: Resources) ->
     from converters import DIRECT_OUTTYPES
 
     if variant.status is Status.UNSUPPORTED:
-        raise UnknownShape(f"{variant.id}: unsupported ({variant.reason})")
+        raise UnknownShape(f"{variant.id}: unsupported ({shown(variant.reason or '')})")
     known = known_shape(variant)
     n_vocab = variant.vocab_size or known.n_vocab
     weights = known.weights(n_vocab, bits_per_weight(quant))

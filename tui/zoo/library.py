@@ -257,10 +257,17 @@ def resolve_model(reference: str, data_dir: Path) -> LibraryModel:
         return LibraryModel(reference, None, f"{name} on the remote server", remote_name=name)
     path = Path(reference).expanduser()
     if path.suffix == ".gguf" or "/" in reference:
-        if path.is_file():
-            return LibraryModel(path.stem, path.resolve(), str(path))
-        raise ModelNotFound(f"model file not found: {path}; check the path.")
-    for model in library_models(data_dir):
+        if path.is_dir():
+            raise ModelNotFound(
+                f"{path} is a directory; give a .gguf file (`zootui pull --import` converts a checkpoint)."
+            )
+        if not path.is_file():
+            raise ModelNotFound(f"model file not found: {path}; check the path.")
+        if not is_gguf(path):
+            raise ModelNotFound(f"{path} is not a GGUF file; give a .gguf model file or a library name.")
+        return LibraryModel(path.stem, path.resolve(), str(path))
+    library = library_models(data_dir)
+    for model in library:
         if model.name == reference:
             return model
     if reference == DEFAULT_MODEL_NAME:
@@ -268,6 +275,33 @@ def resolve_model(reference: str, data_dir: Path) -> LibraryModel:
             f"the default model is missing: the package {DEFAULT_MODEL_PACKAGE.replace('_', '-')} "
             f"is not installed; reinstall zootui (`pip install zootui`)."
         )
-    raise ModelNotFound(
-        f"no model named {reference!r}; run `zootui models` to list them, or give a path to a .gguf file."
-    )
+    raise ModelNotFound(_not_found(reference, library))
+
+
+def _not_found(reference: str, library: list[LibraryModel]) -> str:
+    """Why nothing is named ``reference``, and what to do: a catalog id says how to get it or what it is built as."""
+    from tui.zoo.catalog import CatalogError, Status, load_catalog, shown
+
+    builds = [model.name for model in library if model.variant_id == reference]
+    if builds:
+        return f"{reference} is built here as {', '.join(builds)}; give that name with -m."
+    try:
+        _, variant = load_catalog().variant(reference)
+    except (KeyError, CatalogError):
+        return f"no model named {reference!r}; run `zootui models` to list them, or give a path to a .gguf file."
+    if variant.status is Status.SUPPORTED:
+        return f"{reference} is in the catalog but not on this machine; get it with `zootui pull {reference}`."
+    if variant.status is Status.LOCAL_ONLY:
+        return f"{reference} has no weights to download; import your copy with `zootui pull --import DIR`."
+    return f"{reference} is in the catalog but zootui cannot run it yet: {shown(variant.reason or '')}."
+
+
+def is_gguf(path: Path) -> bool:
+    """Whether the file starts as a GGUF does (its name may say anything)."""
+    from tui.zoo.gguf_header import GGUF_MAGIC
+
+    try:
+        with path.open("rb") as stream:
+            return stream.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+    except OSError:
+        return False

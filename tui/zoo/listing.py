@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui.store import Job, JobKind, Store
-from tui.zoo.catalog import Catalog, Status, System, Variant
+from tui.zoo.catalog import Catalog, Status, System, Variant, shown
 from tui.zoo.jobs import StepName
 from tui.zoo.jobs.claims import running_jobs
 from tui.zoo.library import LibraryModel, library_models
@@ -123,7 +123,7 @@ def model_rows(catalog: Catalog, data_dir: Path, store: Store) -> list[ModelRow]
                 license=variant.license,
                 release_form=variant.release_form.value,
                 status=_variant_status(variant, converted, variant.id in downloaded, running.get(variant.id)),
-                reason=variant.reason,
+                reason=shown(variant.reason) if variant.reason else None,
                 system=system,
                 catalog_variant=variant,
                 library=converted,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tui.files import write_atomically, written_atomically
 from tui.zoo.fit import quant_name
-from tui.zoo.gguf_header import GGUF_MAGIC, read_header
+from tui.zoo.gguf_header import read_header
 from tui.zoo.jobs.errors import JobError
 from tui.zoo.jobs.provenance import now, tool_versions
 from tui.zoo.library import (
@@ -36,15 +36,6 @@ def free_destination(data_dir: Path, model_id: str, label: str | None = None) ->
             f"the library already has a model named {destination.stem!r}; delete it first or choose another name"
         )
     return destination
-
-
-def is_gguf(path: Path) -> bool:
-    """Whether the file starts as a GGUF does (its name may say anything)."""
-    try:
-        with path.open("rb") as stream:
-            return stream.read(len(GGUF_MAGIC)) == GGUF_MAGIC
-    except OSError:
-        return False
 
 
 def import_gguf(data_dir: Path, path: Path, *, name: str | None = None) -> RegisteredModel:

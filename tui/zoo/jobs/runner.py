@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from tui.store import Job, JobKind, JobState, Store
-from tui.zoo.catalog import Catalog, Recipe, Status, Variant, load_catalog
+from tui.zoo.catalog import Catalog, Recipe, Status, Variant, load_catalog, shown
 from tui.zoo.jobs import library_files
 from tui.zoo.jobs.build import DEFAULT_QUANT, Build, LoraMode, build_label, checked_quant, format_or_error, lora_mode
 from tui.zoo.jobs.claims import claimed, running_jobs
@@ -25,7 +25,7 @@ from tui.zoo.jobs.errors import JobCancelled, JobError
 from tui.zoo.jobs.plan import catalog_steps, checkpoint_steps
 from tui.zoo.jobs.step import JobProgress, JobProgressCallback, StepContext, StepName
 from tui.zoo.jobs.steps import STEPS, Registered
-from tui.zoo.library import Lockfile, RegisteredModel, lockfile_path
+from tui.zoo.library import Lockfile, RegisteredModel, is_gguf, lockfile_path
 
 UNEXPECTED = "{step}: unexpected {kind}: {error}; finished steps are kept (this is a bug in zootui: please report it)"
 
@@ -185,7 +185,7 @@ class Jobs:
             )
         if not path.exists():
             raise JobError(f"{path} does not exist; give a .gguf file or a Hugging Face checkpoint directory")
-        if not library_files.is_gguf(path):
+        if not is_gguf(path):
             raise JobError(f"{path} is neither a GGUF file nor a checkpoint directory")
         if prompt_format_name is not None:
             raise JobError("a prompt format goes with a checkpoint directory; a GGUF keeps its own chat template")
@@ -207,9 +207,11 @@ class Jobs:
         except KeyError:
             raise JobError(f"no catalog variant {variant_id!r}; `zootui models --all` lists them") from None
         if variant.status is Status.LOCAL_ONLY:
-            raise JobError(f"{variant.id}: {variant.reason}; import your checkpoint with `zootui pull --import DIR`")
+            raise JobError(
+                f"{variant.id}: {shown(variant.reason or '')}; import your checkpoint with `zootui pull --import DIR`"
+            )
         if variant.status is Status.UNSUPPORTED:
-            raise JobError(f"{variant.id} is not supported yet: {variant.reason}")
+            raise JobError(f"{variant.id} is not supported yet: {shown(variant.reason or '')}")
         return variant
 
     def _execute(

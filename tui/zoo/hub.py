@@ -3,7 +3,8 @@
 ``download`` picks the files a model needs, checks the disk before it starts, reports progress
 per file, and verifies the sha256 of every LFS file it fetched against the Hub's metadata.
 Interrupted transfers resume: huggingface_hub retries a dropped connection with a Range request,
-and a run that was stopped skips the files already in the cache.
+a run that was stopped skips the files already in the cache, and what a killed run left of a
+file (which huggingface_hub never reads again) is removed before that file is fetched anew.
 
 Every failure a user can act on surfaces as ``HubError`` with one line saying what to do.
 """
@@ -133,6 +134,7 @@ def download(
     _check_disk_space(repo_id, missing, cache_dir)
     if gated and missing:
         _check_access(repo, missing[0].rfilename, commit, endpoint, token)
+    _remove_dead_partials(repo, missing, cache_dir)
     total = sum(s.size or 0 for s in chosen)
     report = _Progress(on_progress, total=total, done=total - sum(s.size or 0 for s in missing))
     verified: dict[str, str] = {}
@@ -243,6 +245,37 @@ def _cached(repo: _Repo, filename: str, commit: str, cache_dir: Path | None) -> 
         repo.repo_id, filename, cache_dir=cache_dir, revision=commit, repo_type=repo.repo_type
     )
     return found if isinstance(found, str) else None
+
+
+def _remove_dead_partials(repo: _Repo, missing: list[RepoSibling], cache_dir: Path | None) -> None:
+    """Remove what killed downloads of these files left in the Hub cache.
+
+    huggingface_hub (2.x) writes each transfer to a file unique to it (``<etag>.<token>.incomplete``)
+    and resumes within that transfer only (a dropped connection continues with a Range request); a
+    process killed mid-file leaves its partial, which no later transfer reads. One whose download lock
+    is free belongs to no running download, so it goes.
+    """
+    from filelock import FileLock, Timeout
+
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    folder = repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type)
+    for sibling in missing:
+        etag = sibling.lfs.sha256 if sibling.lfs is not None else sibling.blob_id
+        if not etag:
+            continue
+        partials = [*(cache / folder / "blobs").glob(f"{etag}.*incomplete")]
+        if not partials:
+            continue
+        lock = FileLock(cache / ".locks" / folder / f"{etag}.lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:  # another process is downloading it now
+            continue
+        try:
+            for partial in partials:
+                partial.unlink(missing_ok=True)
+        finally:
+            lock.release()
 
 
 def _check_disk_space(repo_id: str, missing: list[RepoSibling], cache_dir: Path | None) -> None:

@@ -176,7 +176,8 @@ class ArenaScreen(Screen):
             messages = self.query_one(f"#messages-{side}", VerticalScroll)
             view = self._answer_views[side] = MessageView("assistant", state="streaming")
             await messages.mount_all([MessageView("user", text), view])
-            messages.anchor()
+            # Not anchor(): that keeps short content at the bottom, and the two sides are read top to top.
+            messages.scroll_end(animate=False)
         self._cancel = threading.Event()
         self._status("Working out whether both models fit in memory together…")
         self._refresh_votes()
@@ -213,7 +214,11 @@ class ArenaScreen(Screen):
     async def on_arena_screen_delta(self, event: Delta) -> None:
         view = self._answer_views.get(event.side)
         if view is not None:
+            messages = self.query_one(f"#messages-{event.side}", VerticalScroll)
+            following = messages.is_vertical_scroll_end or messages.max_scroll_y == 0
             await view.append(event.text)
+            if following:  # a reader who scrolled up to compare stays where they are
+                messages.scroll_end(animate=False)
 
     async def on_arena_screen_answered(self, event: Answered) -> None:
         self._cancel = None

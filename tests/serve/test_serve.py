@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,23 @@ def test_requests_to_one_model_queue_and_each_gets_its_own_reply(client, app_rep
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(ask, range(4)))
     assert replies == [app_reply[0]] * 4
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_model(client):
+    def short_request() -> float:
+        started = time.monotonic()
+        client.completions.create(model=DEFAULT_MODEL_NAME, prompt="Hello", max_tokens=2)
+        return time.monotonic() - started
+
+    idle = max(short_request() for _ in range(2))
+    stream = client.completions.create(
+        model=DEFAULT_MODEL_NAME, prompt="Once upon a time", max_tokens=900, temperature=0.8, stream=True
+    )
+    for _, _chunk in zip(range(5), stream, strict=False):
+        pass
+    stream.close()
+    # Waiting for the rest of the 900 tokens would take hundreds of short requests' time.
+    assert short_request() < 10 * idle + 5
 
 
 def test_errors_are_openai_shaped_with_their_status(client, server):

@@ -16,7 +16,7 @@ from .convert import (
     checkpoint_input_files,
     convert,
 )
-from .errors import ConversionCancelled, ConversionError
+from .errors import ConversionCancelled, ConversionError, one_line
 from .ggml import f16_to_f32
 from .hashing import sha256_file
 from .progress import ConsoleProgress, Progress
@@ -44,6 +44,7 @@ __all__ = [
     "convert_vision",
     "f16_to_f32",
     "human_size",
+    "one_line",
     "open_checkpoint",
     "quantize",
     "read_config",

@@ -45,7 +45,7 @@ def safetensors_file(draw) -> bytes:
         begin = position + draw(nudge)
         end = begin + nbytes + draw(nudge)
         position = max(position, end)
-        header[f"t{index}"] = {
+        header[f"t{index}{draw(st.text(max_size=3))}"] = {  # names hold anything, line breaks included
             "dtype": draw(_damaged(code, damage)),
             "shape": draw(_damaged([draw(_damaged(d, damage)) for d in shape], damage)),
             "data_offsets": draw(_damaged([draw(_damaged(begin, damage)), draw(_damaged(end, damage))], damage)),

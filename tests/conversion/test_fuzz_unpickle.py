@@ -99,7 +99,9 @@ def test_any_opcode_stream_loads_or_is_a_one_line_error(stream):
     assert peak_rss_kib() - peak < EXAMPLE_GROWTH_KIB
 
 
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), _plausible_tensors() | _tensors), min_size=1, max_size=4))
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c\n\x00"]), _plausible_tensors() | _tensors), min_size=1, max_size=4)
+)
 def test_accepted_views_read_exactly_their_own_storage(tmp_path_factory, named_tensors):
     """Storage "0" holds float32 element indices; everything around it in the file is NaN."""
     directory = tmp_path_factory.mktemp("fuzz")

@@ -80,6 +80,10 @@ def _as_dtype(code: str, itemsize: int) -> Callable[[dict], None]:
     return change
 
 
+def _rename_and_break_norm(header: dict) -> None:
+    header["e\nn\u200b"] = {**header.pop("model.norm.weight"), "shape": "x"}
+
+
 DEEP = b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
 NOT_UTF8 = b'{"architectures": ["Llama\xffForCausalLM"]}'
 
@@ -123,6 +127,11 @@ CASES = {
         "llama",
         edit_safetensors_header("model.safetensors", _as_dtype("I16", 2)),
         ["model.embed_tokens.weight is stored as int16"],
+    ),
+    "tensor name with line breaks": (
+        "llama",
+        edit_safetensors_header("model.safetensors", _rename_and_break_norm),
+        ["the header's e\\nn\\u200b.shape must be an array"],
     ),
     "header that is not an object": (
         "llama",

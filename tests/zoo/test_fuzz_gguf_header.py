@@ -57,7 +57,7 @@ def gguf_files(draw) -> tuple[bytes, dict | None]:
     expected: dict = {}
     entries = []
     for index in range(draw(st.integers(0, 6))):
-        key = f"k{index}"
+        key = f"k{index}{draw(st.text(max_size=3))}"  # keys hold anything, line breaks included
         kind = draw(st.sampled_from(["scalar", "string", "array"]))
         if kind == "scalar":
             value_type = draw(st.sampled_from(sorted(_SCALAR_FORMATS)))

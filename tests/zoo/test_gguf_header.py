@@ -97,3 +97,10 @@ def test_string_arrays_asked_for_are_read(model_path):
     header = read_header(model_path, string_arrays=("tokenizer.ggml.tokens",))
     tokens = gguf.GGUFReader(model_path).fields["tokenizer.ggml.tokens"]
     assert header.metadata["tokenizer.ggml.tokens"] == [tokens.contents(i) for i in range(len(tokens.data))]
+
+
+def test_a_key_with_line_breaks_stays_on_one_line(tmp_path):
+    """Found by the fuzzer: error messages quote keys, and a key may hold anything."""
+    with pytest.raises(GGUFHeaderError) as raised:
+        read_header(_write(tmp_path, gguf_file([kv("evil\nkey\x00", 99, b"")])))
+    assert "\n" not in str(raised.value) and "key evil\\nkey\\x00 has unknown value type 99" in str(raised.value)

@@ -35,7 +35,12 @@ DEFAULT_ALIGNMENT = 32
 
 
 class GGUFHeaderError(ValueError):
-    """The file is not a GGUF zootui can read; the message is one line naming it."""
+    """The file is not a GGUF zootui can read; the message is one line naming it (whatever keys it quotes)."""
+
+    def __init__(self, message: str) -> None:
+        from converters import one_line
+
+        super().__init__(one_line(message))
 
 
 @dataclass(frozen=True)

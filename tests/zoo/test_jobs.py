@@ -41,7 +41,7 @@ from tinyzoo import (
 import converters.hashing
 from tui.config import Settings, with_overrides
 from tui.engine import EngineError, Engines, ReplyStats, SamplingParams
-from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, JobState, Store
+from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, JobState, Store, StoreError
 from tui.zoo import library, pull
 from tui.zoo.catalog import load_catalog
 from tui.zoo.jobs import JobCancelled, JobError, JobProgress, Jobs, StepName
@@ -398,6 +398,19 @@ def test_an_unexpected_error_in_a_step_fails_the_job_with_one_line_and_it_resume
     model = jobs.import_checkpoint(TINY_LLAMA, "q8_0", name="my-llama", progress=reports.append)
     assert steps_run(reports) == ["convert", "smoke_test", "register"]
     assert jobs.store.job(job.id).state == JobState.DONE and model.lockfile.smoke_test["passed"]
+
+
+def test_a_database_error_in_a_step_ends_the_job_in_its_own_words(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch):
+    def disk_full(self, context):
+        raise StoreError("zootui.sqlite3: the disk is full, so the last change was not saved; free some space")
+
+    monkeypatch.setattr(Convert, "run", disk_full)
+    jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
+    with pytest.raises(JobError, match="^zootui.sqlite3: the disk is full") as failure:
+        jobs.import_checkpoint(TINY_LLAMA, "q8_0")
+    assert "bug" not in str(failure.value)
+    [job] = jobs.store.jobs()
+    assert (job.state, job.error) == (JobState.FAILED, str(failure.value))
 
 
 def test_ctrl_c_in_a_step_leaves_the_job_resumable_not_running(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch):

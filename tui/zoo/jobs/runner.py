@@ -16,7 +16,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from tui.store import Job, JobKind, JobState, Store
+from tui.store import Job, JobKind, JobState, Store, StoreError
 from tui.zoo.catalog import Catalog, Recipe, Status, Variant, load_catalog, shown
 from tui.zoo.jobs import library_files
 from tui.zoo.jobs.build import DEFAULT_QUANT, Build, LoraMode, build_label, checked_quant, format_or_error, lora_mode
@@ -231,30 +231,41 @@ class Jobs:
             )
             self._run_steps(context)
         except JobCancelled as error:
-            self.store.update_job(job.id, JobState.CANCELLED, str(error))
+            self._record_end(job, JobState.CANCELLED, str(error))
             raise
         except JobError as error:
-            self.store.update_job(job.id, JobState.FAILED, str(error))
+            self._record_end(job, JobState.FAILED, str(error))
             raise
+        except StoreError as error:  # the database could not record a step (a full disk): one line already
+            self._record_end(job, JobState.FAILED, str(error))
+            raise JobError(str(error)) from error
         except OSError as error:  # a full disk or a file that went away mid-step
             message = f"{_step_title(context)}: {error.strerror or error}" + (
                 f": {error.filename}" if error.filename else ""
             )
-            self.store.update_job(job.id, JobState.FAILED, message)
+            self._record_end(job, JobState.FAILED, message)
             raise JobError(message) from error
         except Exception as error:  # a bug: the job still ends failed, with one line, never stuck "running"
             message = UNEXPECTED.format(
                 step=_step_title(context), kind=type(error).__name__, error=" ".join(str(error).split())
             )
-            self.store.update_job(job.id, JobState.FAILED, message)
+            self._record_end(job, JobState.FAILED, message)
             raise JobError(message) from error
         except BaseException:  # Ctrl-C, or the interpreter shutting down: resumable like a cancel
-            self.store.update_job(job.id, JobState.CANCELLED, "interrupted; run it again to resume where it stopped")
+            self._record_end(job, JobState.CANCELLED, "interrupted; run it again to resume where it stopped")
             raise
         self.store.update_job(job.id, JobState.DONE)
         shutil.rmtree(context.work_dir, ignore_errors=True)  # intermediates; the Hub cache stays
         path = context.result(Registered).gguf
         return RegisteredModel(path.stem, path, Lockfile.from_json(lockfile_path(path).read_text("utf-8")))
+
+    def _record_end(self, job: Job, state: JobState, message: str) -> None:
+        """Record how the job ended, if the database can take it: with a full disk it cannot, and the row
+        stays 'running', which no process mistakes for a running job once this one lets go of its claim."""
+        try:
+            self.store.update_job(job.id, state, message)
+        except StoreError:
+            pass
 
     def _run_steps(self, context: StepContext) -> None:
         job_id = context.job.id

@@ -23,13 +23,26 @@ class PathSuggester(Suggester):
         return complete_path(value)
 
 
+class PathInput(Input):
+    """An Input whose tab completes the path. The binding is the field's own, not a priority one, so
+    a tab typed right after some characters completes what they spell, however fast they arrive."""
+
+    BINDINGS = [Binding("tab", "complete", "Complete", show=False)]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(suggester=PathSuggester(), **kwargs)
+
+    def action_complete(self) -> None:
+        completed = complete_path(self.value)
+        if completed is not None:
+            self.value = completed
+            self.cursor_position = len(completed)
+
+
 class AttachScreen(ModalScreen[str | None]):
     """Dismisses with the typed path ("" to attach nothing), or None when cancelled."""
 
-    BINDINGS = [
-        Binding("escape", "dismiss(None)", "Cancel"),
-        Binding("tab", "complete", "Complete", priority=True, show=False),
-    ]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, model: str) -> None:
         super().__init__()
@@ -37,16 +50,10 @@ class AttachScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Attach an image for {self._model} to your next message", classes="dialog-title")
-            yield Input(placeholder="Path to a PNG, JPEG, GIF, WebP or BMP file", id="path", suggester=PathSuggester())
-            yield Label("tab or → completes · enter attaches (empty: none) · escape cancels", classes="dialog-hint")
-
-    def action_complete(self) -> None:
-        field = self.query_one("#path", Input)
-        completed = complete_path(field.value)
-        if completed is not None:
-            field.value = completed
-            field.cursor_position = len(completed)
+            yield Label("Attach an image to your next message", classes="dialog-title")
+            yield Label(f"for {self._model}", classes="dialog-hint", markup=False)
+            yield PathInput(placeholder="Path to a PNG, JPEG, GIF, WebP or BMP file", id="path")
+            yield Label("tab completes · enter attaches (empty: none) · esc cancels", classes="dialog-hint")
 
     @on(Input.Submitted)
     def attach(self, event: Input.Submitted) -> None:

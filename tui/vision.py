@@ -5,6 +5,11 @@ f32 one layer at a time (``converters.f16_to_f32``: ggml's F16C conversion, ten 
 used by BLAS matrix products, and released from the resident set once the layer is done, so memory
 stays at one layer's f32 weights plus activations whatever the tower's size.
 
+The work is split over the encoder's own threads (matrix products by output rows, attention by head,
+GELU by blocks of rows) while numpy's BLAS runs single-threaded: OpenBLAS's threads spin waiting for
+each other, which on cores shared with other processes made ViT-g's products slower with two threads
+than with one; independent halves do not wait (see tests/bench/bench_vision.py).
+
 The computation follows MiniGPT-4's ``encode_img``: the eval preprocessing (``blip2_image_eval``:
 RGB, bicubic resize to the tower's square, scale to [0, 1], normalise with CLIP's mean and std),
 EVA's ViT (patch embedding, class token, position embeddings, pre-norm blocks with exact-erf GELU),
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,17 +124,46 @@ def _read_layout(path: Path) -> tuple[VisionShape, dict[str, _Tensor]]:
     return shape, layout
 
 
-class VisionEncoder:
-    """One loaded vision file: ``encode(image)`` gives ``(query_count, output_width)`` float32 vectors."""
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    def __init__(self, path: Path) -> None:
+
+class _Workers:
+    """Runs pieces of numpy work on a thread pool (numpy releases the GIL in its products and ufuncs)."""
+
+    def __init__(self, pool: Executor | None, count: int) -> None:
+        self.pool = pool
+        self.count = count
+
+    def run(self, piece: Callable[[int], None], pieces: int) -> None:
+        """``piece(0)`` … ``piece(pieces - 1)``, spread over the threads; the first failure is raised."""
+        if self.pool is None or pieces == 1:
+            for index in range(pieces):
+                piece(index)
+            return
+        for done in [self.pool.submit(piece, index) for index in range(pieces)]:
+            done.result()
+
+
+class VisionEncoder:
+    """One loaded vision file: ``encode(image)`` gives ``(query_count, output_width)`` float32 vectors.
+
+    ``threads`` is how many threads an encoding uses (default: every CPU this process may run on).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         self.path = path
+        self.threads = threads or _available_cpus()
         if not path.is_file():
             raise VisionFileError(f"vision file not found: {path}; get the model again to rebuild it")
         self.shape, self._layout = _read_layout(path)
         with path.open("rb") as stream:
             self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
         self._buffers: dict[tuple[int, ...], np.ndarray] = {}
+        self._workers = _Workers(None, 1)
 
     def close(self) -> None:
         self._buffers.clear()
@@ -186,9 +222,20 @@ class VisionEncoder:
 
     def encode_pixels(self, pixels: np.ndarray, should_stop: Callable[[], bool] = lambda: False) -> np.ndarray | None:
         """Vectors for preprocessed pixels (3, image_size, image_size); None if stopped."""
+        from threadpoolctl import threadpool_limits
+
         s = self.shape
         if pixels.shape != (3, s.image_size, s.image_size):
             raise ValueError(f"pixels must be (3, {s.image_size}, {s.image_size}), got {pixels.shape}")
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(self.threads) as pool:
+            self._workers = _Workers(pool if self.threads > 1 else None, self.threads)
+            try:
+                return self._forward(pixels, should_stop)
+            finally:
+                self._workers = _Workers(None, 1)
+
+    def _forward(self, pixels: np.ndarray, should_stop: Callable[[], bool]) -> np.ndarray | None:
+        s = self.shape
         tokens = self._image_tokens(pixels)
         for layer in range(s.vit_layers):
             if should_stop():
@@ -203,7 +250,7 @@ class VisionEncoder:
         )
         for layer in range(s.qformer_layers):
             queries = self._qformer_layer(queries, image_embeds, layer)
-        vectors = _linear(queries, self._f32("proj.weight"), self._f32("proj.bias"))
+        vectors = self._linear(queries, self._f32("proj.weight"), self._f32("proj.bias"))
         self._release(["proj.weight"])
         return vectors
 
@@ -225,13 +272,13 @@ class VisionEncoder:
         s = self.shape
         b = f"v.blk.{layer}"
         h = _layer_norm(x, self._f32(f"{b}.ln1.weight"), self._f32(f"{b}.ln1.bias"), s.vit_eps)
-        qkv = _linear(h, self._f32(f"{b}.attn_qkv.weight"), self._f32(f"{b}.attn_qkv.bias"))
-        heads = qkv.reshape(len(x), 3, s.vit_heads, -1).transpose(1, 2, 0, 3)  # (3, heads, tokens, head_dim)
-        attended = _attention(heads[0], heads[1], heads[2])
-        x = x + _linear(attended, self._f32(f"{b}.attn_out.weight"), self._f32(f"{b}.attn_out.bias"))
+        qkv = self._linear(h, self._f32(f"{b}.attn_qkv.weight"), self._f32(f"{b}.attn_qkv.bias"))
+        w = s.vit_width  # the fused projection's rows are all of q, then all of k, then all of v
+        attended = self._attention(qkv[:, :w], qkv[:, w : 2 * w], qkv[:, 2 * w :], s.vit_heads)
+        x = x + self._linear(attended, self._f32(f"{b}.attn_out.weight"), self._f32(f"{b}.attn_out.bias"))
         h = _layer_norm(x, self._f32(f"{b}.ln2.weight"), self._f32(f"{b}.ln2.bias"), s.vit_eps)
-        h = _gelu(_linear(h, self._f32(f"{b}.ffn_up.weight"), self._f32(f"{b}.ffn_up.bias")))
-        x += _linear(h, self._f32(f"{b}.ffn_down.weight"), self._f32(f"{b}.ffn_down.bias"))
+        h = self._gelu(self._linear(h, self._f32(f"{b}.ffn_up.weight"), self._f32(f"{b}.ffn_up.bias")))
+        x += self._linear(h, self._f32(f"{b}.ffn_down.weight"), self._f32(f"{b}.ffn_down.bias"))
         self._release(f"{b}.{part}.weight" for part in ("attn_qkv", "attn_out", "ffn_up", "ffn_down"))
         return x
 
@@ -242,16 +289,16 @@ class VisionEncoder:
         for part in parts:
             source = image_embeds if part == "cross" else queries
             q, k, v = (
-                _linear(x, self._f32(f"{b}.{part}_{name}.weight"), self._f32(f"{b}.{part}_{name}.bias"))
+                self._linear(x, self._f32(f"{b}.{part}_{name}.weight"), self._f32(f"{b}.{part}_{name}.bias"))
                 for name, x in (("q", queries), ("k", source), ("v", source))
             )
-            attended = _attention(*(_split_heads(t, s.qformer_heads) for t in (q, k, v)))
-            out = _linear(attended, self._f32(f"{b}.{part}_out.weight"), self._f32(f"{b}.{part}_out.bias"))
+            attended = self._attention(q, k, v, s.qformer_heads)
+            out = self._linear(attended, self._f32(f"{b}.{part}_out.weight"), self._f32(f"{b}.{part}_out.bias"))
             queries = _layer_norm(
                 out + queries, self._f32(f"{b}.{part}_ln.weight"), self._f32(f"{b}.{part}_ln.bias"), s.qformer_eps
             )
-        h = _gelu(_linear(queries, self._f32(f"{b}.ffn_up.weight"), self._f32(f"{b}.ffn_up.bias")))
-        out = _linear(h, self._f32(f"{b}.ffn_down.weight"), self._f32(f"{b}.ffn_down.bias"))
+        h = self._gelu(self._linear(queries, self._f32(f"{b}.ffn_up.weight"), self._f32(f"{b}.ffn_up.bias")))
+        out = self._linear(h, self._f32(f"{b}.ffn_down.weight"), self._f32(f"{b}.ffn_down.bias"))
         queries = _layer_norm(
             out + queries, self._f32(f"{b}.ffn_ln.weight"), self._f32(f"{b}.ffn_ln.bias"), s.qformer_eps
         )
@@ -262,26 +309,63 @@ class VisionEncoder:
         parts = ["attn", "cross"] if self.shape.has_cross_attention(layer) else ["attn"]
         return [f"{part}_{name}" for part in parts for name in ("q", "k", "v", "out")] + ["ffn_up", "ffn_down"]
 
+    # --- the operations, split over the encoder's threads ---------------------------------------
 
-def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    out = x @ weight.T
-    out += bias
-    return out
+    def _linear(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """x @ weight.T + bias; a large product is split by output rows, one part per thread."""
+        out = np.empty((x.shape[0], weight.shape[0]), np.float32)
+        parts = self._workers.count if x.shape[0] * weight.size >= _SPLIT_PRODUCTS else 1
+        step = -(-weight.shape[0] // parts)
+
+        def part(index: int) -> None:
+            rows = slice(index * step, (index + 1) * step)
+            np.matmul(x, weight[rows].T, out=out[:, rows])
+            out[:, rows] += bias[rows]
+
+        self._workers.run(part, parts)
+        return out
+
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
+        """Softmax attention of q (queries, heads * head_dim) over k and v (tokens, heads * head_dim).
+
+        One head at a time, as two-dimensional products on column slices: numpy runs a stack of small
+        matrix products many times slower than the same products one by one through BLAS.
+        """
+        size = q.shape[1] // heads
+        scale = np.float32(1 / math.sqrt(size))
+        out = np.empty((q.shape[0], q.shape[1]), np.float32)
+
+        def head(index: int) -> None:
+            columns = slice(index * size, (index + 1) * size)
+            scores = q[:, columns] @ k[:, columns].T
+            scores *= scale
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            out[:, columns] = scores @ v[:, columns]
+
+        self._workers.run(head, heads)
+        return out
+
+    def _gelu(self, x: np.ndarray) -> np.ndarray:
+        """GELU in place, by blocks of ``_GELU_ROWS`` rows, the blocks shared out between the threads."""
+        blocks = -(-len(x) // _GELU_ROWS)
+        parts = min(self._workers.count, blocks)
+        per_part = -(-blocks // parts)
+
+        def part(index: int) -> None:
+            for block in range(index * per_part, min((index + 1) * per_part, blocks)):
+                _gelu_rows(x[block * _GELU_ROWS : (block + 1) * _GELU_ROWS])
+
+        self._workers.run(part, parts)
+        return x
 
 
-def _split_heads(x: np.ndarray, heads: int) -> np.ndarray:
-    return x.reshape(len(x), heads, -1).transpose(1, 0, 2)
-
-
-def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Softmax attention over (heads, tokens, head_dim); returns (tokens, heads * head_dim)."""
-    scores = q @ k.transpose(0, 2, 1)
-    scores *= np.float32(1 / math.sqrt(q.shape[-1]))
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    attended = scores @ v
-    return attended.transpose(1, 0, 2).reshape(q.shape[1], -1)
+_SPLIT_PRODUCTS = 2**22
+"""Multiply-adds above which a product is worth splitting between threads (ViT-g's are 100 times more)."""
+_GELU_ROWS = 16
+"""Rows of activations GELU works through at once: a block of a ViT-g feed-forward (16 × 6144 floats)
+stays in the processor's cache through the dozen passes of ``_gelu_rows``, five times faster than whole arrays."""
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -293,19 +377,22 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     return centred
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
+def _gelu_rows(x: np.ndarray) -> None:
     """x * Φ(x), in place: GELU with erf (PyTorch's nn.GELU default), erf to within 1.5e-7."""
-    z = np.abs(x) * np.float32(1 / math.sqrt(2))
-    t = 1 / (1 + np.float32(_ERF_P) * z)
-    polynomial = np.float32(_ERF_A[4])
+    z = np.abs(x)
+    z *= np.float32(1 / math.sqrt(2))
+    t = z * np.float32(_ERF_P)
+    t += 1
+    np.reciprocal(t, out=t)
+    tail = t * np.float32(_ERF_A[4])
     for coefficient in reversed(_ERF_A[:4]):
-        polynomial = polynomial * t + np.float32(coefficient)
-    polynomial *= t
+        tail += np.float32(coefficient)
+        tail *= t
     np.square(z, out=z)
     np.negative(z, out=z)
     np.exp(z, out=z)
-    polynomial *= z  # 1 - erf(|x| / sqrt 2)
-    # Φ(x) = 1 - polynomial / 2 for x >= 0, polynomial / 2 for x < 0
-    cdf = np.where(x >= 0, 1 - polynomial / 2, polynomial / 2)
-    x *= cdf
-    return x
+    tail *= z
+    tail *= np.float32(0.5)  # (1 - erf(|x| / sqrt 2)) / 2, the normal tail beyond |x|
+    np.copysign(tail, -x, out=z)  # minus the tail where x > 0, plus it where x < 0
+    z += x >= 0  # Φ(x): 1 - tail for x >= 0, tail for x < 0
+    x *= z

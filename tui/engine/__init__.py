@@ -54,7 +54,7 @@ class Engines:
         if self._encoders is None:
             from tui.engine.embeddings import VisionEncoders
 
-            self._encoders = VisionEncoders()
+            self._encoders = VisionEncoders(self.settings.engine.n_threads or None)
         return self._encoders
 
     def _model(self, reference: str):

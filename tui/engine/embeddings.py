@@ -89,7 +89,9 @@ def decode_embeddings(llm, vectors: np.ndarray, ids: list[int]) -> None:
 class VisionEncoders:
     """Loaded vision files, shared by every conversation, and the vectors of the images seen last."""
 
-    def __init__(self, cached_images: int = CACHED_IMAGES) -> None:
+    def __init__(self, threads: int | None = None, cached_images: int = CACHED_IMAGES) -> None:
+        self.threads = threads
+        """Threads an encoding uses (None: every CPU this process may run on)."""
         self._encoders: dict[Path, VisionEncoder] = {}
         self._vectors: OrderedDict[tuple[Path, bytes], np.ndarray] = OrderedDict()
         self._capacity = cached_images
@@ -103,7 +105,7 @@ class VisionEncoders:
             encoder = self._encoders.get(key)
             if encoder is None:
                 try:
-                    encoder = self._encoders[key] = VisionEncoder(key)
+                    encoder = self._encoders[key] = VisionEncoder(key, self.threads)
                 except VisionFileError as error:
                     raise EngineError(str(error)) from error
             return encoder

@@ -12,8 +12,6 @@ about 2.1 GB of f16), then, each in a child process of its own so that peak memo
   threading, nothing else: what a plain numpy port would spend on its products;
 - transformers (with ``--torch-python``, a Python that has torch and transformers): ``Blip2VisionModel``
   + ``Blip2QFormerModel`` + a Linear of the same shape in float32, for the same pixels;
-- on a CPU with AVX-512, zootui again with ``OPENBLAS_CORETYPE=SkylakeX``: numpy's OpenBLAS picks its
-  AVX2 (Haswell) kernels on CPUs it does not know, AMD's Zen 4 among them.
 
 Goal (issue 9): under 10 s per image on 2 cores, peak RSS under 3 GB.
 """
@@ -234,11 +232,6 @@ def main() -> None:
         print(f"{'numpy BLAS alone, same products':<34} {'':>8} {floor['best_s']:8.2f} {floor['peak_rss_mb']:12.0f}")
         print(f"zootui best run: {ours['cpu_s']:.1f} CPU seconds")
         print(f"ratio zootui best / numpy BLAS alone: {ours['best_s'] / floor['best_s']:.2f}")
-        if "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False:
-            tuned = measure(sys.executable, "zootui", path, args.runs, {"OPENBLAS_CORETYPE": "SkylakeX"})
-            print(
-                f"{'zootui, OPENBLAS_CORETYPE=SkylakeX':<34} {tuned['first_s']:8.2f} {tuned['best_s']:8.2f} {tuned['peak_rss_mb']:12.0f}"
-            )
         if args.torch_python:
             theirs = measure(args.torch_python, "transformers", path, args.runs)
             print(

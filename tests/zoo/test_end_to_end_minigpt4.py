@@ -100,3 +100,7 @@ async def test_minigpt4_is_pulled_and_chats_about_a_picture(
         [shown] = views(chat)[0].query(ImageWidget)
         assert Path(shown.image) == question.image.path(isolated_dirs)
     store.close()
+
+    vision_file = model.path.with_name(lockfile.vision_encoder)
+    jobs.delete_model(model.name)
+    assert not model.path.exists() and not vision_file.exists()

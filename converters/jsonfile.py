@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,14 +266,29 @@ def _decode(raw: bytes, source: str | Path) -> str:
 
 
 def read_bounded(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a file, refused unread when it is larger than max_bytes."""
+    """The bytes of a file, refused unread when it is larger than max_bytes.
+
+    The read is sized from the file's own size, not from the bound: `read(n)` allocates n bytes
+    before it reads, so reading up to the bound would cost 16 MiB for every 1 KB config.json.
+    """
     with open(path, "rb") as stream:
-        raw = stream.read(max_bytes + 1)
+        size = os.fstat(stream.fileno()).st_size
+        if size > max_bytes:
+            raise _too_large(path, max_bytes)
+        raw = stream.read(size + 1)
+        if len(raw) > size:
+            # Longer than its size said: a file still being written, or one that reports no size
+            # (/proc, a pipe). Read on, up to the bound.
+            raw += stream.read(max_bytes + 1 - len(raw))
     if len(raw) > max_bytes:
-        raise ConversionError(
-            f"{path} is larger than {max_bytes // 2**20} MiB, far more than such a file holds; check it is the right file"
-        )
+        raise _too_large(path, max_bytes)
     return raw
+
+
+def _too_large(path: Path, max_bytes: int) -> ConversionError:
+    return ConversionError(
+        f"{path} is larger than {max_bytes // 2**20} MiB, far more than such a file holds; check it is the right file"
+    )
 
 
 def parse_json(raw: bytes, source: str | Path) -> Any:

@@ -9,11 +9,8 @@ from pathlib import Path
 
 from .convert import OUTTYPES, convert
 from .errors import ConversionCancelled, ConversionError
+from .exit_codes import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from .progress import ConsoleProgress
-
-# The same codes as every zootui command (tui/exit_codes.py); converters runs without tui, so it states them.
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -22,6 +23,24 @@ def run(cli_env, *args, input=None, check=True):
 
 def test_version(cli_env):
     assert run(cli_env, "--version").stdout.strip() == f"zootui {__version__}"
+
+
+def test_version_loads_neither_the_converter_nor_the_engine(cli_env):
+    # The exit codes come from converters, whose package must stay cheap to import: cold start is this.
+    script = (
+        "import sys\n"
+        "from tui.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'numpy', 'gguf', 'huggingface_hub', 'llama_cpp', 'textual', 'sqlite3'}\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=cli_env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.splitlines() == [f"zootui {__version__}", "[]"]
 
 
 @pytest.mark.parametrize("command", [[], ["chat"], ["models"], ["search"], ["export"], ["config"], ["list"]])

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from converters import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from tui import __version__
-from tui.exit_codes import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 if TYPE_CHECKING:
     from tui.zoo.catalog import Variant

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from converters import EXIT_FAILED
 from tui.arena import RANDOM, ArenaError
 from tui.arena.ratings import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED
-from tui.exit_codes import EXIT_FAILED
 
 if TYPE_CHECKING:
     from tui.arena.service import ArenaService

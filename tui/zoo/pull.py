@@ -11,8 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from converters import OUTTYPES, ConsoleProgress, Progress
-from tui.exit_codes import EXIT_INTERRUPTED, EXIT_USER_ERROR
+from converters import EXIT_INTERRUPTED, EXIT_USER_ERROR, OUTTYPES, ConsoleProgress, Progress
 from tui.zoo.jobs import DEFAULT_QUANT, JobCancelled, JobError, JobProgress, Jobs, LoraMode, RegisteredModel
 
 

@@ -1,4 +1,7 @@
-"""Exit codes of every zootui command; converters/cli.py, which runs without tui, keeps the same two."""
+"""Exit codes of every zootui command and of `python -m converters`: the one place they are stated.
+
+Dependency-free, so tui's command line can use it without loading the converter (numpy, gguf).
+"""
 
 EXIT_FAILED = 1
 """The command ran, but not all of it succeeded (an unattended battle whose answer failed)."""

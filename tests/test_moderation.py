@@ -74,7 +74,9 @@ def test_needs_intervention_holds_the_reply_until_sent_anyway(chat: ChatService,
     assert user.moderation == {**held.value.moderation.to_dict(), "held": False}  # the label stays
     with pytest.raises(EngineError, match="no reply is held"):
         chat.send_anyway(conversation)
-    exported = json.loads(to_json(chat.store.conversation(conversation.id), chat.store.messages(conversation.id)))
+    exported = json.loads(
+        to_json(chat.store.conversation(conversation.id), chat.store.messages(conversation.id), isolated_dirs)
+    )
     assert exported["moderation_model"] == moderator
     assert exported["messages"][0]["moderation"]["label"] == "needs intervention"
 

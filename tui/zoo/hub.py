@@ -2,9 +2,10 @@
 
 ``download`` picks the files a model needs, checks the disk before it starts, reports progress
 per file, and verifies the sha256 of every LFS file it fetched against the Hub's metadata.
-Interrupted transfers resume: huggingface_hub retries a dropped connection with a Range request,
-a run that was stopped skips the files already in the cache, and what a killed run left of a
-file (which huggingface_hub never reads again) is removed before that file is fetched anew.
+Interrupted downloads pick up where they can: huggingface_hub retries a dropped connection with a
+Range request, and a run that was stopped skips the files already in the cache. A file whose
+process was killed starts again from its first byte (huggingface_hub offers no way to resume it;
+``_remove_dead_partials`` says why), and what the killed run left of it is removed first.
 
 Every failure a user can act on surfaces as ``HubError`` with one line saying what to do.
 """
@@ -250,10 +251,18 @@ def _cached(repo: _Repo, filename: str, commit: str, cache_dir: Path | None) -> 
 def _remove_dead_partials(repo: _Repo, missing: list[RepoSibling], cache_dir: Path | None) -> None:
     """Remove what killed downloads of these files left in the Hub cache.
 
-    huggingface_hub (2.x) writes each transfer to a file unique to it (``<etag>.<token>.incomplete``)
-    and resumes within that transfer only (a dropped connection continues with a Range request); a
-    process killed mid-file leaves its partial, which no later transfer reads. One whose download lock
-    is free belongs to no running download, so it goes.
+    A killed download cannot be resumed, only cleaned up, and this is why. huggingface_hub writes each
+    transfer to a file of its own (``<etag>.<8 hex>.incomplete``, opened "wb") and deletes it when the
+    transfer fails; it resumes only within that transfer (a dropped connection continues with a Range
+    request). It has done so since huggingface_hub#4306, which stopped reusing ``<etag>.incomplete`` on
+    purpose (on filesystems whose flock is a no-op, two processes appended to one partial and poisoned
+    the cache), announcing the loss of resume as a breaking change. No public option brings it back in
+    2.4: ``resume_download`` is gone, ``local_dir`` downloads go through the same per-transfer file,
+    hf_xet does not resume from a partial either (its chunk cache is a build-dependent optimisation, not
+    a resume), and huggingface_hub#4196 (no resume across runs) is open. Resuming would mean writing
+    into its cache behind its back, or a second cache of our own, so a file whose process was killed is
+    fetched anew; what that process left is removed here, since no later transfer reads it. A partial
+    whose download lock is free belongs to no running download.
     """
     from filelock import FileLock, Timeout
 

@@ -525,6 +525,7 @@ def command_arena(args: argparse.Namespace) -> int:
         try:
             return run_headless(args, service)
         finally:
+            service.close()
             service.engines.close()
     except ArenaError as error:
         raise UserError(str(error)) from error

@@ -92,6 +92,7 @@ async def test_a_waiting_battle_is_voted_on_later(fast_settings, isolated_dirs, 
     engines = Engines(fast_settings, isolated_dirs)
     service = ArenaService(store, fast_settings, engines)
     waiting, _ = service.answer(service.start(*two_models, source="unattended"), "Name a tree.", threading.Event())
+    service.close()
     engines.close()
     store.close()
     app = make_app(fast_settings, isolated_dirs, arena=("random", "random"))

@@ -26,6 +26,7 @@ def make_service(settings, data_dir, free_ram=None) -> ArenaService:
 def service(fast_settings, isolated_dirs, two_models):
     service = make_service(fast_settings, isolated_dirs)
     yield service
+    service.close()
     service.engines.close()
     service.store.close()
 
@@ -77,6 +78,7 @@ def test_models_that_do_not_fit_together_answer_one_after_the_other(fast_setting
     assert order == sorted(order), "all of A's text comes before B's"
     assert all(answer.text for answer in answers.values())
     assert len(service.engines.pool.loaded()) == 1
+    service.close()
     service.engines.close()
     service.store.close()
 

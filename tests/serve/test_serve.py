@@ -288,6 +288,14 @@ def run_cli(env, *args):
     return subprocess.run(zootui_command(*args), env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+def test_ctrl_c_stops_the_server_in_the_middle_of_a_reply(tmp_path):
+    process, url = start_server(tmp_path, tmp_path / "server.log")
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    stream = client.completions.create(model=DEFAULT_MODEL_NAME, prompt="Once upon a time", max_tokens=900, stream=True)
+    next(iter(stream))
+    stop_server(process)  # fails the test if the server is still up 30 s after ctrl+c
+
+
 def test_other_addresses_need_an_api_key(tmp_path):
     result = run_cli(server_env(tmp_path), "serve", "--host", "0.0.0.0")
     assert result.returncode == 2

@@ -11,6 +11,7 @@ estimate); otherwise one after the other, and ``plan`` says why.
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import threading
 import uuid
@@ -68,6 +69,13 @@ class ArenaService:
         self.settings = settings
         self.engines = engines
         self._rng = rng or random.Random()
+        # Two long-lived threads answer for the sides: llama.cpp's OpenMP team belongs to the thread that
+        # computes, and a new thread per answer would build a new team each time while the last one's
+        # workers may still spin.
+        self._sides = concurrent.futures.ThreadPoolExecutor(max_workers=len(SIDES), thread_name_prefix="arena-side")
+
+    def close(self) -> None:
+        self._sides.shutdown(wait=False, cancel_futures=True)
 
     def models(self) -> list[str]:
         """The library models a battle can pick."""
@@ -135,23 +143,23 @@ class ArenaService:
         params = self._params(battle)
         answers: dict[str, Answer] = {}
 
-        def run(side: str) -> None:
-            answers[side] = self._stream(
-                engines[side], self._history(battle, conversations[side]), params, cancel, lambda t: on_text(side, t)
-            )
+        def run(side: str) -> Answer:
+            history = self._history(battle, conversations[side])
+            return self._stream(engines[side], history, params, cancel, lambda text: on_text(side, text))
 
-        if self.plan(battle).together:
-            other = threading.Thread(target=run, args=("b",), name=f"arena-battle-{battle.id}-b", daemon=True)
-            other.start()
-            try:
-                run("a")
-            finally:
-                if "a" not in answers:  # interrupted (ctrl+c): the other side stops too
-                    cancel.set()
-                other.join()
-        else:
+        together = self.plan(battle).together
+        running = {}
+        try:
             for side in SIDES:
-                run(side)
+                running[side] = self._sides.submit(run, side)
+                if not together:
+                    answers[side] = running[side].result()
+            for side in SIDES:
+                answers[side] = running[side].result()
+        finally:
+            if len(answers) < len(SIDES):  # interrupted (ctrl+c): both sides stop, and are waited for
+                cancel.set()
+                concurrent.futures.wait(running.values())
         for side in SIDES:
             answer = answers[side]
             entry: dict = {"role": "assistant", "content": answer.text, "state": answer.state}

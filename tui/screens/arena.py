@@ -324,6 +324,7 @@ class ArenaScreen(Screen):
     def on_unmount(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
+        self.service.close()
 
 
 def _figures(message: dict) -> str:

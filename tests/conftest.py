@@ -37,8 +37,8 @@ def model_path() -> Path:
 
 @pytest.fixture
 def fast_settings() -> Settings:
-    """Small context and both cores: the real default model, quick enough for many tests."""
-    settings = with_overrides(Settings(), "engine", n_ctx=1024, n_threads=2)
+    """Small context and the default threads: the real default model, quick enough for many tests."""
+    settings = with_overrides(Settings(), "engine", n_ctx=1024)
     return with_overrides(settings, "chat", max_tokens=24, temperature=0.0, seed=7)
 
 

@@ -18,7 +18,7 @@ def collect_reply(events) -> tuple[str, object]:
     for event in events:
         if isinstance(event, ReplyStats):
             stats = event
-        else:
+        elif isinstance(event, str):  # progress before the first token is left out
             text.append(event)
     return "".join(text), stats
 
@@ -83,6 +83,31 @@ from tui.widgets.prompt import PromptArea  # noqa: E402
 SIZE = (110, 36)
 
 
+def make_app(settings, data_dir, **kwargs):
+    """The app on a real SQLite file in the test's data dir."""
+    from tui.app import ZooApp
+    from tui.store import DATABASE_NAME, Store
+
+    return ZooApp(settings, Store(data_dir / DATABASE_NAME), **kwargs)
+
+
+def app_with_chat(settings, data_dir, *messages: tuple[str, str], title: str = "chat", **kwargs):
+    """The app with one stored conversation of (role, content) messages, open as its tab."""
+    app = make_app(settings, data_dir, **kwargs)
+    conversation = app.store.create_conversation(title, "smollm2-135m-instruct")
+    for role, content in messages:
+        app.store.add_message(conversation.id, role, content)
+    return app
+
+
+async def shown(pilot, count: int):
+    """Wait until the active tab shows count messages; returns the tab."""
+    chat = pilot.app.active_chat
+    await wait_until(pilot, lambda: len(views(chat)) == count)
+    await pilot.pause()
+    return chat
+
+
 async def wait_until(pilot, condition, timeout=60.0):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -109,3 +134,25 @@ async def send(pilot, text: str) -> ChatPane:
 
 def views(chat: ChatPane) -> list[MessageView]:
     return list(chat.query(MessageView))
+
+
+def footer_key(app, action: str):
+    """The footer's key for an action (to click it)."""
+    from textual.widgets._footer import FooterKey
+
+    return next(key for key in app.screen.query(FooterKey) if key.action == action)
+
+
+def footer_actions(app) -> list[str]:
+    """The actions the footer offers now, left to right."""
+    from textual.widgets._footer import FooterKey
+
+    return [key.action for key in app.screen.query(FooterKey)]
+
+
+def footer_text(app) -> str:
+    """The footer as a user reads it."""
+    from textual.widgets import Footer
+
+    footer = app.screen.query_one(Footer)
+    return " ".join(str(key.render()) for key in footer.children)

@@ -57,22 +57,42 @@ def test_stopped_reply_keeps_its_text(service):
     assert saved.state == "stopped" and saved.content == reply.message.content == "".join(chunks)
 
 
-def test_regenerate_replaces_the_last_reply(service):
+def test_regenerate_keeps_the_earlier_reply_as_a_version(service):
     conversation = service.new_conversation()
     service.add_user_message(conversation, "Say a number.")
     first = service.reply(conversation, threading.Event()).message
     service.prepare_regenerate(conversation)
-    assert [m.role for m in service.store.messages(conversation.id)] == ["user"]
+    assert [m.role for m in service.messages(conversation)] == ["user"]
     second = service.reply(conversation, threading.Event()).message
-    assert [m.id for m in service.store.messages(conversation.id)][-1] == second.id != first.id
+    shown = service.messages(conversation)
+    assert [m.id for m in shown][-1] == second.id != first.id
+    assert (shown[-1].version, shown[-1].versions) == (2, 2)
+    earlier = service.switch_version(conversation, second.id, -1)
+    assert [m.id for m in earlier][-1] == first.id and earlier[-1].version == 1
+    assert service.switch_version(conversation, first.id, -1) is None, "there is no version before the first"
+    assert service.history(conversation)[-1]["content"] == first.content, "the model continues from the one shown"
 
 
-def test_edit_and_resend_replaces_the_last_exchange(service):
+def test_edit_and_resend_keeps_the_old_exchange_as_a_version(service):
     conversation = service.new_conversation()
-    service.add_user_message(conversation, "Hello")
+    original = service.add_user_message(conversation, "Hello")
     service.reply(conversation, threading.Event())
-    service.replace_last_user_message(conversation, "Hello again")
-    assert [(m.role, m.content) for m in service.store.messages(conversation.id)] == [("user", "Hello again")]
+    edited = service.edit_last_user_message(conversation, "Hello again")
+    assert [(m.role, m.content) for m in service.messages(conversation)] == [("user", "Hello again")]
+    back = service.switch_version(conversation, edited.id, -1)
+    assert [m.role for m in back] == ["user", "assistant"] and back[0].id == original.id
+
+
+def test_a_reply_stopped_before_its_first_token_leaves_nothing(service):
+    conversation = service.new_conversation()
+    service.add_user_message(conversation, "Hi")
+    first = service.reply(conversation, threading.Event()).message
+    service.prepare_regenerate(conversation)
+    cancel = threading.Event()
+    cancel.set()
+    reply = service.reply(conversation, cancel)
+    assert reply.message.content == "" and reply.message.state == "stopped"
+    assert [m.id for m in service.messages(conversation)][-1] == first.id, "the earlier version shows again"
 
 
 def test_regenerate_without_a_message_is_a_clear_error(service):

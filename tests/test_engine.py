@@ -5,7 +5,7 @@ import pytest
 from support import collect_reply
 
 from tui.config import with_overrides
-from tui.engine import EngineError, Engines, ReplyStats, SamplingParams, StopScanner
+from tui.engine import EngineError, Engines, Progress, ReplyStats, SamplingParams, StopScanner
 
 
 def test_stop_scanner_never_emits_part_of_a_stop_string():
@@ -71,13 +71,56 @@ def test_cancel_stops_soon_and_keeps_the_text(engines):
     for event in engine.stream([{"role": "user", "content": "Write a long story about a zoo."}], params, cancel):
         if isinstance(event, ReplyStats):
             stats = event
-        else:
+        elif isinstance(event, str):
             pieces.append(event)
             if len(pieces) == 5:
                 cancel.set()
     assert stats.finish_reason == "cancelled"
     assert 5 <= stats.completion_tokens <= 6
     assert "".join(pieces)
+
+
+def test_loading_and_prompt_evaluation_report_progress(fast_settings, isolated_dirs):
+    engines = Engines(with_overrides(fast_settings, "engine", n_batch=32), isolated_dirs)
+    try:
+        engine = engines.for_model("smollm2-135m-instruct")
+        long = [{"role": "user", "content": "Count: " + ", ".join(str(i) for i in range(80))}]
+        events = list(engine.stream(long, GREEDY, threading.Event()))
+        progress = [event for event in events if isinstance(event, Progress)]
+        assert progress[0] == Progress("loading")
+        evaluated = [event.done for event in progress[1:]]
+        assert all(event.stage == "prompt" for event in progress[1:]) and evaluated[0] == 0
+        assert evaluated == sorted(evaluated) and len(evaluated) > 3 and evaluated[-1] == progress[-1].total
+        assert events.index(progress[-1]) < min(i for i, event in enumerate(events) if isinstance(event, str))
+        again = list(engine.stream(long, GREEDY, threading.Event()))
+        assert Progress("loading") not in again, "a loaded model is not reported as loading"
+    finally:
+        engines.close()
+
+
+def test_cancel_during_the_prompt_stops_before_the_first_token(fast_settings, isolated_dirs):
+    engines = Engines(with_overrides(fast_settings, "engine", n_batch=16), isolated_dirs)
+    try:
+        engine = engines.for_model("smollm2-135m-instruct")
+        cancel = threading.Event()
+        long = [{"role": "user", "content": "Count: " + ", ".join(str(i) for i in range(150))}]
+        events = []
+        for event in engine.stream(long, GREEDY, cancel):
+            events.append(event)
+            if isinstance(event, Progress) and event.stage == "prompt" and event.done > 0:
+                cancel.set()
+        stats = events[-1]
+        assert stats.finish_reason == "cancelled" and stats.completion_tokens == 0
+        assert not any(isinstance(event, str) for event in events)
+        assert stats.prompt_tokens_evaluated < stats.prompt_tokens / 2
+        cancel = threading.Event()
+        cancel.set()  # llama.cpp's abort callback stops the first batch itself
+        _, aborted = collect_reply(engine.stream(long + [{"role": "user", "content": "Again."}], GREEDY, cancel))
+        assert aborted.finish_reason == "cancelled" and aborted.prompt_tokens_evaluated <= 1
+        _, after = collect_reply(engine.stream(long, GREEDY, threading.Event()))
+        assert after.finish_reason == "length", "the model is usable after a cancelled prompt"
+    finally:
+        engines.close()
 
 
 def test_second_turn_evaluates_only_the_new_tokens(engines):

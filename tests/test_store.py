@@ -98,14 +98,74 @@ def test_streaming_replies_left_behind_are_marked_interrupted(store):
     assert (kept.id, kept.content, kept.state) == (message.id, "half a rep", "interrupted")
 
 
-def test_delete_messages_from_removes_the_tail_only(store):
+def test_delete_message_removes_it_and_what_follows(store):
     conversation = store.create_conversation("zoo", "m")
     ids = [
         store.add_message(conversation.id, role, text).id
         for role, text in (("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4"))
     ]
-    store.delete_messages_from(conversation.id, ids[2])
+    store.delete_message(ids[2])
     assert [m.content for m in store.messages(conversation.id)] == ["1", "2"]
+    assert [m.content for m in store.all_messages(conversation.id)] == ["1", "2"]
+    assert store.search("4") == []
+
+
+def test_versions_are_siblings_and_the_conversation_shows_one_branch(store):
+    conversation = store.create_conversation("zoo", "m")
+    question = store.add_message(conversation.id, "user", "q")
+    first = store.add_message(conversation.id, "assistant", "first answer")
+    store.add_message(conversation.id, "user", "follow-up")
+    store.show_until(conversation.id, question.id)
+    second = store.add_message(conversation.id, "assistant", "second answer")
+    assert (second.parent_id, second.version, second.versions) == (question.id, 2, 2)
+    shown = store.messages(conversation.id)
+    assert [m.content for m in shown] == ["q", "second answer"]
+    assert [(m.version, m.versions) for m in shown] == [(1, 1), (2, 2)]
+    assert store.versions_of(first.id) == [first.id, second.id]
+    store.show_branch(conversation.id, first.id)
+    assert [m.content for m in store.messages(conversation.id)] == ["q", "first answer", "follow-up"]
+    assert len(store.all_messages(conversation.id)) == 4
+    store.delete_message(first.id)
+    assert [m.content for m in store.messages(conversation.id)] == ["q", "second answer"], "the other version shows"
+    store.delete_message(second.id)
+    assert [m.content for m in store.messages(conversation.id)] == ["q"]
+
+
+def test_a_first_message_can_have_versions_too(store):
+    conversation = store.create_conversation("zoo", "m")
+    original = store.add_message(conversation.id, "user", "hello")
+    store.add_message(conversation.id, "assistant", "hi")
+    store.show_until(conversation.id, None)
+    edited = store.add_message(conversation.id, "user", "hello again")
+    assert edited.parent_id is None and store.versions_of(original.id) == [original.id, edited.id]
+    assert [m.content for m in store.messages(conversation.id)] == ["hello again"]
+
+
+def test_conversations_of_an_older_schema_become_one_branch(tmp_path):
+    from tui.store import _split_sql
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:2]:
+        for statement in _split_sql(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    db.execute("INSERT INTO conversations (title, model, created_at, updated_at) VALUES ('old', 'm', 0, 0)")
+    for index, role in enumerate(("user", "assistant", "user", "assistant")):
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, ?, ?, 0)", (role, str(index))
+        )
+    db.commit()
+    db.close()
+    store = Store(path)
+    try:
+        messages = store.messages(1)
+        assert [m.content for m in messages] == ["0", "1", "2", "3"]
+        assert [m.parent_id for m in messages] == [None, 1, 2, 3]
+        store.add_message(1, "user", "new")
+        assert [m.content for m in store.messages(1)][-1] == "new"
+    finally:
+        store.close()
 
 
 def test_preferences(store):

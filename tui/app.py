@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
@@ -20,34 +22,43 @@ from tui.files import write_atomically
 from tui.store import Conversation, Store
 from tui.theming import load_themes
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.prompt import PromptArea
 from tui.zoo.library import LibraryModel, library_models
 
 THEME_PREFERENCE = "theme"
+ACTIVE_TAB_PREFERENCE = "active_tab"
 TAB_TITLE_LENGTH = 24
+# Quitting waits this long for running replies to stop and save what they generated.
+QUIT_GRACE_SECONDS = 1.0
 
 
 def _pane_id(conversation_id: int) -> str:
     return f"chat-{conversation_id}"
 
 
-def _tab_label(conversation: Conversation) -> str:
+def _tab_label(conversation: Conversation) -> Content:
+    # Content, not a str: a title is the user's text, and a str label would be read as markup.
     title = conversation.title
-    return title if len(title) <= TAB_TITLE_LENGTH else title[: TAB_TITLE_LENGTH - 1] + "…"
+    return Content(title if len(title) <= TAB_TITLE_LENGTH else title[: TAB_TITLE_LENGTH - 1] + "…")
 
 
 class ZooApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "zootui"
+    # Short footer labels: at 80 columns every key shown must fit on one line (F1 lists them all).
     BINDINGS = [
-        Binding("ctrl+n", "new_chat", "New chat"),
+        Binding("ctrl+n", "new_chat", "New", tooltip="Open a new conversation tab"),
         # Priority: the prompt box would take ctrl+w as delete-word (alt+backspace still does that).
-        Binding("ctrl+w", "close_chat", "Close chat", priority=True),
-        Binding("f2", "rename_chat", "Rename"),
-        Binding("ctrl+f", "search", "Search"),
-        Binding("ctrl+b", "browse_models", "Models"),
-        Binding("f3", "arena", "Arena"),
+        Binding("ctrl+w", "close_chat", "Close", priority=True, tooltip="Close this tab (the chat is kept)"),
+        Binding("f2", "rename_chat", "Rename", show=False),
+        Binding("ctrl+f", "search", "Search", tooltip="Search every conversation"),
+        Binding("ctrl+b", "browse_models", "Models", tooltip="The model zoo and your library"),
+        # Out of the footer to fit 80 columns; the first screen of a tab and F1 name it.
+        Binding("f3", "arena", "Arena", show=False, tooltip="Two hidden models answer the same prompt; vote"),
+        Binding("f1", "toggle_keys", "Keys", tooltip="Show or hide every key"),
         Binding("ctrl+pageup,alt+left", "previous_chat", "Previous tab", show=False),
         Binding("ctrl+pagedown,alt+right", "next_chat", "Next tab", show=False),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(
@@ -59,6 +70,7 @@ class ZooApp(App):
         config_warnings: Iterable[str] = (),
         engines: Engines | None = None,
         arena: tuple[str, str] | None = None,
+        typed_ahead: str = "",
     ):
         super().__init__()
         self.settings = settings
@@ -68,10 +80,13 @@ class ZooApp(App):
         self._new_chat_model = new_chat_model
         self._open_arena = arena  # `zootui arena`: start on the arena with this pair choice
         self._startup_warnings = list(config_warnings)
+        self._jobs = None
+        self._typed_ahead = typed_ahead
 
     def compose(self) -> ComposeResult:
         yield TabbedContent(id="chats")
-        yield Footer()
+        # Every key is listed by F1 and the palette by ctrl+p, so the footer leaves out the palette hint.
+        yield Footer(compact=True, show_command_palette=False)
 
     async def on_mount(self) -> None:
         themes, theme_warnings = load_themes()
@@ -89,10 +104,41 @@ class ZooApp(App):
             await self._add_tab(conversation, models)
         if not conversations or self._new_chat_model:
             await self.action_new_chat(model=self._new_chat_model)
+        else:
+            self._restore_active_tab()
+        # Keys typed while zootui starts wait in the app's queue until now: focus the prompt before they are
+        # read, so they reach it in order instead of falling on an app with nothing focused.
+        chat = self.active_chat
+        if chat is not None:
+            self.set_focus(chat.prompt)
+            self._replay_typed_ahead(chat.prompt)
+        self.watch(self.tabs, "active", self._remember_active_tab, init=False)
         for warning in self._startup_warnings:
-            self.notify(warning, severity="warning", timeout=15)
+            # Warnings quote files and settings ("[engine] n_threads"): plain text, never markup.
+            self.notify(warning, severity="warning", timeout=15, markup=False)
         if self._open_arena is not None:
             self.action_arena(*self._open_arena)
+
+    def _replay_typed_ahead(self, prompt: PromptArea) -> None:
+        """Keys typed before the terminal left line mode (see tui.terminal), ahead of any typed since."""
+        if not self._typed_ahead:
+            return
+        # Textual's own decoder for terminal input, so they become the same key events as if read now.
+        from textual._xterm_parser import XTermParser
+
+        for event in XTermParser().feed(self._typed_ahead):
+            if isinstance(event, events.Key):
+                prompt.post_message(event)
+        self._typed_ahead = ""
+
+    def _restore_active_tab(self) -> None:
+        remembered = self.store.preference(ACTIVE_TAB_PREFERENCE)
+        if remembered is not None and remembered.isdigit() and int(remembered) in self._open_tab_ids():
+            self.tabs.active = _pane_id(int(remembered))
+
+    def _remember_active_tab(self, active: str) -> None:
+        if active.startswith("chat-"):
+            self.store.set_preference(ACTIVE_TAB_PREFERENCE, active.removeprefix("chat-"))
 
     def _apply_remembered_theme(self) -> None:
         wanted = self.store.preference(THEME_PREFERENCE) or self.settings.ui.theme
@@ -105,7 +151,29 @@ class ZooApp(App):
         # Over a dialog, the chat keys go to the dialog (ctrl+w deletes a word in its input).
         if action == "close_chat":
             return len(self.screen_stack) == 1
+        if action == "browse_models":
+            return type(self.screen).__name__ != "ModelBrowser"  # the browser is imported when first opened
         return True
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    async def action_quit(self) -> None:
+        """Stop every reply (each saves what it generated, marked stopped), wait a moment for them, exit.
+
+        Textual's own quit would wait for the reply threads to finish on their own: a whole reply.
+        """
+        stopping = [chat.stop_generation() for chat in self.query(ChatPane)]
+        if any(stopping):
+            replies = [worker for worker in self.workers if worker.group == "reply" and not worker.is_finished]
+            try:
+                await asyncio.wait_for(self.workers.wait_for_complete(replies), QUIT_GRACE_SECONDS)
+            except asyncio.TimeoutError:
+                pass  # a model still loading cannot be stopped; its reply is marked interrupted next time
+        self.exit()
 
     @property
     def tabs(self) -> TabbedContent:
@@ -141,12 +209,14 @@ class ZooApp(App):
         if chat is None:
             return
         chat.stop_generation()
-        self.store.update_conversation(chat.conversation.id, is_open=False)
+        # An empty tab leaves nothing behind: a conversation with no message is deleted, not kept.
+        deleted = self.service.close_conversation(chat.conversation.id)
         await self.tabs.remove_pane(_pane_id(chat.conversation.id))
-        self.store.set_tab_order(self._open_tab_ids())
+        self.service.set_tab_order(self._open_tab_ids())
         if self.tabs.tab_count == 0:
             await self.action_new_chat()
-        self.notify(f"Closed {chat.conversation.title!r}; ctrl+f finds it again.", timeout=4)
+        if not deleted:
+            self.notify(f"Closed {chat.conversation.title!r}; ctrl+f finds it again.", timeout=4, markup=False)
 
     def action_rename_chat(self) -> None:
         from tui.screens.rename import RenameScreen
@@ -157,7 +227,7 @@ class ZooApp(App):
 
         def rename(title: str | None) -> None:
             if title:
-                chat.conversation = self.store.update_conversation(chat.conversation.id, title=title)
+                chat.conversation = self.service.update(chat.conversation, title=title)
                 self.tabs.get_tab(_pane_id(chat.conversation.id)).label = _tab_label(chat.conversation)
 
         self.push_screen(RenameScreen(chat.conversation.title), rename)
@@ -166,7 +236,7 @@ class ZooApp(App):
         from tui.screens.browser import ModelBrowser
 
         if not isinstance(self.screen, ModelBrowser):
-            self.push_screen(ModelBrowser(self.settings, self.store, self.engines.data_dir))
+            self.push_screen(ModelBrowser(self.settings, self.model_jobs()))
 
     def action_arena(self, first: str = RANDOM, second: str = RANDOM) -> None:
         from tui.arena.service import ArenaService
@@ -182,9 +252,17 @@ class ZooApp(App):
         if not isinstance(self.screen, LeaderboardScreen):
             self.push_screen(LeaderboardScreen(ArenaService(self.store, self.settings, self.engines)))
 
-    async def open_chat_on_model(self, model: str) -> None:
-        """A new tab chatting with a library model (the browser's chat action)."""
-        await self.action_new_chat(model=model)
+    def model_jobs(self):
+        """The service that gets, imports and deletes models (imported when first needed: it is large)."""
+        from tui.zoo.jobs import Jobs
+
+        if self._jobs is None:
+            self._jobs = Jobs(self.store, self.engines.data_dir)
+        return self._jobs
+
+    async def on_model_browser_chat_requested(self, message) -> None:
+        """The browser's chat action: a new tab on a library model."""
+        await self.action_new_chat(model=message.model)
 
     def action_search(self) -> None:
         from tui.screens.search import SearchScreen
@@ -193,13 +271,13 @@ class ZooApp(App):
             if conversation_id is not None:
                 await self.open_conversation(conversation_id)
 
-        self.push_screen(SearchScreen(self.store), open_found)
+        self.push_screen(SearchScreen(self.service.search), open_found)
 
     async def open_conversation(self, conversation_id: int) -> None:
         if conversation_id not in self._open_tab_ids():
-            conversation = self.store.update_conversation(conversation_id, is_open=True)
+            conversation = self.service.open_conversation(conversation_id)
             await self._add_tab(conversation)
-            self.store.set_tab_order(self._open_tab_ids())
+            self.service.set_tab_order(self._open_tab_ids())
         self.tabs.active = _pane_id(conversation_id)
 
     def _switch_tab(self, step: int) -> None:
@@ -217,16 +295,25 @@ class ZooApp(App):
         chat = self.active_chat
         if chat is None:
             return
-        conversation = self.store.conversation(chat.conversation.id)
+        conversation = self.service.conversation(chat.conversation.id)
         path = Path.cwd() / f"zootui-chat-{conversation.id}.{format}"
+        text = export(
+            conversation,
+            self.service.messages(conversation),
+            format,
+            self.engines.data_dir,
+            self.service.every_version(conversation),
+        )
         try:
-            write_atomically(
-                path, export(conversation, self.store.messages(conversation.id), format, self.engines.data_dir)
-            )
+            write_atomically(path, text)
         except OSError as error:
-            self.notify(f"Could not write {path}: {error.strerror}; free space or change directory.", severity="error")
+            self.notify(
+                f"Could not write {path}: {error.strerror}; free space or change directory.",
+                severity="error",
+                markup=False,
+            )
             return
-        self.notify(f"Exported to {path}", title="Exported")
+        self.notify(f"Exported to {path}", title="Exported", markup=False)
 
     @on(ChatPane.AttachRequested)
     def ask_for_image(self, event: ChatPane.AttachRequested) -> None:

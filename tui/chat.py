@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tui.config import Settings
-from tui.engine import ChatMessage, EngineError, Engines, FinishReason, ReplyStats, SamplingParams
+from tui.engine import ChatMessage, EngineError, Engines, FinishReason, Progress, ReplyStats, SamplingParams
+from tui.engine.threads import ThreadPlan, thread_plan
 from tui.images import StoredImage, store_image
 from tui.moderation import CLASSIFY_PARAMS, Moderation, scheme_for
-from tui.store import Conversation, Message, MessageState, Store, StoreError
+from tui.store import Conversation, Message, MessageState, SearchHit, Store, StoreError
 from tui.zoo.library import ModelNotFound, resolve_model
 
 SAVE_INTERVAL = 0.5
@@ -109,6 +110,17 @@ class ChatService:
     def image_path(self, image: StoredImage) -> Path:
         return image.path(self.engines.data_dir)
 
+    def check_accepts_images(self, model: str) -> None:
+        """EngineError (one line) unless the model can see images."""
+        self.engines.check_accepts_images(model)
+
+    def accepts_images(self, model: str) -> bool:
+        try:
+            self.engines.check_accepts_images(model)
+        except EngineError:
+            return False
+        return True
+
     def attach_image(self, model: str, path: Path) -> StoredImage:
         """Keep ``path`` for a message to ``model``: EngineError if the model cannot see images,
         ImageError if the file is not an image it can read (each one line)."""
@@ -124,7 +136,7 @@ class ChatService:
         if before is None:
             self.store.delete_conversation(conversation.id)
             return True
-        self.store.delete_messages_from(conversation.id, request.id)
+        self.store.delete_message(request.id)
         self.store.update_conversation(
             before.id, title=before.title, model=before.model, system_prompt=before.system_prompt, params=before.params
         )
@@ -139,6 +151,36 @@ class ChatService:
         self.store.update_conversation(conversation_id, is_open=False)
         return False
 
+    def threads(self) -> ThreadPlan:
+        """The CPU threads local models run with."""
+        engine = self.settings.engine
+        return thread_plan(engine.n_threads, engine.n_threads_batch)
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        return self.store.conversation(conversation_id)
+
+    def messages(self, conversation: Conversation) -> list[Message]:
+        """The messages shown: the branch the conversation is on."""
+        return self.store.messages(conversation.id)
+
+    def every_version(self, conversation: Conversation) -> list[Message]:
+        """Every message of every branch (for an export that keeps them)."""
+        return self.store.all_messages(conversation.id)
+
+    def search(self, text: str) -> list[SearchHit]:
+        return self.store.search(text)
+
+    def open_conversation(self, conversation_id: int) -> Conversation:
+        """Reopen a conversation as a tab."""
+        return self.store.update_conversation(conversation_id, is_open=True)
+
+    def set_tab_order(self, conversation_ids: list[int]) -> None:
+        self.store.set_tab_order(conversation_ids)
+
+    def update(self, conversation: Conversation, **changes) -> Conversation:
+        """Change a conversation's title, model, system prompt or sampling parameters."""
+        return self.store.update_conversation(conversation.id, **changes)
+
     def add_user_message(self, conversation: Conversation, text: str, image: StoredImage | None = None) -> Message:
         if conversation.title == DEFAULT_TITLE:
             self.store.update_conversation(conversation.id, title=title_from(text))
@@ -148,20 +190,19 @@ class ChatService:
         return next((m for m in reversed(self.store.messages(conversation_id)) if m.role == "user"), None)
 
     def prepare_regenerate(self, conversation: Conversation) -> None:
-        """Drop the replies after the last user message so a new one can take their place."""
-        messages = self.store.messages(conversation.id)
-        last_user = next((index for index in range(len(messages) - 1, -1, -1) if messages[index].role == "user"), None)
+        """End the branch at the last user message, so the next reply becomes a new version of the last one
+        (the earlier versions are kept)."""
+        last_user = self.last_user_message(conversation.id)
         if last_user is None:
             raise EngineError("nothing to regenerate: send a message first.")
-        if last_user + 1 < len(messages):
-            self.store.delete_messages_from(conversation.id, messages[last_user + 1].id)
+        self.store.show_until(conversation.id, last_user.id)
 
-    def replace_last_user_message(self, conversation: Conversation, text: str) -> Message:
-        """Edit and resend: the last user message and everything after it give way to the new text
-        (an image attached to it stays attached)."""
+    def edit_last_user_message(self, conversation: Conversation, text: str) -> Message:
+        """Edit and resend: the new text becomes a new version of the last user message (an image attached
+        to it stays attached); the old one and the replies to it are kept as the earlier version."""
         last_user = self.last_user_message(conversation.id)
         if last_user is not None:
-            self.store.delete_messages_from(conversation.id, last_user.id)
+            self.store.show_until(conversation.id, last_user.parent_id)
         return self.store.add_message(conversation.id, "user", text, image=last_user.image if last_user else None)
 
     def moderate(self, conversation: Conversation, cancel: threading.Event) -> Moderation | None:
@@ -213,17 +254,32 @@ class ChatService:
             raise EngineError("no reply is held: there is nothing to send anyway.")
         self.store.update_message(message.id, moderation=replace(moderation, held=False).to_dict())
 
+    def switch_version(self, conversation: Conversation, message_id: int, step: int) -> list[Message] | None:
+        """Show the previous (step -1) or next (step 1) version of a message and the branch below it; None
+        when there is no version that way."""
+        versions = self.store.versions_of(message_id)
+        if message_id not in versions:
+            return None
+        index = versions.index(message_id) + step
+        if not 0 <= index < len(versions):
+            return None
+        self.store.show_branch(conversation.id, versions[index])
+        return self.store.messages(conversation.id)
+
     def reply(
         self,
         conversation: Conversation,
         cancel: threading.Event,
         on_text: Callable[[str], None] = lambda text: None,
         on_moderated: Callable[[Moderation], None] = lambda moderation: None,
+        on_progress: Callable[[Progress], None] = lambda progress: None,
     ) -> Reply:
         """Stream the model's answer to the conversation so far, saving it as it grows.
 
         With a moderation model, the last user message is classified first (``on_moderated`` gets its
         label); raises ReplyHeld, generating nothing, when the label holds the reply.
+
+        on_progress hears what happens before the first token (model loading, prompt evaluation).
         """
         conversation = self.store.conversation(conversation.id)
         moderation = self.moderate(conversation, cancel)
@@ -245,6 +301,9 @@ class ChatService:
                 if isinstance(event, ReplyStats):
                     stats = event
                     continue
+                if isinstance(event, Progress):
+                    on_progress(event)
+                    continue
                 parts.append(event)
                 on_text(event)
                 if time.monotonic() - saved_at >= SAVE_INTERVAL:
@@ -261,7 +320,7 @@ class ChatService:
                         state=MessageState.ERROR if isinstance(error, Exception) else MessageState.STOPPED,
                     )
                 else:
-                    self.store.delete_messages_from(conversation.id, message.id)
+                    self.store.delete_message(message.id)
             except StoreError:  # the disk is full: what the last save kept stays, and the error says so
                 pass
             raise
@@ -270,5 +329,9 @@ class ChatService:
         message.content = "".join(parts)
         message.state = state
         message.stats = stats.to_dict() if stats else None
-        self.store.update_message(message.id, content=message.content, state=state, stats=message.stats)
+        if not message.content and state is MessageState.STOPPED:
+            # Stopped before its first token: nothing to keep, and the earlier version (if any) comes back.
+            self.store.delete_message(message.id)
+        else:
+            self.store.update_message(message.id, content=message.content, state=state, stats=message.stats)
         return Reply(message, stats)

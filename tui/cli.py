@@ -92,17 +92,20 @@ def _open_store():
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine (override [engine] in the config)")
     group.add_argument("--n-ctx", type=int, metavar="N", help="context length a local model is loaded with")
-    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (0: all)")
+    group.add_argument("--threads", type=int, metavar="N", help="CPU threads for replies (0: chosen for this machine)")
     group.add_argument("--gpu-layers", type=int, metavar="N", help="layers offloaded to the GPU (-1: all)")
 
 
 def command_tui(args: argparse.Namespace) -> int:
-    # Inside the full-screen app, warnings are shown as notifications instead.
-    settings, warnings = _load_settings(args, print_warnings=False)
-    store = _open_store()
-    from tui.app import ZooApp
+    from tui.terminal import keys_kept_as_typed
 
-    ZooApp(settings, store, new_chat_model=args.model, config_warnings=warnings).run()
+    with keys_kept_as_typed() as typed_ahead:
+        # Inside the full-screen app, warnings are shown as notifications instead.
+        settings, warnings = _load_settings(args, print_warnings=False)
+        store = _open_store()
+        from tui.app import ZooApp
+
+        ZooApp(settings, store, new_chat_model=args.model, config_warnings=warnings, typed_ahead=typed_ahead).run()
     return 0
 
 
@@ -462,7 +465,8 @@ def command_export(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from error
     from tui.config import data_dir
 
-    text = export(conversation, store.messages(conversation.id), args.format, data_dir())
+    messages = store.messages(conversation.id)
+    text = export(conversation, messages, args.format, data_dir(), store.all_messages(conversation.id))
     if args.output:
         _write_export(Path(args.output).expanduser(), text, force=args.force)
         print(f"Wrote {args.output}", file=sys.stderr)

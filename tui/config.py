@@ -40,7 +40,18 @@ class EngineSettings:
         maximum=1_048_576,
     )
     n_threads: int = _setting(
-        0, "CPU threads for generation; 0 uses every CPU this process may run on.", minimum=0, maximum=1024
+        0,
+        "CPU threads that generate replies; 0 uses the physical cores, leaving one free when there are "
+        "four or fewer (busy cores slow every thread down).",
+        minimum=0,
+        maximum=1024,
+    )
+    n_threads_batch: int = _setting(
+        0,
+        "CPU threads that evaluate prompts; 0 uses every physical core when hyperthreads are left over, "
+        "else as many as n_threads.",
+        minimum=0,
+        maximum=1024,
     )
     n_gpu_layers: int = _setting(
         0, "Layers offloaded to the GPU; 0 runs on the CPU only, -1 offloads all.", minimum=-1, maximum=100_000

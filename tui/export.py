@@ -26,7 +26,10 @@ def _image(image: StoredImage, data_dir: Path) -> dict[str, str]:
     return {"sha256": image.sha256, "format": image.format, "name": image.name, "path": str(image.path(data_dir))}
 
 
-def to_json(conversation: Conversation, messages: list[Message], data_dir: Path) -> str:
+def to_json(
+    conversation: Conversation, messages: list[Message], data_dir: Path, every_version: list[Message] | None = None
+) -> str:
+    """messages is the branch shown; every_version (all branches, linked by parent_id) is listed when given."""
     document = {
         "format": "zootui-conversation",
         "zootui_version": __version__,
@@ -38,9 +41,11 @@ def to_json(conversation: Conversation, messages: list[Message], data_dir: Path)
         "moderation_model": conversation.moderation_model,
         "created_at": _timestamp(conversation.created_at),
         "updated_at": _timestamp(conversation.updated_at),
+        "branch": [message.id for message in messages],
         "messages": [
             {
                 "id": message.id,
+                "parent_id": message.parent_id,
                 "role": message.role,
                 "content": message.content,
                 "model": message.model,
@@ -50,7 +55,7 @@ def to_json(conversation: Conversation, messages: list[Message], data_dir: Path)
                 "created_at": _timestamp(message.created_at),
                 **({"image": _image(message.image, data_dir)} if message.image else {}),
             }
-            for message in messages
+            for message in (messages if every_version is None else every_version)
         ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
@@ -72,6 +77,8 @@ def to_markdown(conversation: Conversation, messages: list[Message], data_dir: P
         lines += ["## System", "", conversation.system_prompt, ""]
     for message in messages:
         heading = ROLE_HEADINGS[message.role]
+        if message.versions > 1:
+            heading += f" (version {message.version} of {message.versions})"
         if message.state in (MessageState.STOPPED, MessageState.INTERRUPTED, MessageState.ERROR):
             heading += f" ({message.state})"
         lines += [f"## {heading}", ""]
@@ -82,10 +89,17 @@ def to_markdown(conversation: Conversation, messages: list[Message], data_dir: P
     return "\n".join(lines)
 
 
-def export(conversation: Conversation, messages: list[Message], format: str, data_dir: Path) -> str:
-    """``data_dir`` is where the images of the messages are kept."""
+def export(
+    conversation: Conversation,
+    messages: list[Message],
+    format: str,
+    data_dir: Path,
+    every_version: list[Message] | None = None,
+) -> str:
+    """messages: the branch shown (Markdown shows it); JSON also lists every_version, when given.
+    ``data_dir`` is where the images of the messages are kept."""
     if format == "md":
         return to_markdown(conversation, messages, data_dir)
     if format == "json":
-        return to_json(conversation, messages, data_dir)
+        return to_json(conversation, messages, data_dir, every_version)
     raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")

@@ -129,11 +129,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN writer TEXT;
     """,
+    # 6 -> 7: reply versions. Messages form a tree: regenerating a reply or editing a message adds a
+    # sibling (same parent) instead of deleting the old one, and the conversation shows the branch that
+    # ends at its leaf. Existing conversations become a single branch.
+    """
+    ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE;
+    ALTER TABLE conversations ADD COLUMN leaf_id INTEGER;
+    UPDATE messages SET parent_id = (
+        SELECT MAX(earlier.id) FROM messages earlier
+        WHERE earlier.conversation_id = messages.conversation_id AND earlier.id < messages.id);
+    UPDATE conversations SET leaf_id = (SELECT MAX(id) FROM messages WHERE conversation_id = conversations.id);
+    CREATE INDEX messages_by_parent ON messages(conversation_id, parent_id, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 FULL_DISK_BYTES = 64 * 1024
 """Less free space than this on the database's disk counts as full (SQLite needs room for its log)."""
+AFTER_LEAF = -1
+"""add_message's default parent: the last message of the branch the conversation shows."""
 # Trigram search needs at least this many characters; shorter queries scan.
 MIN_INDEXED_QUERY = 3
 
@@ -202,6 +216,10 @@ class Message:
     """A user message's label from the moderation model (``tui.moderation.Moderation``); None if unclassified."""
     image: StoredImage | None = None
     """The picture attached to the message, if any."""
+    parent_id: int | None = None
+    version: int = 1
+    """Which of its versions (messages with the same parent) this is, from 1 in the order they were made."""
+    versions: int = 1
 
 
 @dataclass
@@ -294,6 +312,8 @@ def _message(row: sqlite3.Row) -> Message:
         created_at=row["created_at"],
         moderation=json.loads(row["moderation"]) if row["moderation"] else None,
         image=StoredImage(row["image_sha256"], row["image_format"], row["image_name"]) if row["image_sha256"] else None,
+        parent_id=row["parent_id"],
+        **({"version": row["version"], "versions": row["versions"]} if "versions" in row.keys() else {}),
     )
 
 
@@ -471,16 +491,20 @@ class Store:
         state: MessageState = MessageState.DONE,
         stats: dict[str, Any] | None = None,
         image: StoredImage | None = None,
+        parent_id: int | None = AFTER_LEAF,
     ) -> Message:
+        """Add a message after parent_id (by default the end of the branch shown) and show its branch."""
         now = time.time()
         writer = None
         if state is MessageState.STREAMING:
             self._writer.acquire()  # a fresh unique name: only this Store ever takes it
             writer = self._writer.path.name
         with self._transaction():
+            if parent_id == AFTER_LEAF:
+                parent_id = self._leaf(conversation_id)
             cursor = self._db.execute(
                 "INSERT INTO messages (conversation_id, role, content, model, state, stats, created_at,"
-                " image_sha256, image_format, image_name, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " image_sha256, image_format, image_name, writer, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     role,
@@ -493,10 +517,17 @@ class Store:
                     image.format if image else None,
                     image.name if image else None,
                     writer,
+                    parent_id,
                 ),
             )
-            self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             message_id = cursor.lastrowid
+            self._db.execute(
+                "UPDATE conversations SET updated_at = ?, leaf_id = ? WHERE id = ?", (now, message_id, conversation_id)
+            )
+            versions = self._db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND parent_id IS ?",
+                (conversation_id, parent_id),
+            ).fetchone()[0]
         return Message(
             id=message_id,
             conversation_id=conversation_id,
@@ -507,7 +538,14 @@ class Store:
             stats=stats,
             created_at=now,
             image=image,
+            parent_id=parent_id,
+            version=versions,
+            versions=versions,
         )
+
+    def _leaf(self, conversation_id: int) -> int | None:
+        row = self._db.execute("SELECT leaf_id FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        return row["leaf_id"] if row else None
 
     def update_message(
         self,
@@ -534,18 +572,85 @@ class Store:
             self._db.execute(f"UPDATE messages SET {assignments} WHERE id = ?", (*changes.values(), message_id))
 
     def messages(self, conversation_id: int) -> list[Message]:
+        """The branch the conversation shows, first message first, each with its version number."""
+        with self._lock:
+            rows = self._db.execute(
+                "WITH RECURSIVE branch(id) AS ("
+                " SELECT leaf_id FROM conversations WHERE id = :conversation AND leaf_id IS NOT NULL"
+                " UNION ALL SELECT m.parent_id FROM messages m JOIN branch ON m.id = branch.id"
+                " WHERE m.parent_id IS NOT NULL)"
+                " SELECT m.*,"
+                " (SELECT COUNT(*) FROM messages s WHERE s.conversation_id = :conversation"
+                "  AND s.parent_id IS m.parent_id) AS versions,"
+                " (SELECT COUNT(*) FROM messages s WHERE s.conversation_id = :conversation"
+                "  AND s.parent_id IS m.parent_id AND s.id <= m.id) AS version"
+                " FROM messages m JOIN branch ON m.id = branch.id ORDER BY m.id",
+                {"conversation": conversation_id},
+            ).fetchall()
+        return [_message(row) for row in rows]
+
+    def all_messages(self, conversation_id: int) -> list[Message]:
+        """Every message of every branch, oldest first (parent_id links them into a tree)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
             ).fetchall()
         return [_message(row) for row in rows]
 
-    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
-        """Delete a message and everything after it (used by regenerate and edit)."""
+    def versions_of(self, message_id: int) -> list[int]:
+        """The ids of a message and its siblings (the versions shown in its place), oldest first."""
+        with self._lock:
+            return [
+                row["id"]
+                for row in self._db.execute(
+                    "SELECT s.id FROM messages m JOIN messages s ON s.conversation_id = m.conversation_id"
+                    " AND s.parent_id IS m.parent_id WHERE m.id = ? ORDER BY s.id",
+                    (message_id,),
+                )
+            ]
+
+    def show_branch(self, conversation_id: int, message_id: int | None) -> None:
+        """Show the branch through message_id (None: before the first message), continuing below it along
+        the newest message at each step."""
         with self._transaction():
-            self._db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
-            )
+            self._show_branch(conversation_id, message_id)
+
+    def _show_branch(self, conversation_id: int, message_id: int | None) -> None:
+        leaf = message_id
+        while leaf is not None:
+            newest = self._db.execute(
+                "SELECT MAX(id) FROM messages WHERE conversation_id = ? AND parent_id = ?", (conversation_id, leaf)
+            ).fetchone()[0]
+            if newest is None:
+                break
+            leaf = newest
+        self._db.execute("UPDATE conversations SET leaf_id = ? WHERE id = ?", (leaf, conversation_id))
+
+    def show_until(self, conversation_id: int, message_id: int | None) -> None:
+        """End the branch shown at message_id (None: show no message), hiding the messages after it."""
+        with self._transaction():
+            self._db.execute("UPDATE conversations SET leaf_id = ? WHERE id = ?", (message_id, conversation_id))
+
+    def delete_message(self, message_id: int) -> None:
+        """Delete a message and the messages after it in every branch; the conversation then shows the
+        newest remaining version in its place."""
+        with self._transaction():
+            row = self._db.execute("SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,))
+            row = row.fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            conversation_id, parent_id = row["conversation_id"], row["parent_id"]
+            if self._db.execute(
+                "SELECT 1 FROM messages WHERE id = (SELECT leaf_id FROM conversations WHERE id = ?)",
+                (conversation_id,),
+            ).fetchone():
+                return  # the branch shown did not go through the deleted message
+            newest_sibling = self._db.execute(
+                "SELECT MAX(id) FROM messages WHERE conversation_id = ? AND parent_id IS ?",
+                (conversation_id, parent_id),
+            ).fetchone()[0]
+            self._show_branch(conversation_id, newest_sibling if newest_sibling is not None else parent_id)
 
     def mark_interrupted_replies(self) -> int:
         """Replies left 'streaming' by a process that is gone (its writer lock is free) are kept, marked

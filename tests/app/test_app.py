@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from support import SIZE, send, views, wait_until
+from support import SIZE, app_with_chat, footer_key, make_app, send, shown, views, wait_until
 from textual.widgets import Input
 
-from tui.app import ZooApp
 from tui.store import DATABASE_NAME, Store
 from tui.widgets.prompt import PromptArea
-
-
-def make_app(settings, data_dir, **kwargs) -> ZooApp:
-    return ZooApp(settings, Store(data_dir / DATABASE_NAME), **kwargs)
 
 
 async def test_first_launch_chats_at_once_and_saves(fast_settings, isolated_dirs):
@@ -70,24 +65,13 @@ async def test_tabs_switch_by_mouse(fast_settings, isolated_dirs):
         await wait_until(pilot, lambda: app.tabs.active == first)
 
 
-async def test_tabs_are_opened_renamed_and_closed_from_the_footer_by_mouse(fast_settings, isolated_dirs):
-    from textual.widgets._footer import FooterKey
-
+async def test_tabs_are_opened_and_closed_from_the_footer_by_mouse(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=(160, 36)) as pilot:
-
-        def footer_key(action: str) -> FooterKey:
-            return next(key for key in app.query(FooterKey) if key.action == action)
-
         await pilot.pause()  # the footer lays its keys out after the first frame
-        await pilot.click(footer_key("new_chat"))
+        await pilot.click(footer_key(app, "new_chat"))
         await wait_until(pilot, lambda: app.tabs.tab_count == 2)
-        await pilot.click(footer_key("rename_chat"))
-        await wait_until(pilot, lambda: len(app.screen_stack) == 2)
-        app.screen.query_one(Input).value = "Clicked"
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: app.tabs.get_tab(app.tabs.active).label.plain == "Clicked")
-        await pilot.click(footer_key("close_chat"))
+        await pilot.click(footer_key(app, "close_chat"))
         await wait_until(pilot, lambda: app.tabs.tab_count == 1)
 
 
@@ -138,15 +122,10 @@ async def test_regenerate_and_edit_last_message(fast_settings, isolated_dirs):
 
 
 async def test_copy_message_and_code_block(fast_settings, isolated_dirs):
-    app = make_app(fast_settings, isolated_dirs)
-    store = app.store
-    conversation = store.create_conversation("code", "smollm2-135m-instruct")
-    store.add_message(conversation.id, "user", "show code")
-    store.add_message(conversation.id, "assistant", "Here:\n\n```python\nprint('zoo')\n```\n\nand\n\n```\nls\n```\n")
+    code = "Here:\n\n```python\nprint('zoo')\n```\n\nand\n\n```\nls\n```\n"
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "show code"), ("assistant", code))
     async with app.run_test(size=SIZE) as pilot:
-        chat = app.active_chat
-        await wait_until(pilot, lambda: len(views(chat)) == 2)
-        await pilot.pause()
+        chat = await shown(pilot, 2)
         reply = views(chat)[-1]
         reply.focus()
         await pilot.pause()
@@ -174,10 +153,32 @@ async def test_search_opens_a_closed_conversation(fast_settings, isolated_dirs):
         await wait_until(pilot, lambda: isinstance(app.focused, Input))
         app.focused.value = "bamboo"
         await wait_until(pilot, lambda: app.screen.query_one("OptionList").option_count == 1)
-        await pilot.press("enter", "enter")
+        await pilot.press("enter")
         await wait_until(pilot, lambda: app.tabs.tab_count == 2)
         await wait_until(pilot, lambda: app.active_chat.conversation.id == old.id, timeout=5)
         assert len(app.screen_stack) == 1
+
+
+async def test_down_in_search_moves_through_the_results_and_enter_opens_one(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    store = app.store
+    ids = []
+    for title in ("Pandas", "Koalas", "Lions"):
+        conversation = store.create_conversation(title, "smollm2-135m-instruct")
+        store.add_message(conversation.id, "user", f"{title} at the zoo")
+        store.update_conversation(conversation.id, is_open=False)
+        ids.append(conversation.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: isinstance(app.focused, Input))
+        await pilot.press(*"at the zoo")
+        results = app.screen.query_one("OptionList")
+        await wait_until(pilot, lambda: results.option_count == 3)
+        await pilot.press("down", "down", "up")
+        assert results.highlighted == 1 and isinstance(app.focused, Input), "the query keeps the focus"
+        chosen = app.screen._hits[1].conversation_id
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.active_chat.conversation.id == chosen)
 
 
 async def test_settings_panel_saves_per_conversation(fast_settings, isolated_dirs):
@@ -252,3 +253,99 @@ async def test_engine_error_is_shown_and_the_tab_recovers(fast_settings, isolate
         await wait_until(pilot, lambda: not chat.generating and "error" in str(chat.query_one(".status").render()))
         assert [view.role for view in views(chat)] == ["user"]
         assert any(n.severity == "error" for n in app._notifications)
+
+
+async def test_invalid_settings_are_never_saved_and_the_panel_says_why(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        temperature = chat.query_one("#param-temperature", Input)
+        temperature.value = "0"
+        await pilot.pause()
+        for text in ("", "-", "-5"):
+            temperature.value = text
+            await pilot.pause()
+        status = str(chat.query_one(".status").render())
+        assert "not saved" in status and "Temperature '-5'" in status
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert chat.query_one("SettingsPanel").has_class("visible"), "closing over an invalid value is refused"
+        assert any("Not saved" in n.message for n in app._notifications)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not chat.query_one("SettingsPanel").has_class("visible")
+        assert temperature.value == "0.0", "the field shows the saved value again"
+    store = Store(isolated_dirs / DATABASE_NAME)
+    assert store.conversation(1).params["temperature"] == 0.0
+    store.close()
+
+
+async def test_text_from_files_and_users_is_never_read_as_markup(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs, config_warnings=["config.toml: [engine] n_threads = 'lots' is bad"])
+    store = app.store
+    conversation = store.create_conversation("[b]not bold[/b] [engine]", "smollm2-135m-instruct")
+    store.add_message(conversation.id, "user", "[red]plain[/red]")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: len(views(app.active_chat)) == 1)
+        [warning] = [n for n in app._notifications if "n_threads" in n.message]
+        assert warning.message == "config.toml: [engine] n_threads = 'lots' is bad" and not warning.markup
+        assert app.tabs.get_tab(app.tabs.active).label.plain == "[b]not bold[/b] [engine]"
+
+
+async def test_the_active_tab_comes_back_after_a_relaunch(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 3)
+        await pilot.press("ctrl+pageup")
+        await wait_until(pilot, lambda: app.active_chat.conversation.id == 2)
+    restarted = make_app(fast_settings, isolated_dirs)
+    async with restarted.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert restarted.active_chat.conversation.id == 2
+        assert restarted.focused is restarted.active_chat.prompt
+
+
+async def test_a_new_tab_teaches_the_keys_and_shows_model_and_system_prompt(fast_settings, isolated_dirs):
+    from tui.config import with_overrides
+
+    settings = with_overrides(fast_settings, "chat", system_prompt="You are a zoo keeper.")
+    app = make_app(settings, isolated_dirs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        chat = app.active_chat
+        await pilot.pause()
+        welcome = str(chat.query_one(".welcome").render())
+        assert "smollm2-135m-instruct" in welcome and "ctrl+s" in welcome and "ctrl+b" in welcome
+        assert "System prompt: You are a zoo keeper." in str(chat.query_one(".system-prompt").render())
+        assert chat.prompt.placeholder.startswith("Type a message")
+        assert "smollm2-135m-instruct" in str(chat.query_one(".status").render())
+        await pilot.press("f1")
+        await pilot.pause()
+        assert app.screen.query("HelpPanel")
+        await pilot.press("f1")
+        await pilot.pause()
+        assert not app.screen.query("HelpPanel")
+
+
+async def test_b_copies_a_code_block_that_never_closes(fast_settings, isolated_dirs):
+    cut_off = "Sure:\n\n```python\nfor animal in zoo:\n    feed(animal)\n"
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "code please"), ("assistant", cut_off))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await shown(pilot, 2)
+        views(chat)[-1].focus()
+        await pilot.press("b")
+        assert app.clipboard == "for animal in zoo:\n    feed(animal)"
+
+
+async def test_line_breaks_in_a_reply_are_shown_as_written(fast_settings, isolated_dirs):
+    from textual.widgets._markdown import MarkdownParagraph
+
+    poem = "Hear the call,\nTo those who roam,\nThe zoo is home."
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "a poem"), ("assistant", poem))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await shown(pilot, 2)
+        [paragraph] = views(chat)[-1].query(MarkdownParagraph)
+        assert paragraph.size.height == 3

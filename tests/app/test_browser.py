@@ -10,6 +10,7 @@ from tinyzoo import VARIANT, serve_tiny_zoo
 
 from tui.app import ZooApp
 from tui.screens.browser import JobView, ModelBrowser
+from tui.screens.confirm import ConfirmScreen
 from tui.store import DATABASE_NAME, JobState, Store
 from tui.zoo.catalog import load_catalog
 from tui.zoo.jobs import Jobs
@@ -46,7 +47,7 @@ def detail(screen: ModelBrowser) -> str:
 async def search_hub(pilot, text: str) -> None:
     """Open the browser and submit a Hub search for text."""
     await open_browser(pilot)
-    await pilot.press("h")
+    await pilot.press("ctrl+f")
     await pilot.pause()
     pilot.app.screen.query_one(Input).value = text
     await pilot.press("enter")
@@ -58,7 +59,7 @@ async def test_catalog_and_library_in_one_filterable_table(fast_settings, isolat
         screen = await open_browser(pilot)
         catalog_ids = [variant.id for _, variant in load_catalog().variants()]
         assert shown_keys(screen) == [DEFAULT_MODEL_NAME, *catalog_ids]
-        await pilot.press("slash", *"dolly")
+        await pilot.press(*"dolly")
         await pilot.pause()
         dolly_ids = [key for key in catalog_ids if key.startswith("dolly")]
         assert set(dolly_ids) <= set(shown_keys(screen)) and all(row.matches("dolly") for row in screen._shown)
@@ -79,10 +80,10 @@ async def test_unsupported_models_say_why_and_cannot_be_fetched(fast_settings, i
         await pilot.pause()
         row = screen._shown[0]
         assert row.status == "unsupported" and row.reason
-        screen.query_one(DataTable).focus()
-        await pilot.press("g")
+        await pilot.press("ctrl+g")
         await pilot.pause()
-        assert any(row.reason in notice.message for notice in app._notifications)
+        reason = row.reason.replace("unverified", "not confirmed")
+        assert any(reason in notice.message for notice in app._notifications)
         assert not list(screen.query("JobView"))
 
 
@@ -103,7 +104,7 @@ async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path,
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
-        await pilot.press("i")
+        await pilot.press("ctrl+o")
         await pilot.pause()
         app.screen.query_one(Input).value = str(copy)
         await pilot.press("enter")
@@ -114,8 +115,14 @@ async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path,
         assert imported.library[0].path.is_file() and imported.status.startswith("in library")
         screen.query_one("#filter", Input).value = imported.key
         await pilot.pause()
-        screen.query_one(DataTable).focus()
-        await pilot.press("d")
+        await pilot.press("ctrl+d")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert imported.library[0].path.exists(), "escape keeps the model"
+        await pilot.press("ctrl+d")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
         await wait_until(pilot, lambda: imported.key not in [row.key for row in screen.rows])
         assert not imported.library[0].path.exists()
         assert copy.exists(), "the user's own file is never touched"
@@ -127,7 +134,7 @@ async def test_importing_a_file_that_is_no_gguf_says_so(fast_settings, isolated_
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
-        await pilot.press("i")
+        await pilot.press("ctrl+o")
         await pilot.pause()
         app.screen.query_one(Input).value = str(impostor)
         await pilot.press("enter")
@@ -145,13 +152,15 @@ async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings
     with serve_tiny_zoo(tmp_path, monkeypatch) as zoo:
         app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
         async with app.run_test(size=WIDE, message_hook=record) as pilot:
-            screen = ModelBrowser(fast_settings, app.store, isolated_dirs, zoo.catalog, hub_cache=zoo.hub_cache)
+            jobs = Jobs(app.store, isolated_dirs, zoo.catalog, hub_cache=zoo.hub_cache)
+            screen = ModelBrowser(fast_settings, jobs)
             await app.push_screen(screen)
             await pilot.pause()
             await select(pilot, screen, VARIANT)
             assert screen.selected.status == "available"
-            screen.query_one(DataTable).focus()
-            await pilot.press("g")
+            await pilot.press("ctrl+g")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
             await wait_until(pilot, lambda: any("is ready" in n.message for n in app._notifications), timeout=180)
             await wait_until(pilot, lambda: not list(screen.query(JobView)))
             row = next(row for row in screen.rows if row.key == VARIANT)
@@ -164,12 +173,13 @@ async def test_get_runs_the_job_with_progress_and_the_result_chats(fast_settings
 
 
 async def get_the_tiny_variant(pilot, zoo, settings, data_dir) -> ModelBrowser:
-    screen = ModelBrowser(settings, pilot.app.store, data_dir, zoo.catalog, hub_cache=zoo.hub_cache)
+    screen = ModelBrowser(settings, Jobs(pilot.app.store, data_dir, zoo.catalog, hub_cache=zoo.hub_cache))
     await pilot.app.push_screen(screen)
     await pilot.pause()
     await select(pilot, screen, VARIANT)
-    screen.query_one(DataTable).focus()
-    await pilot.press("g")
+    await pilot.press("ctrl+g")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
+    await pilot.press("enter")
     return screen
 
 
@@ -232,3 +242,77 @@ async def test_hub_search_offline_is_one_clear_line(fast_settings, isolated_dirs
     async with app.run_test(size=WIDE) as pilot:
         await search_hub(pilot, "vicuna")
         await wait_until(pilot, lambda: any("offline" in n.message for n in app._notifications))
+
+
+async def test_typing_goes_to_the_filter_and_never_fires_an_action(fast_settings, isolated_dirs, tmp_path, model_path):
+    copy = tmp_path / "mycopy.gguf"
+    shutil.copyfile(model_path, copy)
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    app.model_jobs().import_gguf(copy)
+    async with app.run_test(size=WIDE) as pilot:
+        screen = await open_browser(pilot)
+        assert app.focused is screen.query_one("#filter", Input)
+        await pilot.press(*"mycopy")
+        await pilot.pause()
+        [row] = screen._shown
+        assert row.key.startswith("mycopy")
+        screen.query_one(DataTable).focus()  # a click on the table, then more typing
+        await pilot.press(*"dgix")
+        await pilot.pause()
+        assert screen.query_one("#filter", Input).value == "mycopydgix" and app.focused is screen.filter
+        assert isinstance(app.screen, ModelBrowser) and not list(screen.query(JobView))
+        assert row.library[0].path.is_file(), "d on the table did not delete the model"
+
+
+async def test_down_from_the_filter_moves_through_the_rows(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        screen = await open_browser(pilot)
+        await pilot.press(*"vicuna")
+        await pilot.pause()
+        first = screen.selected
+        await pilot.press("down", "down", "up")
+        await pilot.pause()
+        assert screen.selected is screen._shown[1] and screen.selected is not first
+        assert app.focused is screen.filter
+
+
+async def test_at_80_columns_size_and_release_are_on_screen_and_the_prompt_wraps(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_browser(pilot)
+        await pilot.press(*"vicuna-7b-v1.3")
+        await wait_until(pilot, lambda: "### Prompt" in detail(screen))
+        await pilot.pause()
+        table = screen.query_one(DataTable)
+        shown = table.scrollable_content_region.width
+        widths = [column.get_render_width(table) for column in table.columns.values()]
+        assert sum(widths[:5]) <= shown, "variant, status, size, params and release fit"
+        fence = screen.query_one("#detail MarkdownFence")
+        assert fence.region.right <= screen.size.width and fence.virtual_size.width <= fence.size.width
+
+
+async def test_facts_the_catalog_could_not_check_are_marked_as_not_confirmed(fast_settings, isolated_dirs):
+    app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
+    async with app.run_test(size=WIDE) as pilot:
+        screen = await open_browser(pilot)
+        await pilot.press(*"chatglm")
+        await pilot.pause()
+        await select(pilot, screen, "chatglm-6b")
+        await wait_until(pilot, lambda: detail(screen).startswith("## ChatGLM") and "### Fit" in detail(screen))
+        text = detail(screen)
+        assert "unverified" not in text
+        assert "### Not yet confirmed at the source" in text and "not confirmed" in text
+
+
+def test_a_model_that_does_not_fit_names_the_short_resource_first(fast_settings, isolated_dirs, monkeypatch):
+    from tui.screens.browser import fit_text
+    from tui.zoo import fit
+    from tui.zoo.listing import model_rows
+
+    monkeypatch.setattr(fit, "free_resources", lambda data_dir: fit.Resources(64 * 10**9, 5 * 10**9, None))
+    store = Store(isolated_dirs / DATABASE_NAME)
+    [row] = [row for row in model_rows(load_catalog(), isolated_dirs, store) if row.key == "vicuna-7b-v1.3"]
+    text = fit_text(row, fast_settings, isolated_dirs)
+    assert text.startswith("**Does not fit — disk: needs") and "5.0 GB free" in text.splitlines()[0]
+    store.close()

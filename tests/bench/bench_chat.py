@@ -1,13 +1,14 @@
 """Chat performance, side by side on one model, one thread count and one prompt.
 
-    .venv/bin/python tests/bench/bench_chat.py [--threads 2] [--tokens 128] [--no-llama-bench]
+    .venv/bin/python tests/bench/bench_chat.py [--threads 2] [--tokens 128] [--no-llama-bench] [--load 1] [--threads-only]
 
 Prints decode tokens/s of:
   - llama.cpp's own llama-bench (tg), built once from the llama.cpp vendored in llama-cpp-python's sdist;
   - llama-cpp-python's high-level streaming loop (create_completion(stream=True));
   - zootui's engine alone, and a reply streamed through the running app (headless Pilot);
 then the UI thread's CPU time while streaming as a share of the generation's, the prompt tokens evaluated
-for a second turn and when switching back to a tab with a long history, and start-up times.
+for a second turn and when switching back to a tab with a long history, and start-up times. First, the
+default thread counts against every logical CPU, idle and beside --load busy processes (a browser, a build).
 Not part of the test run: timings on shared machines are noisy, so read the ratios of one run.
 """
 
@@ -163,6 +164,81 @@ def engine_alone(model: Path, settings: Settings, tokens: int) -> float:
     return stats.tokens_per_second
 
 
+LONG_PROMPT = "Summarise this: " + " ".join(["The zoo keeper feeds the animals every morning."] * 40)
+
+
+def engine_threads(model: Path, decode: int, batch: int, tokens: int) -> dict:
+    """Decode and prompt tokens/s of the engine alone with these thread counts."""
+    from tui.engine import Engines, ReplyStats, SamplingParams
+
+    settings = with_overrides(Settings(), "engine", n_threads=decode, n_threads_batch=batch, n_ctx=2048)
+    engines = Engines(settings, Path(tempfile.mkdtemp()))
+    engine = engines.for_model(str(model))
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, n_ctx=2048, repeat_penalty=1.0)
+    stats = [
+        next(event for event in engine.stream(messages, params, threading.Event()) if isinstance(event, ReplyStats))
+        for messages in ([{"role": "user", "content": PROMPT}], [{"role": "user", "content": LONG_PROMPT}])
+    ]
+    engines.close()
+    return {
+        "decode": stats[0].tokens_per_second,
+        "prompt": stats[1].prompt_tokens_evaluated / max(stats[1].seconds_to_first_token, 1e-9),
+    }
+
+
+class CompetingLoad:
+    """Processes that keep CPUs busy, as a browser or a build would, while a measurement runs."""
+
+    def __init__(self, processes: int):
+        self._count = processes
+        self._processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> CompetingLoad:
+        self._processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self._count)]
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self._processes:
+            process.kill()
+            process.wait()
+
+
+def thread_choice(args: argparse.Namespace) -> None:
+    """The default thread counts against every logical CPU, on an idle machine and beside a competing load."""
+    from tui.engine.threads import physical_cores, thread_plan, usable_cpus
+
+    plan = thread_plan()
+    logical = len(usable_cpus())
+    choices = [
+        (f"zootui default ({plan.decode} for replies, {plan.batch} for prompts)", plan.decode, plan.batch),
+        (f"every CPU ({logical} for both, the old default)", logical, logical),
+    ]
+    if plan.batch != plan.decode:
+        choices.append((f"{plan.decode} for both", plan.decode, plan.decode))
+    print(
+        f"\nthread counts ({physical_cores()} physical cores, {logical} usable CPUs; load: {args.load} busy process(es))"
+    )
+    rows = []
+    for name, decode, batch in choices:
+        idle = in_own_process(f"threads:{decode}:{batch}", args)
+        with CompetingLoad(args.load):
+            loaded = in_own_process(f"threads:{decode}:{batch}", args)
+        rows.append((name, idle, loaded))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"  {'':<{width}}  decode tok/s idle / loaded   prompt tok/s idle / loaded")
+    for name, idle, loaded in rows:
+        print(
+            f"  {name:<{width}}  {idle['decode']:7.1f} / {loaded['decode']:7.1f}"
+            f"        {idle['prompt']:7.1f} / {loaded['prompt']:7.1f}"
+        )
+    default, every = rows[0], rows[1]
+    print(
+        f"  default / every CPU under load: decode {default[2]['decode'] / max(every[2]['decode'], 1e-9):.2f}, "
+        f"prompt {default[2]['prompt'] / max(every[2]['prompt'], 1e-9):.2f}"
+    )
+
+
 def thread_cpu_seconds(thread_id: int) -> float:
     fields = Path(f"/proc/self/task/{thread_id}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -274,6 +350,9 @@ def run_phase(phase: str, args: argparse.Namespace) -> object:
         return high_level_loop(model, args.threads, args.tokens, flash=phase.endswith("on"))
     if phase == "engine":
         return engine_alone(model, settings, args.tokens)
+    if phase.startswith("threads:"):
+        _, decode, batch = phase.split(":")
+        return engine_threads(model, int(decode), int(batch), args.tokens)
     if phase == "app":
         return asyncio.run(through_the_app(settings, args.tokens))
     raise ValueError(phase)
@@ -296,6 +375,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--no-llama-bench", action="store_true", help="skip building and running llama-bench")
+    parser.add_argument(
+        "--load", type=int, default=1, help="busy processes competing for the CPU in the thread comparison"
+    )
+    parser.add_argument("--threads-only", action="store_true", help="only compare the thread counts")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -304,6 +387,9 @@ def main() -> None:
     model = default_model_path()
     print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens, prompt {PROMPT!r}")
     print(f"machine: {os.cpu_count()} CPUs, {sys.platform}")
+    thread_choice(args)
+    if args.threads_only:
+        return
 
     rows = []
     if not args.no_llama_bench:

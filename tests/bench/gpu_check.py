@@ -141,16 +141,16 @@ def bare_loop(path: Path, settings: Settings, text: str, decode: int, repeat: in
     """llama-cpp-python's own generate loop with the engine's load settings and the same prompt."""
     import llama_cpp
 
-    from tui.engine.local import default_threads
+    from tui.engine.threads import thread_plan
 
     engine = settings.engine
-    threads = engine.n_threads or default_threads()
+    threads = thread_plan(engine.n_threads, engine.n_threads_batch)
     llm = llama_cpp.Llama(
         model_path=str(path),
         n_ctx=engine.n_ctx,
         n_batch=min(engine.n_batch, engine.n_ctx),
-        n_threads=threads,
-        n_threads_batch=threads,
+        n_threads=threads.decode,
+        n_threads_batch=threads.batch,
         n_gpu_layers=engine.n_gpu_layers,
         flash_attn=engine.flash_attn,
         verbose=False,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quant", default="q4_k_m", help="weight type the converter writes (default q4_k_m)")
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--decode-tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: every usable CPU)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for decoding (default: zootui's choice)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest is reported")
     parser.add_argument("--workdir", type=Path, help="checkpoint and GGUF go here (default: a temporary directory)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")

@@ -182,7 +182,7 @@ class ArenaService:
             for event in engine.stream(history, params, cancel):
                 if isinstance(event, ReplyStats):
                     stats = event
-                else:
+                elif isinstance(event, str):  # progress before the first token is not part of the answer
                     parts.append(event)
                     on_text(event)
         except EngineError as error:

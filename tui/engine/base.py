@@ -105,16 +105,29 @@ class ReplyStats:
             parts.append(f"prompt {self.prompt_tokens_evaluated}/{self.prompt_tokens} evaluated")
         if self.dropped_messages:
             parts.append(f"{self.dropped_messages} oldest messages left out")
-        if self.finish_reason is not FinishReason.STOP:
-            parts.append("hit max tokens" if self.finish_reason is FinishReason.LENGTH else "stopped")
+        # A cancelled reply says nothing here: the message it belongs to is marked stopped. (== rather than
+        # is: figures read back from the store hold the reason as a plain string.)
+        if self.finish_reason == FinishReason.LENGTH:
+            parts.append("hit max tokens")
         return " · ".join(parts)
 
 
-ReplyEvent = str | ReplyStats  # text deltas, then one ReplyStats last
+@dataclass(frozen=True)
+class Progress:
+    """Where a reply stands before its first token (engines that know send these)."""
+
+    stage: str  # "loading" (the model) or "prompt" (evaluating it: done of total tokens)
+    done: int = 0
+    total: int = 0
+
+
+ReplyEvent = str | Progress | ReplyStats  # progress, then text deltas, then one ReplyStats last
 
 
 class ChatEngine(Protocol):
     """Streams a reply: text deltas as they are produced, then the reply's stats.
+
+    Before the first delta it may report Progress (loading the model, evaluating the prompt).
 
     ``cancel`` may be set from any thread; the engine then stops soon and still
     yields its stats (``FinishReason.CANCELLED``).

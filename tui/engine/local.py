@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -32,11 +31,13 @@ from tui.engine.base import (
     ContextOverflow,
     EngineError,
     FinishReason,
+    Progress,
     ReplyEvent,
     ReplyRewriter,
     ReplyStats,
     SamplingParams,
 )
+from tui.engine.threads import thread_plan
 from tui.engine.token_stream import ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
 
 # Below this many tokens re-evaluating a history is cheaper than saving it.
@@ -46,13 +47,6 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def gpu_offload_summary(n_gpu_layers: int) -> str:
@@ -187,6 +181,15 @@ class ModelPool:
                 yield loaded
                 return
 
+    def is_loaded(self, path: Path, n_ctx: int, adapter: Path | None = None) -> bool:
+        """Whether acquire would return at once (no load or reload)."""
+        with self._lock:
+            loaded = self._models.get(self.key(path, adapter))
+        if loaded is None:
+            return False
+        # A model loads with at most the context it was trained for (usable_context), as acquire sees.
+        return loaded.n_ctx >= n_ctx or loaded.n_ctx >= usable_context(path, max(n_ctx, self.settings.n_ctx))
+
     def loaded(self) -> dict[ModelKey, int]:
         """Keys of the loaded models, least recently used first, with the context each was loaded with."""
         with self._lock:
@@ -206,7 +209,7 @@ class ModelPool:
         import jinja2
         import llama_cpp
 
-        threads = self.settings.n_threads or default_threads()
+        threads = thread_plan(self.settings.n_threads, self.settings.n_threads_batch)
         n_batch = n_ctx if whole_prompt_batches else min(self.settings.n_batch, n_ctx)
         micro_batch = {"n_ubatch": n_batch} if whole_prompt_batches else {}
         try:
@@ -218,8 +221,8 @@ class ModelPool:
                 n_ctx=n_ctx,
                 n_batch=n_batch,
                 **micro_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
+                n_threads=threads.decode,
+                n_threads_batch=threads.batch,
                 n_gpu_layers=self.settings.n_gpu_layers,
                 flash_attn=self.settings.flash_attn,
                 verbose=False,
@@ -328,6 +331,36 @@ def within_context(params: SamplingParams, model: LoadedModel) -> SamplingParams
     return params if params.n_ctx <= model.n_ctx else replace(params, n_ctx=model.n_ctx)
 
 
+def _evaluate_prompt(llm, tokens: list[int], cancel: threading.Event) -> Iterator[Progress]:
+    """Evaluate prompt tokens one batch at a time, reporting progress; stops early once cancel is set.
+
+    While a batch runs, llama.cpp polls an abort callback, so a cancel interrupts even a long batch of a
+    big model. The callback is removed before decoding: it would run on every graph node of every token.
+    """
+    if not tokens:
+        return
+    import llama_cpp
+
+    total = len(tokens)
+    yield Progress("prompt", 0, total)
+    abort = llama_cpp.ggml_abort_callback(lambda _data: cancel.is_set())
+    context = llm._ctx.ctx
+    llama_cpp.llama_set_abort_callback(context, abort, None)
+    try:
+        for start in range(0, total, llm.n_batch):
+            try:
+                llm.eval(tokens[start : start + llm.n_batch])
+            except RuntimeError:
+                if cancel.is_set():  # llama_decode aborted: what it evaluated is dropped on the next eval
+                    return
+                raise
+            yield Progress("prompt", min(start + llm.n_batch, total), total)
+            if cancel.is_set():  # backends that never poll the abort callback stop between batches
+                return
+    finally:
+        llama_cpp.llama_set_abort_callback(context, llama_cpp.ggml_abort_callback(), None)
+
+
 def _common_prefix(left, right) -> int:
     count = 0
     for a, b in zip(left, right, strict=False):
@@ -360,6 +393,8 @@ class LocalEngine:
     ) -> Iterator[ReplyEvent]:
         """The reply to a conversation. When it outgrows the context the oldest turns are left out, or,
         with ``keep_every_message`` (the server: its client must know), ContextOverflow is raised."""
+        if not self.pool.is_loaded(self.path, params.n_ctx, self.adapter):
+            yield Progress("loading")
         with self._hold(params) as model:
             params = within_context(params, model)
             if keep_every_message:
@@ -391,7 +426,7 @@ class LocalEngine:
         cancel: threading.Event,
         *,
         trim_leading_space: bool,
-    ) -> Generator[str, None, ReplyStats]:
+    ) -> Generator[str | Progress, None, ReplyStats]:
         """Stream the text after ``prompt`` (the caller holds the model's lock); returns the reply's stats."""
         llm = model.llm
         self._restore_history(model, prompt.tokens)
@@ -402,8 +437,14 @@ class LocalEngine:
         started = time.perf_counter()
         outcome = ReplyOutcome()
         to_evaluate = self._evaluate_embedded(model, prompt, to_evaluate, cancel)
-        if to_evaluate is None:  # cancelled while the embedded inputs were evaluated
+        if to_evaluate is not None:
+            # The prompt but its last token is evaluated here, batch by batch, so that the reply can show
+            # how far it got and a cancel stops it; generate() then evaluates the last token and samples.
+            yield from _evaluate_prompt(llm, to_evaluate[:-1], cancel)
+            to_evaluate = None if cancel.is_set() else to_evaluate[-1:]
+        if to_evaluate is None:  # cancelled while the prompt or its embedded inputs were evaluated
             outcome.finish_reason = FinishReason.CANCELLED
+            prompt_tokens_evaluated = llm.n_tokens - (len(prompt.tokens) - prompt_tokens_evaluated)
         else:
             tokens = sampled_tokens(llm, to_evaluate, params)
             stops = model.stop_strings() + params.stop

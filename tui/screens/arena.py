@@ -98,12 +98,13 @@ class ArenaScreen(Screen):
         with Horizontal(classes="sides"):
             for side in SIDES:
                 with Vertical(classes="side", id=f"side-{side}"):
-                    yield Label(f"Model {side.upper()}", classes="side-title", id=f"title-{side}")
+                    # Model names and error text are shown as written, never read as markup.
+                    yield Label(f"Model {side.upper()}", classes="side-title", id=f"title-{side}", markup=False)
                     yield VerticalScroll(classes="side-messages", id=f"messages-{side}")
         with Horizontal(classes="votes"):
             for key, winner, label in VOTES:
                 yield Button(f"{key} {label}", id=f"vote-{key}", name=winner.value, compact=True, disabled=True)
-        yield Label("", classes="status")
+        yield Label("", classes="status", markup=False)
         yield PromptArea(placeholder="A prompt for both models (enter sends)")
         yield Footer()
 
@@ -161,17 +162,19 @@ class ArenaScreen(Screen):
     @on(PromptArea.Submitted)
     async def send(self, event: PromptArea.Submitted) -> None:
         event.stop()
+        # The prompt box empties itself on enter; a prompt that is not sent goes back into it.
         if self._busy():
+            event.prompt.restore(event.text)
             return
         text = event.text
         if self.battle is None or self.battle.winner is not None:
             try:
                 pair = self.service.pick_pair(*(str(self.query_one(f"#pick-{side}", Select).value) for side in SIDES))
             except ArenaError as error:
-                self.notify(str(error), title="No battle", severity="error", timeout=10)
+                event.prompt.restore(text)
+                self.notify(str(error), title="No battle", severity="error", timeout=10, markup=False)
                 return
             await self._show_battle(self.service.start(*pair))
-        event.prompt.clear()
         for side in SIDES:
             messages = self.query_one(f"#messages-{side}", VerticalScroll)
             view = self._answer_views[side] = MessageView("assistant", state="streaming")
@@ -234,7 +237,7 @@ class ArenaScreen(Screen):
             if answer.error:
                 errors.append(f"{side.upper()}: {answer.error}")
         if errors:
-            self.notify("; ".join(errors), title="An answer failed", severity="error", timeout=10)
+            self.notify("; ".join(errors), title="An answer failed", severity="error", timeout=10, markup=False)
         plan = f"{self._plan.describe().capitalize()}. " if self._plan is not None else ""
         self._status(f"{plan}Vote with 1 to 4, or tab to the prompt for a follow-up.")
         self._refresh_votes()
@@ -249,7 +252,7 @@ class ArenaScreen(Screen):
         if self.battle is not None:
             self.battle = self.service.store.battle(self.battle.id)
         self._status(f"error: {event.error}")
-        self.notify(event.error, title="The answers failed", severity="error", timeout=10)
+        self.notify(event.error, title="The answers failed", severity="error", timeout=10, markup=False)
         self._refresh_votes()
 
     @on(Button.Pressed, ".votes Button")
@@ -263,7 +266,7 @@ class ArenaScreen(Screen):
         try:
             battle = self.battle = self.service.vote(self.battle, chosen)
         except ArenaError as error:
-            self.notify(str(error), severity="warning")
+            self.notify(str(error), severity="warning", markup=False)
             return
         for side, name in (("a", battle.model_a), ("b", battle.model_b)):
             won = (chosen is Winner.MODEL_A) == (side == "a") and chosen in (Winner.MODEL_A, Winner.MODEL_B)

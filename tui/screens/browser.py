@@ -6,20 +6,26 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from textual import on, work
+from rich.text import Text
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Markdown, OptionList, ProgressBar
 from textual.widgets.option_list import Option
 
 from tui.config import Settings
-from tui.store import Store
-from tui.zoo.catalog import Catalog, Status, load_catalog, shown
+from tui.screens.confirm import ConfirmScreen
+from tui.zoo.catalog import Status, shown
 from tui.zoo.listing import ModelRow, model_rows
+
+if TYPE_CHECKING:
+    from tui.zoo.jobs import Jobs
 
 PREVIEW_MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -31,14 +37,16 @@ DETAIL_DELAY = 0.15
 COLUMNS = ("Variant", "Status", "Size", "Params", "Release", "Arch", "License", "Family")
 # Longest text a column shows; variant, status and size come first so that they stay on screen.
 COLUMN_WIDTHS = {"family": 16, "variant": 30, "status": 24, "arch": 18, "license": 24}
+# Below this many columns the details go under the table, whose first five columns then fit 80 columns.
+NARROW_BELOW = 110
+NARROW_COLUMN_WIDTHS = {"family": 12, "variant": 24, "status": 17, "arch": 12, "license": 12}
 
 
 def _number(value: float | None, unit: str) -> str:
     return "" if value is None else f"{value:g} {unit}"
 
 
-def _clip(text: str, column: str) -> str:
-    width = COLUMN_WIDTHS[column]
+def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -47,10 +55,19 @@ def _text(text: str) -> str:
     return shown(text).replace("\\", "\\\\").replace("<", "\\<").replace("*", "\\*").replace("_", "\\_")
 
 
-def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
-    """The detail pane's Markdown: what the model is, how zootui gets it, its prompt and whether it fits."""
-    from tui.zoo import fit
+def _notes(notes: tuple[str, ...] | list[str]) -> list[str]:
+    """The notes section: confirmed notes first, then those not yet confirmed, under their own heading."""
+    confirmed = [note for note in notes if "unverified" not in note]
+    unconfirmed = [note.replace(" (unverified)", "") for note in notes if "unverified" in note]
+    lines = (["### Notes", ""] + [f"- {_text(note)}" for note in confirmed]) if confirmed else []
+    if unconfirmed:
+        lines += ["", "### Not yet confirmed at the source", ""]
+        lines += [f"- {_text(note)}" for note in unconfirmed]
+    return lines + [""]
 
+
+def describe(row: ModelRow, fit: str) -> str:
+    """The detail pane's Markdown: what the model is, how zootui gets it, its prompt and whether it fits."""
     lines = [f"## {row.variant}", ""]
     if row.system is not None:
         lines += [_text(row.system.summary), ""]
@@ -75,7 +92,7 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
         if variant.status is Status.SUPPORTED:
             from tui.zoo.jobs import DEFAULT_QUANT, catalog_steps
 
-            lines += [f"### Getting it as {DEFAULT_QUANT} (g)", ""]
+            lines += [f"### Getting it as {DEFAULT_QUANT} (ctrl+g)", ""]
             lines += [
                 f"{index}. {step.title}" for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)
             ]
@@ -87,12 +104,20 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
             prompt = render_prompt(variant.prompt_format, PREVIEW_MESSAGES, bos_token=bos, eos_token=eos)
             lines += [f"### Prompt ({variant.prompt_format})", "", "```text", prompt, "```", ""]
         if variant.notes:
-            lines += ["### Notes", ""] + [f"- {_text(note)}" for note in variant.notes] + [""]
+            lines += _notes(variant.notes)
     for model in row.library:
         lines.append(f"- **On this machine:** `{model.name}` — {model.path}")
     if row.library:
         lines.append("")
-    lines += ["### Fit on this machine", ""]
+    lines += ["### Fit on this machine", "", fit]
+    return "\n".join(lines)
+
+
+def fit_text(row: ModelRow, settings: Settings, data_dir: Path) -> str:
+    """Whether the row's model fits this machine, the short resource named first (Markdown)."""
+    from tui.zoo import fit
+
+    variant = row.catalog_variant
     free = fit.free_resources(data_dir)
     try:
         if row.library:
@@ -104,11 +129,13 @@ def describe(row: ModelRow, settings: Settings, data_dir: Path) -> str:
         else:
             estimate = None
     except (fit.UnknownShape, ValueError, OSError) as error:
-        lines.append(f"No estimate: {error}")
-    else:
-        if estimate is not None:
-            lines += [f"{estimate.summary()}", "", f"*{estimate.reason}*"]
-    return "\n".join(lines)
+        return f"No estimate: {_text(str(error))}"
+    if estimate is None:
+        return "No estimate."
+    verdict, reason = estimate.verdict.value, estimate.reason
+    # The short resource first ("Does not fit — disk: needs 27.0 GB, 20.1 GB free"), then every figure.
+    lead = reason if reason.startswith(verdict) else f"{verdict} — {reason}"
+    return f"**{lead[0].upper()}{lead[1:]}**\n\n{estimate.summary()}"
 
 
 class PathScreen(ModalScreen[str | None]):
@@ -123,7 +150,7 @@ class PathScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._title, classes="dialog-title")
+            yield Label(self._title, classes="dialog-title", markup=False)
             yield Input(placeholder=self._placeholder)
 
     @on(Input.Submitted)
@@ -144,9 +171,11 @@ class HubResultsScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(
-                f"Hub models matching {self._query!r} (enter downloads, converts and adds one)", classes="dialog-title"
+                f"Hub models matching {self._query!r} (enter downloads, converts and adds one)",
+                classes="dialog-title",
+                markup=False,
             )
-            yield OptionList(*[Option(repo_id) for repo_id in self._repo_ids])
+            yield OptionList(*[Option(Content(repo_id)) for repo_id in self._repo_ids])
 
     @on(OptionList.OptionSelected)
     def choose(self, event: OptionList.OptionSelected) -> None:
@@ -162,7 +191,7 @@ class JobView(Vertical):
         self.cancel = cancel
 
     def compose(self) -> ComposeResult:
-        yield Label(self.title, classes="job-title")
+        yield Label(self.title, classes="job-title", markup=False)
         yield ProgressBar(total=1.0, show_eta=False)
 
     def show(self, step: str, index: int, total: int, fraction: float, detail: str) -> None:
@@ -173,17 +202,28 @@ class JobView(Vertical):
 
 
 class ModelBrowser(Screen):
-    """Catalog and library in one table; g gets a model, enter chats with it."""
+    """Catalog and library in one table; typing filters it, enter chats, ctrl+g gets a model.
 
+    The filter keeps the focus: letters typed anywhere on this screen go to it (single-letter actions
+    fired by accident deleted a model or started a multi-GB download). Actions take ctrl, and getting or
+    deleting a model asks first.
+    """
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("slash", "focus_filter", "Filter"),
-        Binding("g", "get", "Get"),
-        Binding("enter", "chat", "Chat", priority=False),
-        Binding("d", "delete", "Delete"),
-        Binding("i", "import", "Import"),
-        Binding("h", "hub_search", "Hub search"),
-        Binding("x", "cancel_jobs", "Cancel jobs"),
+        Binding("enter", "chat", "Chat"),
+        Binding("ctrl+g", "get", "Get", tooltip="Download, rebuild and convert the model (asks first)"),
+        # Priority: the filter box would take ctrl+d as delete-right (the Delete key still does that).
+        Binding("ctrl+d", "delete", "Delete", priority=True, tooltip="Delete the model's files (asks first)"),
+        Binding("ctrl+o", "import", "Import", tooltip="Add a local GGUF file or checkpoint directory"),
+        Binding("ctrl+f", "hub_search", "Hub", tooltip="Search the Hugging Face Hub"),
+        # Priority over the filter's cut; only while jobs run, so ctrl+x cuts otherwise.
+        Binding("ctrl+x", "cancel_jobs", "Cancel jobs", priority=True),
+        Binding("down", "move(1)", "Down", show=False),
+        Binding("up", "move(-1)", "Up", show=False),
+        Binding("pagedown", "move(10)", "Page down", show=False),
+        Binding("pageup", "move(-10)", "Page up", show=False),
     ]
 
     @dataclass
@@ -201,59 +241,73 @@ class ModelBrowser(Screen):
         outcome: str
         error: bool
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        data_dir: Path,
-        catalog: Catalog | None = None,
-        hub_cache: Path | None = None,
-    ):
+    @dataclass
+    class ChatRequested(Message):
+        """Open a chat tab on a library model (the app handles it)."""
+
+        model: str
+
+    def __init__(self, settings: Settings, jobs: Jobs):
         super().__init__()
         self.settings = settings
-        self.store = store
-        self.data_dir = data_dir
-        self.catalog = catalog or load_catalog()
-        self.hub_cache = hub_cache
+        self.jobs = jobs
         self.rows: list[ModelRow] = []
         self._shown: list[ModelRow] = []
         self._detail_timer = None
+        self._fit: dict[str, str] = {}  # row key -> its fit text, for the confirmation of a get
 
     def compose(self) -> ComposeResult:
-        with Horizontal():
+        with Horizontal(classes="browser-body"):
             with Vertical(classes="browser-list"):
-                yield Input(placeholder="Filter: family, variant, arch, license, status… (/ to focus)", id="filter")
+                yield Input(
+                    placeholder="Type to filter: family, variant, arch, license, status…",
+                    id="filter",
+                    select_on_focus=False,
+                )
                 yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(classes="browser-detail"):
                 yield Markdown("", id="detail")
         yield Vertical(id="jobs")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*COLUMNS)
         self.refresh_rows()
-        self.query_one(DataTable).focus()
+        self.query_one("#filter", Input).focus()
+
+    @property
+    def filter(self) -> Input:
+        return self.query_one("#filter", Input)
 
     def refresh_rows(self) -> None:
-        self.rows = model_rows(self.catalog, self.data_dir, self.store)
+        self.rows = model_rows(self.jobs.catalog, self.jobs.data_dir, self.jobs.store)
         self._show_rows()
+
+    def on_resize(self) -> None:
+        self._show_rows()  # column widths follow the screen's width
 
     def _show_rows(self) -> None:
         table = self.query_one(DataTable)
         selected = self.selected.key if self._shown and table.row_count else None
-        text = self.query_one("#filter", Input).value
-        self._shown = [row for row in self.rows if row.matches(text)]
+        self._shown = [row for row in self.rows if row.matches(self.filter.value)]
+        widths = NARROW_COLUMN_WIDTHS if self.size.width < NARROW_BELOW else COLUMN_WIDTHS
         table.clear()
         for row in self._shown:
+            # Text cells: catalog and file names are shown as written, never read as markup.
             table.add_row(
-                _clip(row.variant, "variant"),
-                _clip(row.status, "status"),
-                _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
-                _number(row.parameters_b, "B"),
-                row.release_form,
-                _clip(row.arch.removesuffix("ForCausalLM"), "arch"),
-                _clip(row.license, "license"),
-                _clip(row.family, "family"),
+                *(
+                    Text(cell)
+                    for cell in (
+                        _clip(row.variant, widths["variant"]),
+                        _clip(row.status, widths["status"]),
+                        _number(None if row.size_gb is None else round(row.size_gb, 2), "GB"),
+                        _number(row.parameters_b, "B"),
+                        row.release_form,
+                        _clip(row.arch.removesuffix("ForCausalLM"), widths["arch"]),
+                        _clip(row.license, widths["license"]),
+                        _clip(row.family, widths["family"]),
+                    )
+                ),
                 key=row.key,
             )
         keys = [row.key for row in self._shown]
@@ -273,8 +327,22 @@ class ModelBrowser(Screen):
         self._show_rows()
 
     @on(Input.Submitted, "#filter")
-    def leave_filter(self) -> None:
-        self.query_one(DataTable).focus()
+    def chat_from_filter(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_chat()
+
+    def action_move(self, rows: int) -> None:
+        """Arrow and page keys move through the rows wherever the focus is."""
+        table = self.query_one(DataTable)
+        if table.row_count:
+            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + rows)))
+
+    def on_key(self, event: events.Key) -> None:
+        # A letter typed while the table (or anything but the filter) has focus goes to the filter.
+        if event.is_printable and event.character and self.focused is not self.filter:
+            event.stop()
+            self.filter.focus()
+            self.filter.insert_text_at_cursor(event.character)
 
     @on(DataTable.RowHighlighted)
     def _show_detail(self) -> None:
@@ -293,9 +361,11 @@ class ModelBrowser(Screen):
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def _describe(self, row: ModelRow) -> None:
         # The fit estimate reads GGUF metadata and asks nvidia-smi: both can take seconds.
-        self.app.call_from_thread(self._show_description, row, describe(row, self.settings, self.data_dir))
+        fit = shown(fit_text(row, self.settings, self.jobs.data_dir))
+        self.app.call_from_thread(self._show_description, row, fit, describe(row, fit))
 
-    def _show_description(self, row: ModelRow, text: str) -> None:
+    def _show_description(self, row: ModelRow, fit: str, text: str) -> None:
+        self._fit[row.key] = fit
         if self.selected is row:
             self.query_one("#detail", Markdown).update(text)
 
@@ -303,20 +373,20 @@ class ModelBrowser(Screen):
     def chat_on_selected(self) -> None:
         self.action_chat()
 
-    def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
-
     def action_chat(self) -> None:
         row = self.selected
         if row is None:
             return
         if not row.library:
-            hint = "press g to get it first" if row.status in ("available", "downloaded") else row.reason or row.status
-            self.notify(f"{row.variant} is not on this machine: {hint}.", severity="warning")
+            hint = (
+                "press ctrl+g to get it first"
+                if row.status in ("available", "downloaded")
+                else row.reason or row.status
+            )
+            self.notify(f"{row.variant} is not on this machine: {hint}.", severity="warning", markup=False)
             return
-        name = row.library[0].name
-        self.app.pop_screen()
-        self.app.call_later(self.app.open_chat_on_model, name)
+        self.app.post_message(self.ChatRequested(row.library[0].name))
+        self.dismiss()
 
     def action_get(self) -> None:
         row = self.selected
@@ -325,11 +395,26 @@ class ModelBrowser(Screen):
             return
         variant = row.catalog_variant
         if variant.status is not Status.SUPPORTED:
-            self.notify(f"{variant.name}: {row.reason or row.status}.", severity="warning")
+            self.notify(f"{variant.name}: {row.reason or row.status}.", severity="warning", markup=False)
             return
-        self._run_job(
-            f"get {variant.id}",
-            lambda jobs, progress, cancel: jobs.get_model(variant.id, progress=progress, cancel=cancel),
+        size = _number(variant.download_gb, "GB") or "an unknown size"
+        fit = self._fit.get(row.key, "The fit estimate is still being worked out.")
+
+        def start(confirmed: bool | None) -> None:
+            if confirmed:
+                self._run_job(
+                    f"get {variant.id}",
+                    lambda jobs, progress, cancel: jobs.get_model(variant.id, progress=progress, cancel=cancel),
+                )
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Get {variant.name}?",
+                f"Downloads {size} from {variant.hub_id or 'the Hub'}, then rebuilds, converts and quantizes it. "
+                f"Finished steps are kept if it stops, and getting it again resumes.\n\n{_plain(fit)}",
+                "Get it",
+            ),
+            start,
         )
 
     def action_delete(self) -> None:
@@ -337,16 +422,33 @@ class ModelBrowser(Screen):
         if row is None or not row.library or row.library[0].lockfile is None:
             self.notify("Only models zootui built or imported can be deleted here.", severity="warning")
             return
-        from tui.zoo.jobs import JobError, Jobs
+        names = ", ".join(model.name for model in row.library)
+        size = sum(model.size_bytes for model in row.library) / 1e9
 
-        jobs = Jobs(self.store, self.data_dir, self.catalog, hub_cache=self.hub_cache)
+        def delete(confirmed: bool | None) -> None:
+            if confirmed:
+                self._delete(row)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Delete {names}?",
+                f"Removes {size:.2f} GB: the model's GGUF file(s) and lockfile(s) in zootui's library. "
+                "Files of yours that were imported from elsewhere are not touched.",
+                "Delete",
+            ),
+            delete,
+        )
+
+    def _delete(self, row: ModelRow) -> None:
+        from tui.zoo.jobs import JobError
+
         try:
             for model in row.library:
-                jobs.delete_model(model.name)
+                self.jobs.delete_model(model.name)
         except JobError as error:
-            self.notify(str(error), severity="error")
+            self.notify(str(error), severity="error", markup=False)
             return
-        self.notify(f"Deleted {', '.join(model.name for model in row.library)}.")
+        self.notify(f"Deleted {', '.join(model.name for model in row.library)}.", markup=False)
         self.refresh_rows()
 
     def action_import(self) -> None:
@@ -381,13 +483,13 @@ class ModelBrowser(Screen):
         try:
             repo_ids = search_models(query)
         except HubError as error:
-            self.app.call_from_thread(self.notify, str(error), severity="error")
+            self.app.call_from_thread(self.notify, str(error), severity="error", markup=False)
             return
         self.app.call_from_thread(self._show_hub_results, query, repo_ids)
 
     def _show_hub_results(self, query: str, repo_ids: list[str]) -> None:
         if not repo_ids:
-            self.notify(f"No Hub model matches {query!r}.", severity="warning")
+            self.notify(f"No Hub model matches {query!r}.", severity="warning", markup=False)
             return
 
         def fetch(repo_id: str | None) -> None:
@@ -403,13 +505,13 @@ class ModelBrowser(Screen):
         cancel = threading.Event()
         view = JobView(title, cancel)
         self.query_one("#jobs", Vertical).mount(view)
+        self.refresh_bindings()
         self._job_worker(view, start)
 
     @work(thread=True, group="jobs", exit_on_error=False, description="Getting a model")
     def _job_worker(self, view: JobView, start) -> None:
-        from tui.zoo.jobs import JobError, Jobs
+        from tui.zoo.jobs import JobError
 
-        jobs = Jobs(self.store, self.data_dir, self.catalog, hub_cache=self.hub_cache)
         last_post = 0.0
 
         def progress(report) -> None:
@@ -422,7 +524,7 @@ class ModelBrowser(Screen):
                 )
 
         try:
-            model = start(jobs, progress, view.cancel)
+            model = start(self.jobs, progress, view.cancel)
         except JobError as error:
             self.post_message(self.JobEnded(view, f"{view.title}: {error}", error=True))
             return
@@ -440,8 +542,14 @@ class ModelBrowser(Screen):
 
     async def on_model_browser_job_ended(self, event: JobEnded) -> None:
         await event.view.remove()
-        self.notify(event.outcome, severity="error" if event.error else "information", timeout=10)
+        self.notify(event.outcome, severity="error" if event.error else "information", timeout=10, markup=False)
         self.refresh_rows()
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_jobs":
+            return bool(self.query(JobView))
+        return True
 
     def action_cancel_jobs(self) -> None:
         views = list(self.query(JobView))
@@ -449,3 +557,8 @@ class ModelBrowser(Screen):
             view.cancel.set()
         if views:
             self.notify(f"Cancelling {len(views)} job(s); finished steps are kept and resume next time.")
+
+
+def _plain(markdown: str) -> str:
+    """The fit text for a dialog, without its Markdown emphasis."""
+    return markdown.replace("**", "").replace("\\", "")

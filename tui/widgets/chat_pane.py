@@ -14,10 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Label
+from textual.widgets import Label, Static, TabbedContent
 
 from tui.chat import ChatService, Reply, ReplyHeld
-from tui.engine import EngineError, ReplyStats
+from tui.engine import EngineError, Progress, ReplyStats
 from tui.images import ImageError, StoredImage
 from tui.moderation import Moderation, moderators
 from tui.store import Conversation, MessageState
@@ -25,12 +25,13 @@ from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView
 from tui.widgets.prompt import PromptArea
 from tui.widgets.settings_panel import SettingsPanel
-from tui.zoo.library import LibraryModel
+from tui.zoo.library import DEFAULT_MODEL_NAME, LibraryModel
 
 # Tokens reach the screen in batches, ten a second: each batch costs a Markdown re-parse of the last block
 # and a layout pass, and on a 2-core machine the UI thread competes with llama.cpp's threads (measured in
 # tests/bench/bench_chat.py: 30 batches a second took about 5 tok/s more from decoding than ten).
 BATCH_INTERVAL = 0.1
+SYSTEM_PROMPT_PREVIEW = 160
 
 
 class DeltaBatcher:
@@ -55,16 +56,43 @@ class DeltaBatcher:
             self._send(text)
 
 
+def welcome_text(model: str) -> str:
+    """The first screen of an empty tab: what it chats with, and the keys a new user needs."""
+    what = f"{model}, the small model zootui installs with" if model == DEFAULT_MODEL_NAME else model
+    return "\n".join(
+        (
+            f"Chatting with {what}.",
+            "Type below and press enter · ctrl+j adds a line · escape stops a reply",
+            "ctrl+s: this tab's model, system prompt and sampling",
+            "ctrl+b: the model zoo (get Vicuna, Alpaca, Dolly… and chat with them)",
+            "ctrl+r regenerates a reply (←/→ flips versions) · ctrl+e edits your last",
+            "ctrl+n new tab · ctrl+f search all chats · F3 arena · ctrl+p commands · F1 keys",
+        )
+    )
+
+
+def system_prompt_line(system_prompt: str) -> str:
+    text = " ".join(system_prompt.split())
+    if len(text) > SYSTEM_PROMPT_PREVIEW:
+        text = text[: SYSTEM_PROMPT_PREVIEW - 1] + "…"
+    return f"System prompt: {text}  (ctrl+s changes it)"
+
+
 class ChatPane(Vertical):
     BINDINGS = [
-        Binding("escape", "stop", "Stop reply"),
-        Binding("ctrl+r", "regenerate", "Regenerate"),
+        Binding("escape", "stop", "Stop"),
+        Binding("escape", "cancel_edit", "Cancel edit"),
+        Binding("ctrl+r", "regenerate", "Retry", tooltip="Regenerate the last reply (the old one is kept)"),
         # Priority: in the prompt box ctrl+e would move to the end of the line (the End key still does).
-        Binding("ctrl+e", "edit_last", "Edit last", priority=True),
+        Binding("ctrl+e", "edit_last", "Edit", priority=True, tooltip="Edit and resend your last message"),
         Binding("ctrl+s", "toggle_settings", "Settings"),
         # Priority, as ctrl+e: the prompt box has the focus when a reply is held.
         Binding("ctrl+o", "send_anyway", "Send anyway", priority=True),
-        Binding("ctrl+t", "attach_image", "Attach image", priority=True),
+        # Shown for models that see images; for the others ctrl+t explains why not (hidden, to spare the
+        # footer at 80 columns).
+        Binding("ctrl+t", "attach_image", "Image", priority=True, tooltip="Attach an image to your next message"),
+        Binding("ctrl+t", "explain_no_images", "Image", priority=True, show=False),
+        Binding("ctrl+end", "follow", "Follow", show=False, tooltip="Jump to the newest output and follow it"),
     ]
 
     @dataclass
@@ -72,12 +100,12 @@ class ChatPane(Vertical):
         text: str
 
     @dataclass
-    class ReplyDone(Message):
-        reply: Reply
+    class ReplyProgress(Message):
+        progress: Progress
 
     @dataclass
-    class ReplyFailed(Message):
-        error: str
+    class ReplyDone(Message):
+        reply: Reply
 
     @dataclass
     class Moderated(Message):
@@ -86,6 +114,10 @@ class ChatPane(Vertical):
     @dataclass
     class Held(Message):
         moderation: Moderation
+
+    @dataclass
+    class ReplyFailed(Message):
+        error: str
 
     @dataclass
     class AttachRequested(Message):
@@ -112,12 +144,22 @@ class ChatPane(Vertical):
         self.service = service
         self._models = [model.name for model in models]
         self._moderators = moderators(models)
-        self._held: Moderation | None = None
+        self._held: Moderation | None = None  # the moderation label that holds the reply to the last message
         self._loaded = False
         self._cancel: threading.Event | None = None
         self._reply_view: MessageView | None = None
         self._editing = False
+        self._draft: str | None = None
+        self._phase = ""  # while a reply runs: moderating, loading, prompt, writing, stopping
+        self._phase_started = 0.0
+        self._progress: Progress | None = None
+        self._note = ""  # shown while idle, until the next reply
+        self._last_stats: ReplyStats | None = None
+        self._has_own_message = False
+        self._ticker = None
+        self._close_refused = False  # closing the settings was refused once over an invalid value
         self._pending_image: StoredImage | None = None
+        self._sees_images = self.service.accepts_images(conversation.model)
 
     @property
     def generating(self) -> bool:
@@ -126,9 +168,12 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(classes="conversation"):
-                yield VerticalScroll(classes="messages")
-                yield Label("", classes="status")
-                yield Label("", classes="attachment")
+                with VerticalScroll(classes="messages"):
+                    yield Static("", classes="system-prompt", markup=False)
+                    yield Static(welcome_text(self.conversation.model), classes="welcome", markup=False)
+                yield Label("↓ new output below · ctrl+end or click to follow", classes="new-output", markup=False)
+                yield Label("", classes="status", markup=False)
+                yield Label("", classes="attachment", markup=False)
                 yield PromptArea(classes="prompt")
             yield SettingsPanel(
                 self.conversation.model,
@@ -137,101 +182,178 @@ class ChatPane(Vertical):
                 self.service.params(self.conversation),
                 self.conversation.moderation_model,
                 self._moderators,
+                threads=self.service.threads().summary(),
                 classes="settings",
             )
 
+    def on_mount(self) -> None:
+        self.query_one(".new-output").display = False
+        self._show_system_prompt()
+        self._render_status()
+
+    @property
+    def log(self) -> VerticalScroll:
+        return self.query_one(".messages", VerticalScroll)
+
+    @property
+    def prompt(self) -> PromptArea:
+        return self.query_one(PromptArea)
+
     async def on_show(self) -> None:
         # Focus first: focusing after the await below could land when another tab or a dialog is in front,
-        # and a focused widget pulls its tab to the front.
-        self.query_one(PromptArea).focus()
-        # Past messages are mounted when a tab is first shown, so many open tabs start fast.
-        if not self._loaded:
-            self._loaded = True
-            stored = [(message, _stats(message.stats)) for message in self.service.store.messages(self.conversation.id)]
-            views = [
-                MessageView(
-                    message.role,
-                    message.content,
-                    state=message.state,
-                    message_id=message.id,
-                    footer=_footer(message, stats),
-                    image=self.service.image_path(message.image) if message.image else None,
-                    image_name=message.image.name if message.image else "",
-                )
-                for message, stats in stored
-            ]
-            messages = self.query_one(".messages", VerticalScroll)
-            await messages.mount_all(views)
-            messages.scroll_end(animate=False)
-            self._show_reply_status(next((stats for _, stats in reversed(stored) if stats), None))
-            held = self.service.held(self.conversation)
-            if held is not None:
-                self._hold(held)
+        # and a focused widget pulls its tab to the front. For the same reason a tab shown again with its
+        # screen (after a dialog) takes the focus only if it is still the active tab: the dialog may have
+        # opened another one meanwhile.
+        if self._is_active_tab():
+            self.prompt.focus()
+        await self._ensure_loaded()
 
-    def _show_reply_status(self, stats: ReplyStats | None) -> None:
-        self._show_status(
-            f"context {stats.context_used}/{stats.context_size} · last reply {stats.tokens_per_second:.1f} tok/s"
-            if stats
-            else ""
-        )
+    def _is_active_tab(self) -> bool:
+        tabs = next((node for node in self.ancestors if isinstance(node, TabbedContent)), None)
+        return tabs is None or tabs.active == self.parent.id
 
-    def _show_status(self, note: str = "") -> None:
+    async def _ensure_loaded(self) -> None:
+        """Mount the past messages; done when the tab is first shown (so many open tabs start fast), or
+        earlier when keys typed during start-up send a message before that."""
+        if self._loaded:
+            return
+        self._loaded = True
+        stored = self.service.messages(self.conversation)
+        await self._show_branch(stored)
+        self.log.scroll_end(animate=False)
+        self._last_stats = next((stats for message in reversed(stored) if (stats := _stats(message.stats))), None)
+        held = self.service.held(self.conversation)
+        if held is not None:
+            self._hold(held)
+        self._render_status()
+
+    # What the pane shows
+
+    def _views(self) -> list[MessageView]:
+        return list(self.query(MessageView))
+
+    async def _show_branch(self, messages: list[StoredMessage]) -> None:
+        """Make the views match the branch: keep those already right, replace the rest."""
+        views = self._views()
+        same = 0
+        while same < min(len(views), len(messages)) and views[same].message_id == messages[same].id:
+            views[same].set_versions(messages[same].version, messages[same].versions)
+            same += 1
+        if views[same:]:
+            await self.log.remove_children(views[same:])
+        await self.log.mount_all([self._view(message) for message in messages[same:]])
+        self._has_own_message = any(message.role == "user" for message in messages)
+        self._show_welcome()
+        self.refresh_bindings()
+
+    def _show_welcome(self) -> None:
+        self.query_one(".welcome", Static).display = not self._views()
+
+    def _show_system_prompt(self) -> None:
+        line = self.query_one(".system-prompt", Static)
+        line.update(system_prompt_line(self.conversation.system_prompt))
+        line.display = bool(self.conversation.system_prompt.strip())
+
+    def _render_status(self) -> None:
         parts = [self.conversation.model]
-        if note:
-            parts.append(note)
+        elapsed = int(time.monotonic() - self._phase_started)
+        if self._phase == "moderating":
+            parts.append("the moderation model reads your message… (escape stops)")
+        elif self._phase == "loading":
+            parts.append(f"loading the model… {elapsed}s (escape stops)")
+        elif self._phase == "prompt" and self._progress is not None:
+            parts.append(f"reading the prompt: {self._progress.done}/{self._progress.total} tokens (escape stops)")
+        elif self._phase == "writing":
+            parts.append("writing… (escape stops)")
+        elif self._phase == "stopping":
+            parts.append("stopping…")
+        elif self._held is not None:
+            parts.append(f"reply held: {self._held.label} · ctrl+o sends it anyway")
+        elif self._note:
+            parts.append(self._note)
+        elif self._last_stats is not None:
+            stats = self._last_stats
+            parts.append(
+                f"context {stats.context_used}/{stats.context_size} · last reply {stats.tokens_per_second:.1f} tok/s"
+            )
         self.query_one(".status", Label).update(" · ".join(parts))
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+        self._phase_started = time.monotonic()
+        # Loading a model or reading a long prompt can take a while: the status counts the seconds.
+        if phase in ("loading", "prompt") and self._ticker is None:
+            self._ticker = self.set_interval(1.0, self._render_status)
+        elif phase not in ("loading", "prompt") and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+        self._render_status()
+
+    def _say(self, note: str) -> None:
+        self._note = note
+        self._render_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
-            return self.generating or self._editing
-        if action in ("regenerate", "edit_last"):
-            return not self.generating
+            return self.generating
+        if action == "attach_image":
+            return self._sees_images
+        if action == "explain_no_images":
+            return not self._sees_images
         if action == "send_anyway":
             return self._held is not None and not self.generating
+        if action == "cancel_edit":
+            return self._editing and not self.generating
+        if action in ("regenerate", "edit_last"):
+            return not self.generating and self._has_own_message
         return True
+
+    # Sending
 
     @on(PromptArea.Submitted)
     async def send(self, event: PromptArea.Submitted) -> None:
         event.stop()
+        await self._ensure_loaded()
         if self.generating:
+            event.prompt.restore(event.text)
             self.notify("A reply is still streaming: wait for it or press escape to stop it.", severity="warning")
             return
+        text = event.text
         image = None if self._editing else self._pending_image
         if image is not None:  # the model may have changed since the image was attached
             try:
-                self.service.engines.check_accepts_images(self.conversation.model)
+                self.service.check_accepts_images(self.conversation.model)
             except EngineError as error:
-                self.notify(str(error), title="Image not sent", severity="error")
+                event.prompt.restore(text)
+                self.notify(str(error), title="Image not sent", severity="error", markup=False)
                 return
-        prompt = event.prompt
-        text = prompt.text
-        prompt.clear()
+        self._held = None
         if self._editing:
-            self._editing = False
-            await self._remove_views_from(self._last_view("user"))
-            message = self.service.replace_last_user_message(self.conversation, text)
+            self._end_edit(sent=True)
+            self.service.edit_last_user_message(self.conversation, text)
         else:
-            message = self.service.add_user_message(self.conversation, text, image)
+            self.service.add_user_message(self.conversation, text, image)
             self._refresh_title()
             self._set_pending_image(None)
-        self._held = None
-        view = MessageView(
-            "user",
-            text,
-            message_id=message.id,
-            image=self.service.image_path(message.image) if message.image else None,
-            image_name=message.image.name if message.image else "",
-        )
-        await self.query_one(".messages", VerticalScroll).mount(view)
+        await self._show_branch(self.service.messages(self.conversation))
         await self._start_reply()
 
-    def action_attach_image(self) -> None:
-        try:
-            self.service.engines.check_accepts_images(self.conversation.model)
-        except EngineError as error:
-            self.notify(str(error), title="Cannot attach an image", severity="error")
-            return
+    # Images
 
+    def action_attach_image(self) -> None:
+        if self._sees_images:
+            self.post_message(self.AttachRequested(self))
+        else:
+            self.action_explain_no_images()
+
+    def action_explain_no_images(self) -> None:
+        try:
+            self.service.check_accepts_images(self.conversation.model)
+        except EngineError as error:
+            self.notify(str(error), title="Cannot attach an image", severity="error", markup=False)
+            return
+        self._sees_images = True  # the library changed under this tab: its model sees images now
+        self.refresh_bindings()
         self.post_message(self.AttachRequested(self))
 
     def image_chosen(self, path: str | None) -> None:
@@ -263,7 +385,7 @@ class ChatPane(Vertical):
         self._set_pending_image(event.image)
 
     def on_chat_pane_image_refused(self, event: ImageRefused) -> None:
-        self.notify(event.error, title="Image not attached", severity="error", timeout=10)
+        self.notify(event.error, title="Image not attached", severity="error", timeout=10, markup=False)
 
     def _set_pending_image(self, image: StoredImage | None) -> None:
         self._pending_image = image
@@ -272,28 +394,19 @@ class ChatPane(Vertical):
         label.update(f"image {image.name} goes with your next message · ctrl+t changes it" if image else "")
 
     def _refresh_title(self) -> None:
-        updated = self.service.store.conversation(self.conversation.id)
+        updated = self.service.conversation(self.conversation.id)
         if updated.title != self.conversation.title:
             self.conversation = updated
             self.post_message(self.TitleChanged(self, updated))
 
-    def _last_view(self, role: str) -> MessageView | None:
-        return next((view for view in reversed(list(self.query(MessageView))) if view.role == role), None)
-
-    async def _remove_views_from(self, first: MessageView | None) -> None:
-        """Remove a message view and every view after it."""
-        if first is None:
-            return
-        views = list(self.query(MessageView))
-        await self.query_one(".messages", VerticalScroll).remove_children(views[views.index(first) :])
-
     async def _start_reply(self) -> None:
-        messages = self.query_one(".messages", VerticalScroll)
         self._reply_view = MessageView("assistant", state=MessageState.STREAMING)
-        await messages.mount(self._reply_view)
-        messages.anchor()
+        await self.log.mount(self._reply_view)
+        self._show_welcome()
+        self.log.anchor()
         self._cancel = threading.Event()
-        self._show_status("moderating…" if self.conversation.moderation_model else "generating… (escape stops)")
+        self._note = ""
+        self._set_phase("moderating" if self.conversation.moderation_model else "writing")
         self.refresh_bindings()
         self._generate(self._cancel)
 
@@ -302,7 +415,11 @@ class ChatPane(Vertical):
         batcher = DeltaBatcher(lambda text: self.post_message(self.ReplyDelta(text)))
         try:
             reply = self.service.reply(
-                self.conversation, cancel, batcher.add, lambda moderation: self.post_message(self.Moderated(moderation))
+                self.conversation,
+                cancel,
+                batcher.add,
+                on_moderated=lambda moderation: self.post_message(self.Moderated(moderation)),
+                on_progress=lambda progress: self.post_message(self.ReplyProgress(progress)),
             )
         except ReplyHeld as held:
             self.post_message(self.Held(held.moderation))
@@ -318,21 +435,28 @@ class ChatPane(Vertical):
         batcher.flush()
         self.post_message(self.ReplyDone(reply))
 
-    async def on_chat_pane_reply_delta(self, event: ReplyDelta) -> None:
-        if self._reply_view is not None:
-            await self._reply_view.append(event.text)
+    def on_chat_pane_reply_progress(self, event: ReplyProgress) -> None:
+        if self._phase == "stopping":
+            return
+        self._progress = event.progress
+        if self._phase != event.progress.stage:
+            self._set_phase(event.progress.stage)
+        else:
+            self._render_status()
 
     def on_chat_pane_moderated(self, event: Moderated) -> None:
         user = self._last_view("user")
         if user is not None:
             user.set_footer(event.moderation.summary())
-        if not event.moderation.held:
-            self._show_status("generating… (escape stops)")
+        if not event.moderation.held and self._phase == "moderating":
+            self._set_phase("writing")
 
     async def on_chat_pane_held(self, event: Held) -> None:
-        view, self._reply_view, self._cancel = self._reply_view, None, None
+        view, self._reply_view = self._reply_view, None
+        self._end_reply()
         if view is not None:
             await view.remove()
+        self._show_welcome()
         self._hold(event.moderation)
         self.notify(
             f"The moderation model labelled your message {event.moderation.label!r}: the reply is held. "
@@ -340,18 +464,19 @@ class ChatPane(Vertical):
             title="Reply held",
             severity="warning",
             timeout=10,
+            markup=False,
         )
 
     def _hold(self, moderation: Moderation) -> None:
         self._held = moderation
-        self._show_status(f"reply held: {moderation.label} · ctrl+o sends it anyway")
+        self._render_status()
         self.refresh_bindings()
 
     async def action_send_anyway(self) -> None:
         try:
             self.service.send_anyway(self.conversation)
         except EngineError as error:
-            self.notify(str(error), severity="warning")
+            self.notify(str(error), severity="warning", markup=False)
             return
         self._held = None
         user = self._last_view("user")
@@ -360,47 +485,101 @@ class ChatPane(Vertical):
             user.set_footer(_footer(message, None))
         await self._start_reply()
 
+    def _last_view(self, role: str) -> MessageView | None:
+        return next((view for view in reversed(self._views()) if view.role == role), None)
+
+    async def on_chat_pane_reply_delta(self, event: ReplyDelta) -> None:
+        if self._reply_view is None:
+            return
+        if self._phase in ("loading", "prompt"):
+            self._set_phase("writing")
+        await self._reply_view.append(event.text)
+        self._show_new_output_marker()
+
     async def on_chat_pane_reply_done(self, event: ReplyDone) -> None:
-        view, self._reply_view, self._cancel = self._reply_view, None, None
+        view, self._reply_view = self._reply_view, None
+        self._end_reply()
         reply = event.reply
-        if view is not None:
+        if view is not None and reply.message.content:
             view.message_id = reply.message.id
             await view.finish()
             view.set_footer(reply.stats.summary() if reply.stats else "", state=reply.message.state)
-        self._show_reply_status(reply.stats)
-        self.refresh_bindings()
+        # The branch may have changed under the view (a version number, or an empty stopped reply gone).
+        await self._show_branch(self.service.messages(self.conversation))
+        self._last_stats = reply.stats if reply.message.content else self._last_stats
+        self._render_status()
 
     async def on_chat_pane_reply_failed(self, event: ReplyFailed) -> None:
-        view, self._reply_view, self._cancel = self._reply_view, None, None
-        if view is not None:
-            if view.content:
-                await view.finish()
-                view.set_footer("", state=MessageState.ERROR)
-            else:
-                await view.remove()
-        self._show_status(f"error: {event.error}")
-        self.notify(event.error, title="Reply failed", severity="error", timeout=10)
+        view, self._reply_view = self._reply_view, None
+        self._end_reply()
+        if view is not None and view.content:
+            await view.finish()
+            view.set_footer("", state=MessageState.ERROR)
+        await self._show_branch(self.service.messages(self.conversation))
+        self._say(f"error: {event.error}")
+        self.notify(event.error, title="Reply failed", severity="error", timeout=10, markup=False)
+
+    def _end_reply(self) -> None:
+        self._cancel = None
+        self._progress = None
+        self._set_phase("")
+        self.query_one(".new-output").display = False
         self.refresh_bindings()
+
+    # Scrolling: the log follows a streaming reply until the user scrolls up (Textual's anchor)
+
+    def _show_new_output_marker(self) -> None:
+        log = self.log
+        self.query_one(".new-output").display = self.generating and log.max_scroll_y - log.scroll_y > 1
+
+    def action_follow(self) -> None:
+        self.log.anchor()
+        self.query_one(".new-output").display = False
+
+    @on(PromptArea.PageRequested)
+    def scroll_log(self, event: PromptArea.PageRequested) -> None:
+        event.stop()
+        if event.step < 0:
+            self.log.scroll_page_up()
+        else:
+            self.log.scroll_page_down()
+
+    def on_click(self, event) -> None:
+        if event.widget is self.query_one(".new-output"):
+            self.action_follow()
+
+    # Stop, regenerate, edit, versions
 
     def action_stop(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
-            self._show_status("stopping…")
-        elif self._editing:
-            self._editing = False
-            self.query_one(PromptArea).clear()
-            self._show_status("edit cancelled")
+            self._set_phase("stopping")
+
+    def action_cancel_edit(self) -> None:
+        if self._editing:
+            self._end_edit()
+            self._say("edit cancelled")
+
+    def _end_edit(self, *, sent: bool = False) -> None:
+        """Leave editing; the draft that was in the box before ctrl+e comes back.
+
+        Once sent, the box already holds only what was typed after enter, which stays after the draft.
+        """
+        self._editing = False
+        if not sent:
+            self.prompt.clear()
+        if self._draft:
+            self.prompt.restore(self._draft)
+        self._draft = None
+        self.refresh_bindings()
 
     async def action_regenerate(self) -> None:
         try:
             self.service.prepare_regenerate(self.conversation)
         except EngineError as error:
-            self.notify(str(error), severity="warning")
+            self.notify(str(error), severity="warning", markup=False)
             return
-        views = list(self.query(MessageView))
-        last_user = self._last_view("user")
-        if last_user is not None and last_user is not views[-1]:
-            await self._remove_views_from(views[views.index(last_user) + 1])
+        await self._show_branch(self.service.messages(self.conversation))
         await self._start_reply()
 
     def action_edit_last(self) -> None:
@@ -408,31 +587,98 @@ class ChatPane(Vertical):
         if last_user is None:
             self.notify("There is no message of yours to edit yet.", severity="warning")
             return
-        prompt = self.query_one(PromptArea)
+        prompt = self.prompt
+        if not self._editing:
+            self._draft = prompt.text
         prompt.text = last_user.content
         prompt.move_cursor(prompt.document.end)
         prompt.focus()
         self._editing = True
-        self._show_status("editing your last message: enter resends it, escape cancels")
+        self._say("editing your last message: enter resends it (the old one is kept), escape cancels")
         self.refresh_bindings()
+
+    @on(MessageView.VersionRequested)
+    async def switch_version(self, event: MessageView.VersionRequested) -> None:
+        event.stop()
+        if self.generating:
+            self.notify("Wait for the reply, or stop it, before switching versions.", severity="warning")
+            return
+        branch = self.service.switch_version(self.conversation, event.view.message_id, event.step)
+        if branch is None:
+            return
+        index = self._views().index(event.view)
+        await self._show_branch(branch)
+        self._views()[index].focus()
+        self._say(f"showing version {branch[index].version} of {branch[index].versions}; the chat continues from it")
+
+    # Settings
 
     def action_toggle_settings(self) -> None:
         panel = self.query_one(SettingsPanel)
-        panel.toggle_class("visible")
-        if panel.has_class("visible"):
+        if not panel.has_class("visible"):
+            panel.add_class("visible")
             panel.focus()
-        else:
-            self.query_one(PromptArea).focus()
+            return
+        reason = panel.invalid_reason
+        if reason is not None and not self._close_refused:
+            # An invalid value is never saved; say so rather than close over it.
+            self._close_refused = True
+            field = panel.first_invalid_field()
+            if field is not None:
+                field.focus()
+            self.notify(
+                f"Not saved: {reason}. Fix it, or press ctrl+s again to keep the saved value.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        if reason is not None:
+            panel.revert_invalid()
+            self._say("the invalid value was put back to the saved one")
+        self._close_refused = False
+        panel.remove_class("visible")
+        self.prompt.focus()
 
     @on(SettingsPanel.Changed)
     def save_settings(self, event: SettingsPanel.Changed) -> None:
         event.stop()
-        self.conversation = self.service.store.update_conversation(self.conversation.id, **event.changes)
-        self._show_status("settings saved" if "model" not in event.changes else "model changed")
+        self.conversation = self.service.update(self.conversation, **event.changes)
+        self._show_system_prompt()
+        if "model" in event.changes:
+            self.query_one(".welcome", Static).update(welcome_text(self.conversation.model))
+            self._sees_images = self.service.accepts_images(self.conversation.model)
+            self.refresh_bindings()
+        self._say("model changed" if "model" in event.changes else "settings saved")
 
-    def stop_generation(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
+    @on(SettingsPanel.ValidityChanged)
+    def show_validity(self, event: SettingsPanel.ValidityChanged) -> None:
+        event.stop()
+        self._close_refused = False
+        self._say(f"not saved: {event.reason}" if event.reason else "settings saved")
+
+    def _view(self, message: StoredMessage) -> MessageView:
+        image = message.image
+        return MessageView(
+            message.role,
+            message.content,
+            state=message.state,
+            message_id=message.id,
+            footer=_footer(message, _stats(message.stats)),
+            version=message.version,
+            versions=message.versions,
+            image=self.service.image_path(image) if image else None,
+            image_name=image.name if image else "",
+        )
+
+    def stop_generation(self) -> threading.Event | None:
+        """Ask a running reply to stop; returns its cancel event (None when idle)."""
+        cancel = self._cancel
+        if cancel is not None:
+            cancel.set()
+        return cancel
+
+    def on_unmount(self) -> None:
+        self.stop_generation()
 
 
 def _footer(message: StoredMessage, stats: ReplyStats | None) -> str:

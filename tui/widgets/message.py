@@ -7,12 +7,16 @@ half-blocks otherwise, so it shows over SSH and in tmux too.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Label, Markdown
 from textual.widgets._markdown import MarkdownFence, MarkdownStream
 from textual_image.widget import Image
@@ -25,12 +29,35 @@ STATE_NOTES = {
     MessageState.INTERRUPTED: "interrupted before it finished",
     MessageState.ERROR: "failed",
 }
-CODE_BLOCK = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE)
+
+
+def _line_breaks_as_written(state: StateCore) -> None:
+    """A single newline inside a paragraph, list item or quote ends the line, as the model wrote it.
+
+    CommonMark joins such lines into one (a "soft break"), which turns a poem or an address into one
+    paragraph. Code blocks and tables never contain soft breaks, so they are left as they are.
+    """
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
+
+
+@cache
+def markdown_parser() -> MarkdownIt:
+    """The parser every message is shown with; one instance, since the stream re-parses ten times a second."""
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("line_breaks_as_written", _line_breaks_as_written)
+    return parser
 
 
 def code_blocks(markdown: str) -> list[str]:
-    """The contents of the fenced code blocks in a Markdown text, in order."""
-    return [match.group(2).rstrip("\n") for match in CODE_BLOCK.finditer(markdown)]
+    """The code blocks the screen shows, in order, including one a cut-off reply never closed."""
+    return [
+        token.content.rstrip("\n")
+        for token in markdown_parser().parse(markdown)
+        if token.type in ("fence", "code_block")
+    ]
 
 
 def copy_notice(what: str, text: str) -> str:
@@ -47,7 +74,14 @@ class MessageView(Vertical, can_focus=True):
     BINDINGS = [
         Binding("c", "copy_message", "Copy"),
         Binding("b", "copy_code", "Copy code"),
+        Binding("left", "version(-1)", "Older version", key_display="←"),
+        Binding("right", "version(1)", "Newer version", key_display="→"),
     ]
+
+    @dataclass
+    class VersionRequested(Message):
+        view: MessageView
+        step: int
 
     def __init__(
         self,
@@ -57,6 +91,8 @@ class MessageView(Vertical, can_focus=True):
         state: MessageState = MessageState.DONE,
         footer: str = "",
         message_id: int | None = None,
+        version: int = 1,
+        versions: int = 1,
         image: Path | None = None,
         image_name: str = "",
     ):
@@ -65,6 +101,8 @@ class MessageView(Vertical, can_focus=True):
         self.content = content
         self.state = state
         self.message_id = message_id
+        self.version = version
+        self.versions = versions
         self._figures = footer
         self.image = image
         self._image_name = image_name or (image.name if image else "")
@@ -72,11 +110,11 @@ class MessageView(Vertical, can_focus=True):
         self._code_index = 0
 
     def compose(self) -> ComposeResult:
-        yield Label(ROLE_LABELS.get(self.role, self.role), classes="role")
+        yield Label(self._role_line(), classes="role", markup=False)
         if self.image is not None:
             yield self._picture(self.image)
-        yield Markdown(self.content, classes="body")
-        yield Label(self._footer(), classes="figures")
+        yield Markdown(self.content, classes="body", parser_factory=markdown_parser)
+        yield Label(self._footer(), classes="figures", markup=False)
 
     def _picture(self, path: Path):
         """The image, or a line saying why it cannot be shown (the file went missing or is damaged)."""
@@ -85,6 +123,12 @@ class MessageView(Vertical, can_focus=True):
         except (OSError, ValueError) as error:  # Pillow's errors for a missing, unreadable or damaged file
             reason = "its file is missing" if not path.is_file() else f"it cannot be read ({error})"
             return Label(f"[image {self._image_name}: {reason}]", classes="picture-missing", markup=False)
+
+    def _role_line(self) -> str:
+        label = ROLE_LABELS.get(self.role, self.role)
+        if self.versions > 1:
+            label += f"  ‹ version {self.version} of {self.versions} ›"
+        return label
 
     def _footer(self) -> str:
         note = STATE_NOTES.get(self.state)
@@ -102,6 +146,11 @@ class MessageView(Vertical, can_focus=True):
         figures.update(self._footer())
         figures.display = bool(self._footer())
 
+    def set_versions(self, version: int, versions: int) -> None:
+        self.version, self.versions = version, versions
+        self.query_one(".role", Label).update(self._role_line())
+        self.refresh_bindings()
+
     async def append(self, text: str) -> None:
         """Add streamed text; the Markdown widget re-parses only its last block."""
         self.content += text
@@ -117,9 +166,18 @@ class MessageView(Vertical, can_focus=True):
         # its first fragment (Textual#6518), which a complete update corrects.
         await self.query_one(".body", Markdown).update(self.content)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "version":
+            return self.versions > 1 and self.message_id is not None
+        return True
+
+    def action_version(self, step: int) -> None:
+        # The conversation pane owns the branch: it swaps this message and everything after it.
+        self.post_message(self.VersionRequested(self, step))
+
     def action_copy_message(self) -> None:
         self.app.copy_to_clipboard(self.content)
-        self.notify(copy_notice("the message", self.content), title="Copied")
+        self.notify(copy_notice("the message", self.content), title="Copied", markup=False)
 
     def action_copy_code(self) -> None:
         blocks = code_blocks(self.content)
@@ -130,7 +188,7 @@ class MessageView(Vertical, can_focus=True):
         self._code_index += 1
         self.app.copy_to_clipboard(blocks[index])
         what = "the code block" if len(blocks) == 1 else f"code block {index + 1} of {len(blocks)}"
-        self.notify(copy_notice(what, blocks[index]), title="Copied")
+        self.notify(copy_notice(what, blocks[index]), title="Copied", markup=False)
 
     def on_click(self, event) -> None:
         fence = (
@@ -140,4 +198,4 @@ class MessageView(Vertical, can_focus=True):
         )
         if fence is not None:
             self.app.copy_to_clipboard(fence.code)
-            self.notify(copy_notice("the code block", fence.code), title="Copied")
+            self.notify(copy_notice("the code block", fence.code), title="Copied", markup=False)

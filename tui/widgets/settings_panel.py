@@ -1,4 +1,9 @@
-"""Per-conversation settings: model, system prompt, sampling and moderation model, saved as they change."""
+"""Per-conversation settings: model, system prompt, sampling and moderation model, saved as they change.
+
+A value is saved only while it is valid. An invalid one turns its field red, is never saved, and the
+panel says why; closing the panel then asks for a fix (or, on a second try, puts the saved value back),
+so the panel never shows a value the conversation does not use.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.message import Message
 from textual.validation import Integer, Number
-from textual.widgets import Input, Label, Select, TextArea
+from textual.widgets import Input, Label, Select, Static, TextArea
 
 from tui.config import ChatSettings, EngineSettings, setting_bounds
 from tui.engine import SamplingParams
@@ -24,6 +30,8 @@ PARAMETER_FIELDS: tuple[tuple[str, str, type], ...] = (
     ("n_ctx", "Context length", EngineSettings),
     ("seed", "Seed (-1: random)", ChatSettings),
 )
+LABELS = {name: label for name, label, _ in PARAMETER_FIELDS}
+SECTIONS = {name: section for name, _, section in PARAMETER_FIELDS}
 
 
 class SettingsPanel(VerticalScroll):
@@ -31,6 +39,11 @@ class SettingsPanel(VerticalScroll):
     class Changed(Message):
         panel: SettingsPanel
         changes: dict[str, Any]  # model, system_prompt, moderation_model, or params (the whole parameter dict)
+
+    @dataclass
+    class ValidityChanged(Message):
+        panel: SettingsPanel
+        reason: str | None  # why some text cannot be saved; None once every field is valid again
 
     def __init__(
         self,
@@ -40,6 +53,7 @@ class SettingsPanel(VerticalScroll):
         params: SamplingParams,
         moderation_model: str = "",
         moderators: list[str] | None = None,
+        threads: str = "",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -50,13 +64,16 @@ class SettingsPanel(VerticalScroll):
         self._moderation_model = moderation_model
         moderators = moderators or []
         self._moderators = moderators if moderation_model in ("", *moderators) else [moderation_model, *moderators]
+        self._threads = threads
+        self._invalid: dict[str, str] = {}  # parameter -> why its text cannot be saved
 
     def compose(self) -> ComposeResult:
         yield Label("Model", classes="field-label")
-        yield Select([(name, name) for name in self._models], value=self._model, allow_blank=False, id="model")
+        # Content prompts: a model's name or path is shown as written, never read as markup.
+        yield Select([(Content(name), name) for name in self._models], value=self._model, allow_blank=False, id="model")
         yield Label("Moderation model", classes="field-label")
         yield Select(
-            [("off", ""), *((name, name) for name in self._moderators)],
+            [("off", ""), *((Content(name), name) for name in self._moderators)],
             value=self._moderation_model,
             allow_blank=False,
             id="moderation-model",
@@ -77,6 +94,26 @@ class SettingsPanel(VerticalScroll):
                 valid_empty=False,
                 tooltip=f"from {low} to {high}",
             )
+        yield Label("CPU threads", classes="field-label")
+        yield Static(
+            f"{self._threads}; [engine] n_threads and n_threads_batch in the config file change them.",
+            id="threads",
+            markup=False,
+        )
+
+    @property
+    def invalid_reason(self) -> str | None:
+        """Why the panel holds a value that is not saved, or None."""
+        return "; ".join(self._invalid.values()) or None
+
+    def first_invalid_field(self) -> Input | None:
+        return next((self.query_one(f"#param-{name}", Input) for name in self._invalid), None)
+
+    def revert_invalid(self) -> None:
+        """Put the saved value back into every field whose text could not be saved."""
+        for name in list(self._invalid):
+            self.query_one(f"#param-{name}", Input).value = str(getattr(self._params, name))
+        self._invalid.clear()
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -98,9 +135,16 @@ class SettingsPanel(VerticalScroll):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        if event.validation_result is not None and not event.validation_result.is_valid:
-            return
         name = event.input.id.removeprefix("param-")
+        result = event.validation_result
+        if result is not None and not result.is_valid:
+            low, high = setting_bounds(SECTIONS[name], name)
+            shown = repr(event.value) if event.value else "(empty)"
+            self._invalid[name] = f"{LABELS[name]} {shown} is not a number from {low} to {high}"
+            self.post_message(self.ValidityChanged(self, self.invalid_reason))
+            return
+        if self._invalid.pop(name, None) is not None:
+            self.post_message(self.ValidityChanged(self, self.invalid_reason))
         current = getattr(self._params, name)
         value = type(current)(float(event.value)) if isinstance(current, float) else int(event.value)
         if value != current:

@@ -56,7 +56,7 @@ class Terminal:
         return self._tmux("list-panes", "-t", "zoo", "-F", "#{pane_dead}").strip() == "1"
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], check=False, capture_output=True)
 
     def messages(self) -> list[tuple[str, str, str]]:
         path = self.data_dir / DATABASE_NAME
@@ -116,7 +116,8 @@ def test_ctrl_q_during_a_reply_stops_it_saves_it_and_exits(tmp_path):
         )
         terminal.key("C-q")
         wait_for(terminal.exited, "zootui to exit", timeout=30)
-        [(_, _, user_state), (_, reply, reply_state)] = terminal.messages()
+        [(user, _, _), (_, reply, reply_state)] = terminal.messages()
+        assert user == "user"
         assert reply_state == "stopped" and reply, "what was generated is kept, marked stopped"
     finally:
         terminal.close()

@@ -230,7 +230,6 @@ def test_pull_ends_an_unexpected_step_error_in_one_line_and_resumes(cli_env, iso
 
 @pytest.mark.parametrize("variant_id", ["belle-7b-2m", "phoenix-chat-7b", "dolly-v2-3b", "vicuna-7b-v1.1"])
 def test_the_browser_previews_the_prompt_zootui_prompt_prints(cli_env, tmp_path, variant_id):
-    from tui.config import Settings
     from tui.screens.browser import PREVIEW_MESSAGES, describe
     from tui.zoo.catalog import load_catalog
     from tui.zoo.listing import model_rows
@@ -242,7 +241,7 @@ def test_the_browser_previews_the_prompt_zootui_prompt_prints(cli_env, tmp_path,
 
     store = Store(tmp_path / DATABASE_NAME)
     [row] = [row for row in model_rows(load_catalog(), tmp_path, store) if row.key == variant_id]
-    shown = describe(row, Settings(), tmp_path)
+    shown = describe(row, fit="")
     preview = shown.split("```text\n", 1)[1].split("\n```", 1)[0]
     assert preview == printed.stdout
     store.close()

@@ -180,7 +180,7 @@ def test_editing_a_message_keeps_its_image(service, vision_model):
     conversation = service.new_conversation(model=str(vision_model))
     image = service.attach_image(conversation.model, GRADIENT)
     service.add_user_message(conversation, "What is this?", image)
-    edited = service.replace_last_user_message(conversation, "What colour is this?")
+    edited = service.edit_last_user_message(conversation, "What colour is this?")
     assert edited.image == image and edited.content == "What colour is this?"
 
 

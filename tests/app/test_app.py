@@ -349,3 +349,15 @@ async def test_line_breaks_in_a_reply_are_shown_as_written(fast_settings, isolat
         chat = await shown(pilot, 2)
         [paragraph] = views(chat)[-1].query(MarkdownParagraph)
         assert paragraph.size.height == 3
+
+
+async def test_closing_an_empty_tab_leaves_no_conversation_behind(fast_settings, isolated_dirs):
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "kept"), ("assistant", "yes"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 2)
+        empty = app.active_chat.conversation.id
+        await pilot.press("ctrl+w")
+        await wait_until(pilot, lambda: app.tabs.tab_count == 1)
+        assert [conversation.id for conversation in app.store.conversations()] == [1] and empty != 1
+        assert not any("finds it again" in n.message for n in app._notifications)

@@ -109,7 +109,7 @@ def test_ctrl_q_during_a_reply_stops_it_saves_it_and_exits(tmp_path):
     terminal = Terminal(tmp_path / "data", "[chat]\nmax_tokens = 2000\ntemperature = 0.0\n")
     try:
         time.sleep(1)
-        terminal.send("List 200 animals, one per line, numbered.\r")
+        terminal.send("Write a very long story about a zoo.\r")
         wait_for(
             lambda: any(role == "assistant" and len(content) > 40 for role, content, _ in terminal.messages()),
             "the reply to stream",

@@ -43,7 +43,7 @@ async def main() -> None:
         app.save_screenshot(filename="chat.svg", path=str(HERE))
         await pilot.press("ctrl+b")
         await pilot.pause()
-        await pilot.press("slash", *"vicuna", "enter")
+        await pilot.press(*"vicuna")  # typing goes to the filter
         await pilot.press("down")
         await pilot.pause(1.0)
         app.save_screenshot(filename="browser.svg", path=str(HERE))

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tui.engine import ContextOverflow, EngineError, Engines, ReplyEvent, ReplyStats, SamplingParams
+from tui.engine import ContextOverflow, EngineError, Engines, Progress, ReplyEvent, ReplyStats, SamplingParams
 from tui.serve import protocol
 from tui.serve.protocol import ApiError
 
@@ -239,6 +239,8 @@ class Server:
                 if cancel.is_set():  # the client left while it waited
                     return
                 for event in produce(cancel):
+                    if isinstance(event, Progress):  # loading and prompt progress are for the app's status line
+                        continue
                     hand_over(event)
                     if cancel.is_set():
                         break

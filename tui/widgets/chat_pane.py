@@ -313,7 +313,6 @@ class ChatPane(Vertical):
     @on(PromptArea.Submitted)
     async def send(self, event: PromptArea.Submitted) -> None:
         event.stop()
-        await self._ensure_loaded()
         if self.generating:
             event.prompt.restore(event.text)
             self.notify("A reply is still streaming: wait for it or press escape to stop it.", severity="warning")
@@ -327,6 +326,8 @@ class ChatPane(Vertical):
                 event.prompt.restore(text)
                 self.notify(str(error), title="Image not sent", severity="error", markup=False)
                 return
+        self._claim_reply()
+        await self._ensure_loaded()
         self._held = None
         if self._editing:
             self._end_edit(sent=True)
@@ -399,15 +400,20 @@ class ChatPane(Vertical):
             self.conversation = updated
             self.post_message(self.TitleChanged(self, updated))
 
-    async def _start_reply(self) -> None:
-        self._reply_view = MessageView("assistant", state=MessageState.STREAMING)
-        await self.log.mount(self._reply_view)
-        self._show_welcome()
-        self.log.anchor()
+    def _claim_reply(self) -> None:
+        """The tab is generating from the moment a reply is decided, before anything is awaited: a second
+        enter, ctrl+r or ctrl+o arriving meanwhile must not start a second reply."""
         self._cancel = threading.Event()
         self._note = ""
         self._set_phase("moderating" if self.conversation.moderation_model else "writing")
         self.refresh_bindings()
+
+    async def _start_reply(self) -> None:
+        """Show the reply's view and start generating it (after ``_claim_reply``)."""
+        self._reply_view = MessageView("assistant", state=MessageState.STREAMING)
+        await self.log.mount(self._reply_view)
+        self._show_welcome()
+        self.log.anchor()
         self._generate(self._cancel)
 
     @work(thread=True, exit_on_error=False, group="reply", description="Generating a reply")
@@ -479,6 +485,7 @@ class ChatPane(Vertical):
             self.notify(str(error), severity="warning", markup=False)
             return
         self._held = None
+        self._claim_reply()
         user = self._last_view("user")
         message = self.service.last_user_message(self.conversation.id)
         if user is not None and message is not None:
@@ -574,11 +581,14 @@ class ChatPane(Vertical):
         self.refresh_bindings()
 
     async def action_regenerate(self) -> None:
+        if self.generating:  # the palette runs this without the binding's check
+            return
         try:
             self.service.prepare_regenerate(self.conversation)
         except EngineError as error:
             self.notify(str(error), severity="warning", markup=False)
             return
+        self._claim_reply()
         await self._show_branch(self.service.messages(self.conversation))
         await self._start_reply()
 

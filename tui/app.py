@@ -19,7 +19,7 @@ from tui.config import Settings, data_dir
 from tui.engine import Engines
 from tui.export import export
 from tui.files import write_atomically
-from tui.store import Conversation, Store
+from tui.store import Conversation, Store, StoreError
 from tui.theming import load_themes
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.prompt import PromptArea
@@ -200,7 +200,11 @@ class ZooApp(App):
         return [int(pane.id.removeprefix("chat-")) for pane in self.tabs.query(TabPane)]
 
     async def action_new_chat(self, model: str | None = None) -> None:
-        conversation = self.service.new_conversation(model=model)
+        try:
+            conversation = self.service.new_conversation(model=model)
+        except StoreError as error:  # a full disk: the tabs stay as they are
+            self.notify(str(error), title="No new chat", severity="error", timeout=10, markup=False)
+            return
         await self._add_tab(conversation)
         self.tabs.active = _pane_id(conversation.id)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import SIZE, app_with_chat, footer_key, make_app, send, shown, views, wait_until
+from support import SIZE, app_with_chat, fill_disk, footer_key, make_app, send, shown, views, wait_until
 from textual.widgets import Input
 
 from tui.store import DATABASE_NAME, Store
@@ -361,3 +361,26 @@ async def test_closing_an_empty_tab_leaves_no_conversation_behind(fast_settings,
         await wait_until(pilot, lambda: app.tabs.tab_count == 1)
         assert [conversation.id for conversation in app.store.conversations()] == [1] and empty != 1
         assert not any("finds it again" in n.message for n in app._notifications)
+
+
+async def test_a_full_disk_is_said_and_the_message_waits_in_the_box(fast_settings, small_disk):
+    app = make_app(fast_settings, small_disk)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await pilot.click(chat.query_one(PromptArea))
+        filler = fill_disk(small_disk)
+        await pilot.press(*"Are you there?", "enter")
+        await wait_until(pilot, lambda: any("the disk is full" in n.message for n in app._notifications))
+        assert chat.query_one(PromptArea).text == "Are you there?" and not chat.generating
+        assert views(chat) == []
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: any(n.title == "No new chat" for n in app._notifications))
+        assert app.tabs.tab_count == 1 and app.active_chat is chat
+        filler.unlink()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(views(chat)) == 2 and not chat.generating)
+        assert views(chat)[0].content == "Are you there?" and views(chat)[1].content
+    store = Store(small_disk / DATABASE_NAME)
+    question, answer = store.messages(chat.conversation.id)
+    assert question.content == "Are you there?" and answer.content
+    store.close()

@@ -20,7 +20,7 @@ from tui.chat import ChatService, Reply, ReplyHeld
 from tui.engine import EngineError, Progress, ReplyStats
 from tui.images import ImageError, StoredImage
 from tui.moderation import Moderation, moderators
-from tui.store import Conversation, MessageState
+from tui.store import Conversation, MessageState, StoreError
 from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView
 from tui.widgets.prompt import PromptArea
@@ -329,11 +329,19 @@ class ChatPane(Vertical):
         self._claim_reply()
         await self._ensure_loaded()
         self._held = None
+        try:
+            if self._editing:
+                self.service.edit_last_user_message(self.conversation, text)
+            else:
+                self.service.add_user_message(self.conversation, text, image)
+        except StoreError as error:  # a full disk: nothing was saved, so the message waits in the box
+            self._end_reply()
+            event.prompt.restore(text)
+            self.notify(str(error), title="Message not sent", severity="error", timeout=10, markup=False)
+            return
         if self._editing:
             self._end_edit(sent=True)
-            self.service.edit_last_user_message(self.conversation, text)
         else:
-            self.service.add_user_message(self.conversation, text, image)
             self._refresh_title()
             self._set_pending_image(None)
         await self._show_branch(self.service.messages(self.conversation))
@@ -430,7 +438,7 @@ class ChatPane(Vertical):
         except ReplyHeld as held:
             self.post_message(self.Held(held.moderation))
             return
-        except EngineError as error:
+        except (EngineError, StoreError) as error:
             batcher.flush()
             self.post_message(self.ReplyFailed(str(error)))
             return

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from support import SIZE, app_with_chat, footer_actions, make_app, send, shown, views, wait_until
 from textual import events
+from textual.widgets import Select
 
 from tui.app import ZooApp
 from tui.config import with_overrides
 from tui.store import DATABASE_NAME, Store
 from tui.widgets.prompt import PromptArea
+from tui.widgets.settings_panel import SettingsPanel
 
 
 def burst(app: ZooApp, text: str) -> None:
@@ -199,3 +201,17 @@ async def test_the_status_shows_the_model_loading_and_a_long_prompt_being_read(f
             await pilot.pause(0.02)
     assert stages[0] == "loading" and "prompt" in stages
     assert any("reading the prompt:" in line and "tokens (escape stops)" in line for line in statuses)
+
+
+async def test_escape_closes_the_settings_and_what_is_typed_next_is_sent(fast_settings, isolated_dirs):
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.active_chat
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: chat.query_one(SettingsPanel).has_class("visible"))
+        chat.query_one("#model", Select).focus()
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not chat.query_one(SettingsPanel).has_class("visible"))
+        await pilot.press(*"Are you there?", "enter")
+        await wait_until(pilot, lambda: len(views(chat)) == 2 and not chat.generating)
+        assert views(chat)[0].content == "Are you there?"

@@ -82,6 +82,9 @@ class ChatPane(Vertical):
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
         Binding("escape", "cancel_edit", "Cancel edit"),
+        # Escape closes the open settings panel too: its fields keep the focus, so keys typed after an escape
+        # that closed nothing went to them, and a message with its enter was lost.
+        Binding("escape", "close_settings", "Close settings", show=False),
         Binding("ctrl+r", "regenerate", "Retry", tooltip="Regenerate the last reply (the old one is kept)"),
         # Priority: in the prompt box ctrl+e would move to the end of the line (the End key still does).
         Binding("ctrl+e", "edit_last", "Edit", priority=True, tooltip="Edit and resend your last message"),
@@ -304,6 +307,8 @@ class ChatPane(Vertical):
             return self._held is not None and not self.generating
         if action == "cancel_edit":
             return self._editing and not self.generating
+        if action == "close_settings":
+            return self.query_one(SettingsPanel).has_class("visible")
         if action in ("regenerate", "edit_last"):
             return not self.generating and self._has_own_message
         return True
@@ -656,6 +661,10 @@ class ChatPane(Vertical):
         self._close_refused = False
         panel.remove_class("visible")
         self.prompt.focus()
+
+    def action_close_settings(self) -> None:
+        if self.query_one(SettingsPanel).has_class("visible"):
+            self.action_toggle_settings()
 
     @on(SettingsPanel.Changed)
     def save_settings(self, event: SettingsPanel.Changed) -> None:

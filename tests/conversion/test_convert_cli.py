@@ -13,6 +13,7 @@ from pathlib import Path
 import gguf
 import pytest
 from conftest import TINY
+from support import fill_disk
 
 from converters import ConsoleProgress, Progress
 
@@ -117,24 +118,13 @@ def test_imatrix_type_is_refused(tmp_path):
     assert_user_error(run_cli(str(TINY / "llama"), "--outtype", "iq2_xs", cwd=tmp_path), "importance matrix")
 
 
-def test_not_enough_disk_space(tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True, check=False
-        ).returncode
-    ):
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        assert_user_error(
-            run_cli(str(TINY / "llama"), "--outtype", "f32", "-o", str(small / "x.gguf"), cwd=tmp_path),
-            "not enough disk space",
-        )
-        assert list(small.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
+def test_not_enough_disk_space(tmp_path, small_disk):
+    filler = fill_disk(small_disk)
+    assert_user_error(
+        run_cli(str(TINY / "llama"), "--outtype", "f32", "-o", str(small_disk / "x.gguf"), cwd=tmp_path),
+        "not enough disk space",
+    )
+    assert list(small_disk.iterdir()) == [filler]
 
 
 class _Terminal(io.StringIO):

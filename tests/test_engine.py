@@ -174,6 +174,27 @@ def test_oldest_turns_give_way_when_the_context_is_full(engines):
     assert stats.prompt_tokens + 8 <= 512
 
 
+def test_a_long_conversation_leaves_out_just_enough_of_its_oldest_turns(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    system = [{"role": "system", "content": "Be brief."}]
+    turns = []
+    for i in range(300):
+        turns += [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+    turns.append({"role": "user", "content": "Say hi."})
+    params = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=512)
+    formatted = []
+    format_prompt = engine._format
+    engine._format = lambda model, messages: formatted.append(len(messages)) or format_prompt(model, messages)
+    with engines.pool.hold(engine.path, params.n_ctx) as model:
+        prompt = engine._fit_prompt(model, system + turns, params)
+        budget = engine._prompt_budget(params)
+        one_more = format_prompt(model, system + turns[prompt.dropped_messages - 1 :])
+    assert len(prompt.tokens) <= budget < len(one_more.tokens)
+    assert prompt.tokens == format_prompt(model, system + turns[prompt.dropped_messages :]).tokens
+    # 601 turns are formatted about log2(601) times, not once for each turn left out.
+    assert len(formatted) <= 12
+
+
 def test_a_message_longer_than_the_context_is_a_clear_error(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     params = SamplingParams(n_ctx=256, max_tokens=8)

@@ -495,10 +495,23 @@ class LocalEngine:
         system = [message for message in messages[:1] if message["role"] == "system"]
         turns = messages[len(system) :]
         budget = self._prompt_budget(params)
-        for dropped in range(len(turns)):
-            prompt = self._format(model, system + turns[dropped:])
-            if len(prompt.tokens) <= budget:
-                return replace(prompt, dropped_messages=dropped)
+        prompt = self._format(model, messages)
+        if len(prompt.tokens) <= budget:
+            return prompt
+        if turns:
+            prompt = self._format(model, system + turns[-1:])
+        if len(turns) > 1 and len(prompt.tokens) <= budget:
+            # Fewer turns never make a longer prompt, so the fewest to leave out is found by bisection: a
+            # conversation of hundreds of turns is formatted a few times, not once for every turn it outgrew.
+            too_few, enough = 0, len(turns) - 1  # leaving out too_few turns does not fit, enough does
+            while enough - too_few > 1:
+                middle = (too_few + enough) // 2
+                candidate = self._format(model, system + turns[middle:])
+                if len(candidate.tokens) <= budget:
+                    enough, prompt = middle, candidate
+                else:
+                    too_few = middle
+            return replace(prompt, dropped_messages=enough)
         raise ContextOverflow(
             f"the last message needs more than the {params.n_ctx}-token context allows; "
             f"shorten it or raise the context length in the conversation settings.",

@@ -1,0 +1,125 @@
+"""The message log mounts the newest few screens of a long conversation and the rest as it is scrolled to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from stored_conversations import stored_conversation
+from textual.app import App, ComposeResult
+
+import tui.app
+from tui.store import DATABASE_NAME, Store
+from tui.widgets.message import MessageView
+from tui.widgets.message_log import WINDOW_SCREENS, MessageLog
+
+APP_CSS = Path(tui.app.__file__).with_name("app.tcss")
+
+
+class LogApp(App):
+    CSS_PATH = APP_CSS  # the app's own rules: message views are as tall as their text
+
+    def compose(self) -> ComposeResult:
+        yield MessageLog(lambda message: MessageView(message.role, message.content, message_id=message.id))
+
+    @property
+    def log_widget(self) -> MessageLog:
+        return self.query_one(MessageLog)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / DATABASE_NAME)
+
+
+async def settle(pilot) -> None:
+    """Let the log mount what it mounts after a layout (more messages when the first screens fell short)."""
+    for _ in range(3):
+        await pilot.pause()
+
+
+async def showing(app: LogApp, pilot, messages) -> MessageLog:
+    log = app.log_widget
+    await log.show(messages)
+    log.scroll_end(animate=False)
+    await settle(pilot)
+    return log
+
+
+def drawn_at(log: MessageLog, view: MessageView) -> int:
+    """How far below the top of the log's window a view is drawn."""
+    return view.virtual_region.y - round(log.scroll_y)
+
+
+async def test_a_long_conversation_mounts_its_newest_screens_only(store):
+    messages = store.messages(stored_conversation(store, 500).id)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, messages)
+        views = log.views
+        assert views[-1].message_id == messages[-1].id
+        assert [view.message_id for view in views] == [message.id for message in messages[-len(views) :]]
+        assert len(views) < 60 and log.unmounted == 500 - len(views)
+        # Enough to fill the window's screens, so scrolling up has somewhere to go before more is needed.
+        assert log.virtual_size.height >= (WINDOW_SCREENS - 1) * log.size.height
+
+
+async def test_scrolling_up_mounts_older_messages_without_moving_what_is_in_view(store):
+    messages = store.messages(stored_conversation(store, 60).id)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, messages)
+        log.scroll_to(y=2, animate=False, immediate=True)
+        # In view now, before the messages above it are mounted:
+        view = next(view for view in log.views if view.virtual_region.bottom > log.scroll_y)
+        offset, unmounted = drawn_at(log, view), log.unmounted
+        await settle(pilot)
+        assert log.unmounted < unmounted
+        assert drawn_at(log, view) == offset
+        for _ in range(200):
+            if not log.unmounted and log.scroll_y == 0:
+                break
+            log.scroll_to(y=0, animate=False)
+            await pilot.pause()
+        assert log.views[0].message_id == messages[0].id
+        assert len(log.views) == 60
+
+
+async def test_showing_again_while_following_lets_the_old_views_go_and_keeps_them_while_reading(store):
+    conversation = stored_conversation(store, 200)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, store.messages(conversation.id))
+        window = len(log.views)
+        for _ in range(5):  # read further up
+            log.scroll_to(y=0, animate=False)
+            await pilot.pause()
+        assert len(log.views) > window
+        reading = len(log.views)
+        store.add_message(conversation.id, "user", "One more question?")
+        await log.show(store.messages(conversation.id))
+        await pilot.pause()
+        assert len(log.views) == reading + 1  # nothing the reader scrolled to went away
+        log.scroll_end(animate=False)
+        await pilot.pause()
+        store.add_message(conversation.id, "assistant", "One more answer.")
+        await log.show(store.messages(conversation.id))
+        await pilot.pause()
+        assert len(log.views) <= window + 2
+        assert log.views[-1].content == "One more answer."
+
+
+async def test_views_that_show_the_right_message_are_kept_and_the_rest_replaced(store):
+    conversation = stored_conversation(store, 6)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = app.log_widget
+        messages = store.messages(conversation.id)
+        await log.show(messages)
+        kept = log.views[:4]
+        store.delete_messages_from(conversation.id, messages[4].id)
+        store.add_message(conversation.id, "assistant", "A new last reply.")
+        await log.show(store.messages(conversation.id))
+        await pilot.pause()
+        assert log.views[:4] == kept
+        assert [view.content for view in log.views[4:]] == ["A new last reply."]

@@ -12,7 +12,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Label, Static, TabbedContent
 
@@ -23,29 +23,41 @@ from tui.moderation import Moderation, moderators
 from tui.store import Conversation, MessageState, StoreError
 from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView
+from tui.widgets.message_log import MessageLog
 from tui.widgets.prompt import PromptArea
 from tui.widgets.settings_panel import SettingsPanel
 from tui.zoo.library import DEFAULT_MODEL_NAME, LibraryModel
 
-# Tokens reach the screen in batches, ten a second: each batch costs a Markdown re-parse of the last block
-# and a layout pass, and on a 2-core machine the UI thread competes with llama.cpp's threads (measured in
-# tests/bench/bench_chat.py: 30 batches a second took about 5 tok/s more from decoding than ten).
-BATCH_INTERVAL = 0.1
+# Tokens reach the screen in batches. Each batch costs the UI thread a Markdown re-parse of the last block, a
+# layout of the screen and a render: 10-25 ms of Python on a 2-core machine, where it takes a core from
+# llama.cpp's threads and the GIL from the generation thread. So the batches come at most ten times a second,
+# and less often when drawing one costs more than STREAM_UI_BUDGET of a core allows (measured in
+# tests/bench/bench_chat.py: at a fixed ten a second the UI thread used 15% of the generation's CPU).
+MIN_BATCH_INTERVAL = 0.1
+MAX_BATCH_INTERVAL = 0.5
+STREAM_UI_BUDGET = 0.08
+"""Share of one core the UI thread may spend drawing a streaming reply (4% of two generating threads)."""
 SYSTEM_PROMPT_PREVIEW = 160
 
 
 class DeltaBatcher:
-    """Collects text from the generation thread and hands it on at most every BATCH_INTERVAL."""
+    """Collects text from the generation thread and hands it on at most every ``interval`` seconds.
+
+    ``pace``, called on the UI thread as each batch arrives, sets the interval from the CPU the UI thread
+    used since the batch before: drawing that costs more is done less often.
+    """
 
     def __init__(self, send: Callable[[str], None]):
         self._send = send
         self._parts: list[str] = []
         self._sent_at = 0.0
+        self.interval = MIN_BATCH_INTERVAL
+        self._ui_cpu_at: float | None = None
 
     def add(self, text: str) -> None:
         self._parts.append(text)
         now = time.monotonic()
-        if now - self._sent_at >= BATCH_INTERVAL:
+        if now - self._sent_at >= self.interval:
             self.flush()
             self._sent_at = now
 
@@ -54,6 +66,15 @@ class DeltaBatcher:
             text = "".join(self._parts)
             self._parts.clear()
             self._send(text)
+
+    def pace(self) -> None:
+        cpu = time.thread_time()
+        if self._ui_cpu_at is not None:
+            # Drawing a batch took this much CPU; batches this far apart keep it within budget.
+            wanted = (cpu - self._ui_cpu_at) / STREAM_UI_BUDGET
+            smoothed = (self.interval + wanted) / 2
+            self.interval = min(max(smoothed, MIN_BATCH_INTERVAL), MAX_BATCH_INTERVAL)
+        self._ui_cpu_at = cpu
 
 
 def welcome_text(model: str) -> str:
@@ -151,6 +172,7 @@ class ChatPane(Vertical):
         self._loaded = False
         self._cancel: threading.Event | None = None
         self._reply_view: MessageView | None = None
+        self._batcher: DeltaBatcher | None = None
         self._editing = False
         self._draft: str | None = None
         self._phase = ""  # while a reply runs: moderating, loading, prompt, writing, stopping
@@ -171,7 +193,7 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(classes="conversation"):
-                with VerticalScroll(classes="messages"):
+                with MessageLog(self._view, classes="messages"):
                     yield Static("", classes="system-prompt", markup=False)
                     yield Static(welcome_text(self.conversation.model), classes="welcome", markup=False)
                 yield Label("↓ new output below · ctrl+end or click to follow", classes="new-output", markup=False)
@@ -195,8 +217,8 @@ class ChatPane(Vertical):
         self._render_status()
 
     @property
-    def log(self) -> VerticalScroll:
-        return self.query_one(".messages", VerticalScroll)
+    def log(self) -> MessageLog:
+        return self.query_one(MessageLog)
 
     @property
     def prompt(self) -> PromptArea:
@@ -222,7 +244,7 @@ class ChatPane(Vertical):
             return
         self._loaded = True
         stored = self.service.messages(self.conversation)
-        await self._show_branch(stored)
+        await self._show_branch(stored, follow=True)
         self.log.scroll_end(animate=False)
         self._last_stats = next((stats for message in reversed(stored) if (stats := _stats(message.stats))), None)
         held = self.service.held(self.conversation)
@@ -235,16 +257,14 @@ class ChatPane(Vertical):
     def _views(self) -> list[MessageView]:
         return list(self.query(MessageView))
 
-    async def _show_branch(self, messages: list[StoredMessage]) -> None:
-        """Make the views match the branch: keep those already right, replace the rest."""
-        views = self._views()
-        same = 0
-        while same < min(len(views), len(messages)) and views[same].message_id == messages[same].id:
-            views[same].set_versions(messages[same].version, messages[same].versions)
-            same += 1
-        if views[same:]:
-            await self.log.remove_children(views[same:])
-        await self.log.mount_all([self._view(message) for message in messages[same:]])
+    async def _show_branch(self, messages: list[StoredMessage], *, follow: bool = False) -> None:
+        """Make the views match the branch: the log keeps those already right and replaces the rest, in the
+        window of messages it mounts (the newest ones with ``follow``, else the ones being read)."""
+        await self.log.show(messages, follow=follow)
+        by_id = {message.id: message for message in messages}
+        for view in self.log.views:
+            if (message := by_id.get(view.message_id)) is not None:
+                view.set_versions(message.version, message.versions)
         self._has_own_message = any(message.role == "user" for message in messages)
         self._show_welcome()
         self.refresh_bindings()
@@ -349,7 +369,8 @@ class ChatPane(Vertical):
         else:
             self._refresh_title()
             self._set_pending_image(None)
-        await self._show_branch(self.service.messages(self.conversation))
+        # While following the end, the oldest views the log holds beyond a few screens go.
+        await self._show_branch(self.service.messages(self.conversation), follow=True)
         await self._start_reply()
 
     # Images
@@ -427,11 +448,11 @@ class ChatPane(Vertical):
         await self.log.mount(self._reply_view)
         self._show_welcome()
         self.log.anchor()
-        self._generate(self._cancel)
+        self._batcher = DeltaBatcher(lambda text: self.post_message(self.ReplyDelta(text)))
+        self._generate(self._cancel, self._batcher)
 
     @work(thread=True, exit_on_error=False, group="reply", description="Generating a reply")
-    def _generate(self, cancel: threading.Event) -> None:
-        batcher = DeltaBatcher(lambda text: self.post_message(self.ReplyDelta(text)))
+    def _generate(self, cancel: threading.Event, batcher: DeltaBatcher) -> None:
         try:
             reply = self.service.reply(
                 self.conversation,
@@ -506,6 +527,10 @@ class ChatPane(Vertical):
         await self._start_reply()
 
     def _last_view(self, role: str) -> MessageView | None:
+        """The view of the newest message of ``role``, if the log's window holds the newest messages (a view
+        further up is another message: the next show draws the newest from the store anyway)."""
+        if not self.log.holds_newest:
+            return None
         return next((view for view in reversed(self._views()) if view.role == role), None)
 
     async def on_chat_pane_reply_delta(self, event: ReplyDelta) -> None:
@@ -513,6 +538,7 @@ class ChatPane(Vertical):
             return
         if self._phase in ("loading", "prompt"):
             self._set_phase("writing")
+        self._batcher.pace()
         await self._reply_view.append(event.text)
         self._show_new_output_marker()
 
@@ -602,7 +628,7 @@ class ChatPane(Vertical):
             self.notify(str(error), severity="warning", markup=False)
             return
         self._claim_reply()
-        await self._show_branch(self.service.messages(self.conversation))
+        await self._show_branch(self.service.messages(self.conversation), follow=True)
         await self._start_reply()
 
     def action_edit_last(self) -> None:
@@ -629,9 +655,10 @@ class ChatPane(Vertical):
         branch = self.service.switch_version(self.conversation, event.view.message_id, event.step)
         if branch is None:
             return
-        index = self._views().index(event.view)
+        index = self.log.position_of(event.view)
         await self._show_branch(branch)
-        self._views()[index].focus()
+        if (view := self.log.view_at(index)) is not None:
+            view.focus()
         self._say(f"showing version {branch[index].version} of {branch[index].versions}; the chat continues from it")
 
     # Settings

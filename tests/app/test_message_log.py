@@ -64,49 +64,57 @@ async def test_a_long_conversation_mounts_its_newest_screens_only(store):
         assert log.virtual_size.height >= (WINDOW_SCREENS - 1) * log.size.height
 
 
-async def test_scrolling_up_mounts_older_messages_without_moving_what_is_in_view(store):
-    messages = store.messages(stored_conversation(store, 60).id)
+async def test_scrolling_moves_the_window_without_moving_what_is_in_view(store):
+    messages = store.messages(stored_conversation(store, 80).id)
     app = LogApp()
     async with app.run_test(size=(100, 30)) as pilot:
         log = await showing(app, pilot, messages)
+        window = len(log.views)
         log.scroll_to(y=2, animate=False, immediate=True)
         # In view now, before the messages above it are mounted:
         view = next(view for view in log.views if view.virtual_region.bottom > log.scroll_y)
-        offset, unmounted = drawn_at(log, view), log.unmounted
+        offset, first = drawn_at(log, view), log.views[0].message_id
         await settle(pilot)
-        assert log.unmounted < unmounted
+        assert log.views[0].message_id < first
         assert drawn_at(log, view) == offset
+        most = 0
         for _ in range(200):
-            if not log.unmounted and log.scroll_y == 0:
+            if log.views[0].message_id == messages[0].id and log.scroll_y == 0:
                 break
-            log.scroll_to(y=0, animate=False)
-            await pilot.pause()
+            log.scroll_to(y=0, animate=False, immediate=True)
+            await settle(pilot)
+            most = max(most, len(log.views))
         assert log.views[0].message_id == messages[0].id
-        assert len(log.views) == 60
+        # The views below went as the ones above came: the log holds about as many as it started with.
+        assert most <= 2 * window and log.views[-1].message_id != messages[-1].id
+        for _ in range(200):
+            if log.views[-1].message_id == messages[-1].id and log.scroll_y == log.max_scroll_y:
+                break
+            log.scroll_to(y=log.max_scroll_y, animate=False, immediate=True)
+            await settle(pilot)
+        assert log.views[-1].message_id == messages[-1].id
+        assert len(log.views) <= 2 * window
 
 
-async def test_showing_again_while_following_lets_the_old_views_go_and_keeps_them_while_reading(store):
+async def test_a_show_keeps_the_window_on_what_is_read_unless_it_follows(store):
     conversation = stored_conversation(store, 200)
     app = LogApp()
     async with app.run_test(size=(100, 30)) as pilot:
         log = await showing(app, pilot, store.messages(conversation.id))
         window = len(log.views)
-        for _ in range(5):  # read further up
-            log.scroll_to(y=0, animate=False)
-            await pilot.pause()
-        assert len(log.views) > window
-        reading = len(log.views)
-        store.add_message(conversation.id, "user", "One more question?")
-        await log.show(store.messages(conversation.id))
-        await pilot.pause()
-        assert len(log.views) == reading + 1  # nothing the reader scrolled to went away
-        log.scroll_end(animate=False)
-        await pilot.pause()
+        for _ in range(8):  # read further up
+            log.scroll_to(y=0, animate=False, immediate=True)
+            await settle(pilot)
+        reading = [view.message_id for view in log.views]
         store.add_message(conversation.id, "assistant", "One more answer.")
         await log.show(store.messages(conversation.id))
         await pilot.pause()
-        assert len(log.views) <= window + 2
+        assert [view.message_id for view in log.views] == reading
+        await log.show(store.messages(conversation.id), follow=True)
+        log.scroll_end(animate=False)
+        await settle(pilot)
         assert log.views[-1].content == "One more answer."
+        assert len(log.views) <= window + 2
 
 
 async def test_views_that_show_the_right_message_are_kept_and_the_rest_replaced(store):
@@ -123,3 +131,38 @@ async def test_views_that_show_the_right_message_are_kept_and_the_rest_replaced(
         await pilot.pause()
         assert log.views[:4] == kept
         assert [view.content for view in log.views[4:]] == ["A new last reply."]
+
+
+def ids_in_order(log: MessageLog, messages) -> bool:
+    """Whether the views show consecutive messages of the conversation, each once."""
+    ids = [message.id for message in messages]
+    shown = [view.message_id for view in log.views]
+    return bool(shown) and shown[0] in ids and shown == ids[ids.index(shown[0]) : ids.index(shown[0]) + len(shown)]
+
+
+async def test_a_reply_the_pane_mounted_is_counted_once_the_log_is_shown_it(store):
+    conversation = stored_conversation(store, 120)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, store.messages(conversation.id))
+        # As the chat pane does: a view with no id streams at the end, then gets the stored reply's id.
+        reply_view = MessageView("assistant", "Streamed.")
+        await log.mount(reply_view)
+        reply_view.message_id = store.add_message(conversation.id, "assistant", "Streamed.").id
+        for _ in range(4):  # scrolling before the log is told moves nothing at the bottom
+            log.scroll_to(y=0, animate=False, immediate=True)
+            await settle(pilot)
+        assert log.views[-1] is reply_view
+        messages = store.messages(conversation.id)
+        await log.show(messages)
+        await settle(pilot)
+        for to_top in (True, False, True, False):
+            for _ in range(200):
+                edge_view, edge_message = (log.views[0], messages[0]) if to_top else (log.views[-1], messages[-1])
+                y = 0 if to_top else log.max_scroll_y
+                if edge_view.message_id == edge_message.id and log.scroll_y == y:
+                    break
+                log.scroll_to(y=y, animate=False, immediate=True)
+                await settle(pilot)
+            assert ids_in_order(log, messages)
+        assert log.views[-1].message_id == messages[-1].id

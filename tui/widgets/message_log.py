@@ -1,10 +1,11 @@
-"""The scrolling list of a conversation's messages, which mounts only the newest few screens of them.
+"""The scrolling list of a conversation's messages, which mounts only the few screens of them around the view.
 
-Every mounted widget costs on every frame: Textual lays out the whole screen each time the streaming reply
+Every mounted widget costs on every frame: Textual lays out the whole screen each time a streaming reply
 grows, so a log holding all 500 messages of a long conversation re-arranges thousands of widgets ten
-times a second (and takes seconds to open). The log therefore mounts the messages that fill the last
-``WINDOW_SCREENS`` screens; scrolling up to the oldest mounted one mounts the screen before it, keeping
-what is in view where it was, and the next ``show`` while following the newest output unmounts them again.
+times a second (and takes seconds to open). The log therefore mounts a window of about ``WINDOW_SCREENS``
+screens of messages: the newest ones while it follows the conversation. Scrolling near either edge of the
+window mounts the next screen of messages there and unmounts as much at the far edge, keeping what is in
+view where it is, so the widgets mounted stay about the same however far one scrolls.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView
 
 WINDOW_SCREENS = 3
-"""Screens of the newest messages kept mounted while following the conversation."""
+"""Screens of messages kept mounted."""
 MIN_MESSAGES = 4
-"""Messages always mounted, however long: the last exchange stays reachable by the pane's keys."""
+"""Messages a window always holds, however long: the last exchange stays reachable by the pane's keys."""
 CHROME_LINES = 3
 """Lines a message takes besides its text: the margin above it, its role line and its footer."""
 
@@ -36,15 +37,21 @@ def estimated_lines(message: StoredMessage, width: int) -> int:
 
 
 class MessageLog(VerticalScroll):
-    """Message views for the newest messages of a conversation; older ones are mounted when scrolled to."""
+    """Views of a window of a conversation's messages, moved as the log is scrolled.
+
+    The pane may mount one more view at the end, with no message id yet: the reply that is streaming.
+    """
 
     def __init__(self, make_view: Callable[[StoredMessage], MessageView], **kwargs):
         super().__init__(**kwargs)
         self._make_view = make_view
         self._messages: list[StoredMessage] = []
-        self._start = 0  # messages before this index are not mounted
-        self._keep_in_place: tuple[MessageView, int] | None = None  # a view and its distance from the top of the view
-        self._revealing = False
+        # The views show self._messages[self._start:self._end].
+        self._start = self._end = 0
+        self._keep_in_place: tuple[MessageView, int] | None = None  # a view and how far below the top it is drawn
+        self._moving = False
+        self._shown = 0  # counts shows: a move of the window planned before the latest show is dropped
+        self._settling = False  # views were replaced: scrolling until the next layout is no user's doing
 
     @property
     def views(self) -> list[MessageView]:
@@ -52,8 +59,8 @@ class MessageLog(VerticalScroll):
 
     @property
     def unmounted(self) -> int:
-        """How many older messages are not mounted (yet)."""
-        return self._start
+        """How many of the conversation's messages have no view now (above or below the window)."""
+        return self._start + len(self._messages) - self._end
 
     def _screen_lines(self) -> int:
         height = self.size.height or (self.app.size.height if self.is_attached else 24)
@@ -62,90 +69,177 @@ class MessageLog(VerticalScroll):
     def _width(self) -> int:
         return self.size.width or (self.app.size.width if self.is_attached else 80)
 
-    def _start_for(self, messages: Sequence[StoredMessage], lines: int, end: int) -> int:
-        """The index from which ``messages[:end]`` fill about ``lines`` lines."""
+    def _start_for(self, end: int, lines: int) -> int:
+        """The index from which the messages before ``end`` fill about ``lines`` lines."""
         width = self._width()
         start, filled = end, 0
         while start > 0 and (filled < lines or end - start < MIN_MESSAGES):
             start -= 1
-            filled += estimated_lines(messages[start], width)
+            filled += estimated_lines(self._messages[start], width)
         return start
 
-    def _following(self) -> bool:
+    def _end_for(self, start: int, lines: int) -> int:
+        """The index up to which the messages from ``start`` fill about ``lines`` lines."""
+        width = self._width()
+        end, filled = start, 0
+        while end < len(self._messages) and filled < lines:
+            filled += estimated_lines(self._messages[end], width)
+            end += 1
+        return end
+
+    def _at_end(self) -> bool:
         return not self.views or self.scroll_y >= self.max_scroll_y - 1
 
-    async def show(self, messages: Sequence[StoredMessage]) -> None:
+    async def show(self, messages: Sequence[StoredMessage], *, follow: bool = False) -> None:
         """Show the conversation's messages, in order: views already showing the right message stay, the rest
-        are replaced; only the newest few screens are mounted while the log follows the end."""
-        messages = list(messages)
-        ids = [message.id for message in messages]
-        views = self.views
+        are replaced. With ``follow`` (or while the log is at its end) the window moves to the newest
+        messages; otherwise it stays on what is in view."""
+        window_reached_end = self._end >= len(self._messages)
+        self._shown += 1
+        self._settling = True
+        self._messages = list(messages)
+        ids = [message.id for message in self._messages]
+        views = [view for view in self.views if view.message_id is not None]
         shown_from = ids.index(views[0].message_id) if views and views[0].message_id in ids else None
-        start = self._start_for(messages, WINDOW_SCREENS * self._screen_lines(), len(messages))
-        if shown_from is not None and not self._following():
-            start = min(start, shown_from)  # never unmount what the user scrolled up to read
-        self._messages, self._start = messages, start
-        if shown_from is None:
-            await self.remove_children(views)
+        to_end = follow or shown_from is None or (window_reached_end and self._at_end())
+        if to_end:
+            end = len(ids)
+            start = self._start_for(end, WINDOW_SCREENS * self._screen_lines())
+        else:
+            start = shown_from
+            end = len(ids) if window_reached_end else min(shown_from + len(views), len(ids))
+        self._start, self._end = start, end
+        if shown_from is None or shown_from >= end or shown_from + len(views) <= start:
+            await self.remove_children(self.views)
             views, shown_from = [], start
         elif shown_from > start:
-            # The window now starts earlier (a long message was replaced by a short one): mount the difference.
             self._keep_views_in_place(views[0])
-            await self.mount_all([self._make_view(message) for message in messages[start:shown_from]], before=views[0])
+            await self.mount_all(
+                [self._make_view(message) for message in self._messages[start:shown_from]], before=views[0]
+            )
         elif shown_from < start:
             await self.remove_children(views[: start - shown_from])
         views = self.views
         same = 0
-        while same < len(views) and start + same < len(ids) and views[same].message_id == ids[start + same]:
+        while same < len(views) and start + same < end and views[same].message_id == ids[start + same]:
             same += 1
         if views[same:]:
             await self.remove_children(views[same:])
-        await self.mount_all([self._make_view(message) for message in messages[start + same :]])
-        self.call_after_refresh(self._reveal_if_short)
+        await self.mount_all([self._make_view(message) for message in self._messages[start + same : end]])
+        if to_end:
+            self.scroll_end(animate=False)  # after the next layout, and before the call below
+        self.call_after_refresh(self._settled)
+        self._after_layout(self._fill)
+
+    def _settled(self) -> None:
+        self._settling = False
+
+    # Moving the window as the log scrolls
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
-        if new_value < old_value:
-            self._reveal_if_near_top()
+        if self._settling:
+            return
+        if new_value < old_value and new_value < self._screen_lines() and self._start > 0:
+            self._move(self._mount_older)
+        elif new_value > old_value and new_value > self.max_scroll_y - self._screen_lines():
+            if self._end < len(self._messages):
+                self._move(self._mount_newer)
 
-    def _reveal_if_short(self) -> None:
-        # Estimates can fall short: a window that does not fill two screens gets the screen before it.
-        if self.virtual_size.height < 2 * self._screen_lines():
-            self._reveal_older_soon()
+    async def _fill(self) -> None:
+        # Estimates can fall short: a window that does not fill two screens gets the screen before it, and
+        # so does one still scrolled near its top after a move (a scroll that went past what was mounted).
+        screen = self._screen_lines()
+        if self._start > 0 and (self.virtual_size.height < 2 * screen or self.scroll_y < screen):
+            self._move(self._mount_older)
 
-    def _reveal_if_near_top(self) -> None:
-        if self.scroll_y < self._screen_lines():
-            self._reveal_older_soon()
+    def _move(self, step: Callable) -> None:
+        if not self._moving:
+            self._moving = True
+            self.call_later(self._run_move, step, self._shown)
 
-    def _reveal_older_soon(self) -> None:
-        if self._start > 0 and not self._revealing:
-            self._revealing = True
-            self.call_later(self._reveal_older)
-
-    async def _reveal_older(self) -> None:
-        """Mount about a screen of the messages before the first mounted one, keeping the view where it is."""
+    async def _run_move(self, step: Callable, shown: int) -> None:
         try:
-            views = self.views
-            if self._start == 0 or not views:
-                return
-            start = self._start_for(self._messages, self._screen_lines(), self._start)
-            first = views[0]
-            self._keep_views_in_place(first)
-            older, self._start = self._messages[start : self._start], start
-            await self.mount_all([self._make_view(message) for message in older], before=first)
+            if shown == self._shown:
+                await step()
         finally:
-            self._revealing = False
-        self.call_after_refresh(self._reveal_if_short)
+            self._moving = False
 
-    def _keep_views_in_place(self, first: MessageView) -> None:
-        """Keep ``first`` (and what follows it) where it is on screen while views are mounted above it."""
-        region = first.virtual_region  # empty until it is laid out: then nothing on screen needs keeping
-        self._keep_in_place = (first, region.y - round(self.scroll_y)) if region else None
+    def _after_layout(self, step: Callable) -> None:
+        """Run a step of a move once the views it mounted are laid out (unless a show came first)."""
+        self.call_after_refresh(self._run_move_part, step, self._shown)
+
+    async def _run_move_part(self, step: Callable, shown: int) -> None:
+        if shown == self._shown:
+            await step()
+
+    def _in_step(self) -> bool:
+        """Whether the views are exactly the window's messages: not while a reply streams (a view with no id
+        yet) or when the pane changed views since the last show (a finished reply); the next show resyncs."""
+        window = self._messages[self._start : self._end]
+        views = self.views
+        return len(views) == len(window) and all(
+            view.message_id == message.id for view, message in zip(views, window, strict=True)
+        )
+
+    async def _mount_older(self) -> None:
+        """Mount about a screen of the messages before the window, and let as much go at its bottom."""
+        views = self.views
+        if self._start == 0 or not views:
+            return
+        start = self._start_for(self._start, self._screen_lines())
+        self._keep_views_in_place(views[0])
+        older, self._start = self._messages[start : self._start], start
+        await self.mount_all([self._make_view(message) for message in older], before=views[0])
+        if self._in_step():  # a streaming reply stays mounted, and so do the views above it
+            self._after_layout(self._unmount_below)
+        self._after_layout(self._fill)
+
+    async def _mount_newer(self) -> None:
+        """Mount about a screen of the messages after the window, and let as much go at its top."""
+        if not self._in_step():
+            return
+        end = self._end_for(self._end, self._screen_lines())
+        newer, self._end = self._messages[self._end : end], end
+        await self.mount_all([self._make_view(message) for message in newer])
+        self._after_layout(self._unmount_above)
+
+    async def _unmount_below(self) -> None:
+        if not self._in_step():
+            return
+        keep_to = self.scroll_y + (WINDOW_SCREENS - 1) * self._screen_lines()
+        below = [view for view in self.views if view.virtual_region.y > keep_to]
+        if below and len(self.views) - len(below) >= MIN_MESSAGES:
+            self._end -= len(below)
+            await self.remove_children(below)
+
+    async def _unmount_above(self) -> None:
+        if not self._in_step():
+            return
+        keep_from = self.scroll_y - (WINDOW_SCREENS - 1) * self._screen_lines()
+        views = self.views
+        above = [view for view in views if view.virtual_region.bottom < keep_from]
+        if above and len(views) - len(above) >= MIN_MESSAGES:
+            self._keep_views_in_place(views[len(above)])
+            self._start += len(above)
+            await self.remove_children(above)
+
+    # Keeping what is in view where it is
+
+    def _keep_views_in_place(self, view: MessageView) -> None:
+        """Keep ``view`` (and what follows it) where it is on screen while views above it come or go."""
+        region = view.virtual_region  # empty until it is laid out: then nothing on screen needs keeping
+        if not region:
+            self._keep_in_place = None
+            return
+        # A scroll under way (page up is animated) ends at once where it was going, and is kept from there.
+        self.app.animator.force_stop_animation(self, "scroll_y")
+        self._keep_in_place = (view, region.y - round(self.scroll_y))
 
     def arrange(self, size: Size, optimal: bool = False) -> DockArrangeResult:
         arrangement = super().arrange(size, optimal)
-        # Views mounted above move everything down: scroll by as much within the same layout pass, so no
-        # frame shows the jump. A pass may arrange at more than one size (a scrollbar coming or going), so
+        # Views mounted or removed above move everything: scroll by as much within the same layout pass, so
+        # no frame shows the jump. A pass may arrange at more than one size (a scrollbar coming or going), so
         # each applies it until the pass is over. (A log anchored to its end stays at the end instead.)
         if self._keep_in_place is not None and not (self._anchored and not self._anchor_released):
             view, offset = self._keep_in_place

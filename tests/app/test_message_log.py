@@ -166,3 +166,25 @@ async def test_a_reply_the_pane_mounted_is_counted_once_the_log_is_shown_it(stor
                 await settle(pilot)
             assert ids_in_order(log, messages)
         assert log.views[-1].message_id == messages[-1].id
+
+
+async def test_messages_replaced_from_the_top_of_the_window_keep_it_where_it_stood(store):
+    # As when the version of the first message in view is switched: it and every message after it change.
+    conversation = stored_conversation(store, 200)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, store.messages(conversation.id))
+        for _ in range(6):
+            log.scroll_to(y=0, animate=False, immediate=True)
+            await settle(pilot)
+        first = log.views[0]
+        position = log.position_of(first)
+        assert position > 0 and not log.holds_newest
+        store.delete_messages_from(conversation.id, first.message_id)
+        for number in range(30):
+            store.add_message(conversation.id, "user" if number % 2 == 0 else "assistant", f"Other branch {number}.")
+        messages = store.messages(conversation.id)
+        await log.show(messages)
+        await settle(pilot)
+        assert log.view_at(position).content == "Other branch 0."
+        assert ids_in_order(log, messages)

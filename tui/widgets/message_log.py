@@ -58,6 +58,20 @@ class MessageLog(VerticalScroll):
         return [child for child in self.children if isinstance(child, MessageView)]
 
     @property
+    def holds_newest(self) -> bool:
+        """Whether the window reaches the conversation's newest message."""
+        return self._end >= len(self._messages)
+
+    def position_of(self, view: MessageView) -> int:
+        """Where the message ``view`` shows stands in the conversation."""
+        return self._start + self.views.index(view)
+
+    def view_at(self, position: int) -> MessageView | None:
+        """The view of the conversation's message at ``position``, if the window holds it."""
+        views = self.views
+        return views[position - self._start] if self._start <= position < self._start + len(views) else None
+
+    @property
     def unmounted(self) -> int:
         """How many of the conversation's messages have no view now (above or below the window)."""
         return self._start + len(self._messages) - self._end
@@ -100,7 +114,15 @@ class MessageLog(VerticalScroll):
         self._messages = list(messages)
         ids = [message.id for message in self._messages]
         views = [view for view in self.views if view.message_id is not None]
-        shown_from = ids.index(views[0].message_id) if views and views[0].message_id in ids else None
+        # Where the window stood: from the first view whose message is still there (a switched version
+        # replaces the messages from one view on, which should not move the window away from it).
+        index = {message_id: position for position, message_id in enumerate(ids)}
+        shown_from = next(
+            (max(index[view.message_id] - offset, 0) for offset, view in enumerate(views) if view.message_id in index),
+            None,
+        )
+        if shown_from is None and views and self._start < len(ids):
+            shown_from = self._start  # none of their messages is left (replaced from the window's top): stay
         to_end = follow or shown_from is None or (window_reached_end and self._at_end())
         if to_end:
             end = len(ids)

@@ -125,8 +125,8 @@ async def test_views_that_show_the_right_message_are_kept_and_the_rest_replaced(
         messages = store.messages(conversation.id)
         await log.show(messages)
         kept = log.views[:4]
-        store.delete_messages_from(conversation.id, messages[4].id)
-        store.add_message(conversation.id, "assistant", "A new last reply.")
+        # A new version of the fifth message: the branch shown ends with it.
+        store.add_message(conversation.id, "assistant", "A new last reply.", parent_id=messages[4].parent_id)
         await log.show(store.messages(conversation.id))
         await pilot.pause()
         assert log.views[:4] == kept
@@ -180,8 +180,9 @@ async def test_messages_replaced_from_the_top_of_the_window_keep_it_where_it_sto
         first = log.views[0]
         position = log.position_of(first)
         assert position > 0 and not log.holds_newest
-        store.delete_messages_from(conversation.id, first.message_id)
-        for number in range(30):
+        parent_id = store.messages(conversation.id)[position].parent_id
+        store.add_message(conversation.id, log.views[0].role, "Other branch 0.", parent_id=parent_id)
+        for number in range(1, 30):
             store.add_message(conversation.id, "user" if number % 2 == 0 else "assistant", f"Other branch {number}.")
         messages = store.messages(conversation.id)
         await log.show(messages)

@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 
 # Each exported name, and the module of this package that defines it.
 _LAZY_EXPORTS = {
+    "CHATGLM_CPP_OUTTYPES": "chatglm_cpp",
+    "convert_chatglm": "chatglm_cpp",
     "Checkpoint": "checkpoint",
     "TensorInfo": "checkpoint",
     "open_checkpoint": "checkpoint",

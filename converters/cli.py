@@ -7,6 +7,10 @@ import sys
 import threading
 from pathlib import Path
 
+from .chatglm_cpp import CHATGLM_CPP_OUTTYPES, convert_chatglm, is_glm_v1
+from .chatglm_cpp import DEFAULT_OUTTYPE as CHATGLM_CPP_DEFAULT_OUTTYPE
+from .chatglm_cpp import SUFFIX as CHATGLM_CPP_SUFFIX
+from .checkpoint import read_config
 from .convert import OUTTYPES, convert
 from .errors import ConversionCancelled, ConversionError
 from .exit_codes import EXIT_INTERRUPTED, EXIT_USER_ERROR
@@ -22,13 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--outtype",
-        default="q4_k_m",
         type=str.lower,
         metavar="TYPE",
-        help=f"output type: {', '.join(OUTTYPES)} (default: q4_k_m)",
+        help=f"output type: {', '.join(OUTTYPES)} (default: q4_k_m); for ChatGLM-6B v1, which becomes"
+        f" chatglm.cpp's model file, {', '.join(CHATGLM_CPP_OUTTYPES)} (default: {CHATGLM_CPP_DEFAULT_OUTTYPE})",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, metavar="OUT.gguf", help="output file (default: ./<SRC_DIR name>-<TYPE>.gguf)"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT.gguf",
+        help=f"output file (default: ./<SRC_DIR name>-<TYPE>.gguf, or {CHATGLM_CPP_SUFFIX} for ChatGLM-6B v1)",
     )
     parser.add_argument(
         "--chat-template", type=Path, metavar="FILE", help="Jinja chat template to embed as tokenizer.chat_template"
@@ -54,23 +62,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prefix = getattr(args, "prog", "converters")
-    output = args.output or Path.cwd() / f"{args.src_dir.resolve().name}-{args.outtype}.gguf"
     provenance = {key: value for key, value in (("repo", args.repo), ("revision", args.revision)) if value}
     cancel = threading.Event()
     try:
         template = args.chat_template.read_text(encoding="utf-8") if args.chat_template else None
-        path = convert(
-            args.src_dir,
-            output,
-            outtype=args.outtype,
-            chat_template=template,
-            provenance=provenance,
-            progress=ConsoleProgress(),
-            cancel=cancel,
-            eos_token=args.eos_token,
-            nthreads=args.threads,
-            stop_strings=args.stop,
-        )
+        glm_v1 = is_glm_v1(read_config(args.src_dir))  # llama.cpp has no graph for it; chatglm.cpp has
+        outtype = args.outtype or (CHATGLM_CPP_DEFAULT_OUTTYPE if glm_v1 else "q4_k_m")
+        suffix = CHATGLM_CPP_SUFFIX if glm_v1 else ".gguf"
+        output = args.output or Path.cwd() / f"{args.src_dir.resolve().name}-{outtype}{suffix}"
+        if glm_v1:
+            path = convert_chatglm(args.src_dir, output, outtype, progress=ConsoleProgress(), cancel=cancel)
+        else:
+            path = convert(
+                args.src_dir,
+                output,
+                outtype=outtype,
+                chat_template=template,
+                provenance=provenance,
+                progress=ConsoleProgress(),
+                cancel=cancel,
+                eos_token=args.eos_token,
+                nthreads=args.threads,
+                stop_strings=args.stop,
+            )
     except OSError as exc:
         print(f"{prefix}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USER_ERROR

@@ -43,6 +43,16 @@ def fast_settings() -> Settings:
 
 
 @pytest.fixture
+def engines(fast_settings, isolated_dirs):
+    """The engines of the fast settings, closed after the test."""
+    from tui.engine import Engines
+
+    engines = Engines(fast_settings, isolated_dirs)
+    yield engines
+    engines.close()
+
+
+@pytest.fixture
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

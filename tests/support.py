@@ -156,3 +156,21 @@ def footer_text(app) -> str:
 
     footer = app.screen.query_one(Footer)
     return " ".join(str(key.render()) for key in footer.children)
+
+
+async def chat_in_app(settings, store, model: str, *texts: str) -> list:
+    """Open the app on a new tab for ``model``, send each text and wait for its reply; the saved messages.
+
+    Every reply must end done, and the conversation must hold exactly these turns."""
+    from tui.app import ZooApp
+
+    app = ZooApp(settings, store, new_chat_model=model)
+    async with app.run_test(size=SIZE) as pilot:
+        for text in texts:
+            chat = await send(pilot, text)
+            assert views(chat)[-1].state == "done"
+    [conversation] = store.conversations()
+    saved = store.messages(conversation.id)
+    assert [(m.role, m.state) for m in saved] == [("user", "done"), ("assistant", "done")] * len(texts)
+    assert all(m.model == model for m in saved[1::2])
+    return saved

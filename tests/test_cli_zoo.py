@@ -72,9 +72,9 @@ def test_models_all_json_lists_catalog_and_library_with_fit(cli_env, model_path)
 
     catalog = {entry["id"]: entry for entry in entries if entry["source"] == "catalog"}
     assert {entry["family"] for entry in catalog.values()} == SEED_FAMILIES
-    chatglm = catalog["chatglm-6b"]
-    assert chatglm["status"] == "unsupported" and "ChatGLM-6B v1" in chatglm["reason"]
-    assert chatglm["fit"]["verdict"] is None and chatglm["reason"] in chatglm["fit"]["reason"]
+    opt = catalog["deepspeed-chat-opt-1.3b"]
+    assert opt["status"] == "unsupported" and "OPT" in opt["reason"]
+    assert opt["fit"]["verdict"] is None and opt["reason"] in opt["fit"]["reason"]
     assert all(entry["reason"] for entry in catalog.values() if entry["status"] != "supported")
     vicuna = catalog["vicuna-7b-v1.1"]
     assert (vicuna["arch"], vicuna["release_form"], vicuna["status"]) == ("LlamaForCausalLM", "delta", "supported")
@@ -98,8 +98,8 @@ def test_models_prints_a_fit_line_per_model(cli_env):
     assert any(line.startswith("Catalog (fit as q8_0 at 4096 tokens") for line in lines)
     [vicuna] = [line.split() for line in lines if line.startswith("vicuna-7b-v1.1 ")]
     assert vicuna[1] == "supported" and vicuna[2] in ("fits:", "tight:", "does")
-    [chatglm] = [line for line in lines if line.startswith("chatglm-6b ")]
-    assert "unsupported" in chatglm and "ChatGLM-6B v1" in chatglm
+    [opt] = [line for line in lines if line.startswith("deepspeed-chat-opt-1.3b ")]
+    assert "unsupported" in opt and "OPT" in opt
 
 
 def test_models_says_whether_layers_are_offloaded(cli_env):

@@ -36,13 +36,6 @@ def chatyuan_gguf(tmp_path_factory):
     )
 
 
-@pytest.fixture
-def engines(fast_settings, isolated_dirs):
-    engines = Engines(fast_settings, isolated_dirs)
-    yield engines
-    engines.close()
-
-
 def test_a_t5_gguf_gets_the_encoder_decoder_engine(engines, chatyuan_gguf):
     engine = engines.for_model(str(chatyuan_gguf))
     assert isinstance(engine, EncoderDecoderEngine) and "encoder-decoder" in engine.description

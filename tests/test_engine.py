@@ -24,13 +24,6 @@ def test_stop_scanner_releases_held_text_that_was_not_a_stop():
     assert not scanner.stopped
 
 
-@pytest.fixture
-def engines(fast_settings, isolated_dirs):
-    engines = Engines(fast_settings, isolated_dirs)
-    yield engines
-    engines.close()
-
-
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16, n_ctx=1024, seed=1)
 
 

@@ -33,6 +33,7 @@ SFT_LORA_REPO = "zoo-test/tiny-sft-lora"
 LORA_VARIANT = "tiny-lora-chat"
 LORA_CHAIN_VARIANT = "tiny-lora-chat-rl"
 LFS_FILES = {"model.safetensors", "tokenizer.model"}
+_WEIGHT_SUFFIXES = (".bin", ".safetensors", ".model")
 
 CATALOG = f"""
 [[systems]]
@@ -216,3 +217,22 @@ def serve_tiny_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, with_base
         if with_base:
             zoo.publish_base()
         yield zoo
+
+
+def pull_from_local_hub(
+    variant_id: str, files: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path
+):
+    """The bundled catalog's variant pulled, as ``zootui pull`` does, from a local Hub publishing ``files``
+    as its repo (weights and tokenizer models as LFS files); returns the model and the store."""
+    from tui.zoo.library import RegisteredModel
+
+    catalog = load_catalog()
+    _, variant = catalog.variant(variant_id)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        hub.add_repo(variant.hub_id, files, lfs={name for name in files if name.endswith(_WEIGHT_SUFFIXES)})
+        store = Store(data_dir / DATABASE_NAME)
+        jobs = Jobs(store, data_dir, catalog, hub_cache=tmp_path / "hub-cache", hub_token=False)
+        model: RegisteredModel = jobs.get_model(variant_id)
+    return model, store

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gguf
 
+from ..chatglm_cpp import is_glm_v1
 from ..errors import ConversionError
 from ..tokenizer import TokenizerHints
 from .base import Architecture, T
@@ -51,6 +52,11 @@ class ChatGLM(Architecture):
     )
 
     def __init__(self, config: dict) -> None:
+        if is_glm_v1(config):
+            raise ConversionError(
+                "config.json: position_encoding_2d is true, so this is ChatGLM-6B v1, which llama.cpp cannot run;"
+                " convert_chatglm writes chatglm.cpp's model file for it (zootui convert does by itself)"
+            )
         super().__init__(config)
         self.n_embd = self.hparam("hidden_size")
         self.n_head = self.hparam("num_attention_heads")

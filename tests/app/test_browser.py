@@ -76,7 +76,7 @@ async def test_unsupported_models_say_why_and_cannot_be_fetched(fast_settings, i
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
-        screen.query_one("#filter", Input).value = "chatglm-6b"
+        screen.query_one("#filter", Input).value = "openflamingo"
         await pilot.pause()
         row = screen._shown[0]
         assert row.status == "unsupported" and row.reason

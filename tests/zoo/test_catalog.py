@@ -8,7 +8,7 @@ import json
 import pytest
 
 from converters.archs import REGISTRY as ARCHITECTURES
-from tui.zoo.catalog import CatalogError, Recipe, ReleaseForm, Status, load_catalog, parse_catalog
+from tui.zoo.catalog import CatalogError, Recipe, ReleaseForm, Runtime, Status, load_catalog, parse_catalog
 from tui.zoo.jobs import RECIPES
 from tui.zoo.templates import FORMATS
 
@@ -53,9 +53,13 @@ def test_every_variant_has_a_chat_format_or_says_why_not():
 
 def test_supported_variants_name_an_architecture_and_a_recipe_zootui_implements():
     """A supported status is a promise that a pull converts: the architecture must be one that a
-    module in converters/archs/ registers, and the recipe one that the recover step dispatches."""
+    module in converters/archs/ registers (or, for chatglm.cpp, ChatGLM-6B's own converter), and the recipe
+    one that the recover step dispatches."""
     for _, variant in load_catalog().variants():
         if variant.status is not Status.SUPPORTED:
+            continue
+        if variant.runtime is Runtime.CHATGLM_CPP:
+            assert variant.arch == "ChatGLMModel" and variant.recipe is Recipe.NONE, variant.id
             continue
         assert variant.arch in ARCHITECTURES, f"{variant.id}: no converter for {variant.arch}"
         assert variant.recipe is Recipe.NONE or variant.recipe in RECIPES, (
@@ -72,7 +76,6 @@ def test_the_truth_check_sees_what_the_code_implements():
 @pytest.mark.parametrize(
     ("variant_id", "status", "reason_mentions"),
     [
-        ("chatglm-6b", Status.UNSUPPORTED, "ChatGLM-6B v1"),
         ("deepspeed-chat-opt-1.3b", Status.UNSUPPORTED, "OPT"),
         ("minigpt4-llama2-7b", Status.UNSUPPORTED, "Google Drive only"),
         ("openflamingo-9b-v1", Status.UNSUPPORTED, "multimodal"),

@@ -13,16 +13,13 @@ from pathlib import Path
 
 import gguf
 import pytest
-from hubserver import HubServer
-from support import ROOT, SIZE, send, views
-from tinyzoo import repo_files
+from support import ROOT, chat_in_app
+from tinyzoo import pull_from_local_hub, repo_files
 
 from converters import PROMPT_FORMAT_KEY
-from tui.app import ZooApp
+from tui.engine import Engines
 from tui.engine.encdec import EncoderDecoderEngine
-from tui.store import DATABASE_NAME, Store
 from tui.zoo.catalog import Status, load_catalog
-from tui.zoo.jobs import Jobs
 from tui.zoo.templates import prompt_format
 
 CHATYUAN_TINY = ROOT / "tests" / "fixtures" / "tiny" / "t5_gated"
@@ -34,16 +31,8 @@ VARIANTS = ["chatyuan-large-v1", "chatyuan-large-v2"]
 async def test_chatyuan_is_pulled_converted_and_chatted_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_dirs: Path, fast_settings, variant_id: str
 ):
-    catalog = load_catalog()
-    _, variant = catalog.variant(variant_id)
-    assert variant.status is Status.SUPPORTED
-    with HubServer() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        hub.add_repo(variant.hub_id, repo_files(CHATYUAN_TINY), lfs={"pytorch_model.bin", "spiece.model"})
-        store = Store(isolated_dirs / DATABASE_NAME)
-        jobs = Jobs(store, isolated_dirs, catalog, hub_cache=tmp_path / "hub-cache", hub_token=False)
-        model = jobs.get_model(variant_id)
+    assert load_catalog().variant(variant_id)[1].status is Status.SUPPORTED
+    model, store = pull_from_local_hub(variant_id, repo_files(CHATYUAN_TINY), tmp_path, monkeypatch, isolated_dirs)
 
     smoke = model.lockfile.smoke_test
     assert smoke["passed"] and smoke["tokens"] > 0 and model.lockfile.quant == "q4_k_m"
@@ -52,18 +41,8 @@ async def test_chatyuan_is_pulled_converted_and_chatted_with(
     assert fields["tokenizer.chat_template"] == prompt_format("chatyuan").template
     assert fields[PROMPT_FORMAT_KEY] == "chatyuan"
 
-    app = ZooApp(fast_settings, store, new_chat_model=model.name)
-    async with app.run_test(size=SIZE) as pilot:
-        assert isinstance(app.engines.for_model(model.name), EncoderDecoderEngine)
-        chat = await send(pilot, "动物园几点开门？")
-        _, first = views(chat)
-        assert first.state == "done"
-        chat = await send(pilot, "谢谢")
-        _, _, _, second = views(chat)
-        assert second.state == "done"
-    [conversation] = store.conversations()
-    saved = store.messages(conversation.id)
-    assert [(m.role, m.state) for m in saved] == [("user", "done"), ("assistant", "done")] * 2
+    assert isinstance(Engines(fast_settings, isolated_dirs).for_model(model.name), EncoderDecoderEngine)
+    saved = await chat_in_app(fast_settings, store, model.name, "动物园几点开门？", "谢谢")
     first_stats, second_stats = saved[1].stats, saved[3].stats
     # Every turn encodes the whole dialog: the second turn encodes the first one again.
     assert first_stats["encoded_tokens"] == first_stats["prompt_tokens"] > 0

@@ -86,7 +86,7 @@ def test_shapes_follow_architecture_and_size():
 
 def test_no_estimate_for_unsupported_or_unknown_shapes():
     with pytest.raises(UnknownShape, match="unsupported"):
-        fit_variant(variant("chatglm-6b"), quant="q4_k_m", n_ctx=2048, free=PLENTY)
+        fit_variant(variant("deepspeed-chat-opt-1.3b"), quant="q4_k_m", n_ctx=2048, free=PLENTY)
     odd_size = dataclasses.replace(variant("vicuna-7b-v1.3"), parameters_b=3.0)
     with pytest.raises(UnknownShape, match="near 3B"):
         fit_variant(odd_size, quant="q4_k_m", n_ctx=2048, free=PLENTY)

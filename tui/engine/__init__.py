@@ -1,6 +1,6 @@
 """Chat backends behind one protocol, chosen by what the model is: decoder-only GGUFs through
-llama.cpp's ``Llama``, encoder-decoder GGUFs (T5) through its encoder and decoder, and remote
-OpenAI-compatible servers."""
+llama.cpp's ``Llama``, encoder-decoder GGUFs (T5) through its encoder and decoder, ChatGLM-6B v1
+through chatglm.cpp (an optional extra), and remote OpenAI-compatible servers."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ class Engines:
         self.residency = residency or Residency(settings.engine, lambda: free_resources(data_dir))
         self.pool = ModelPool(settings.engine, make_room=self.residency.make_room)
         self._encoders = None
+        self._glm_pool = None
 
     @property
     def encoders(self):
@@ -78,7 +79,14 @@ class Engines:
 
             return EmbeddingsEngine(model.path, model.vision_path, self.pool, self.encoders)
         from tui.zoo.gguf_header import is_encoder_decoder
+        from tui.zoo.library import CHATGLM_CPP_SUFFIX
 
+        if model.path.suffix == CHATGLM_CPP_SUFFIX:
+            from tui.engine.chatglm import ChatGLMEngine, ChatGLMPool
+
+            if self._glm_pool is None:
+                self._glm_pool = ChatGLMPool()
+            return ChatGLMEngine(model.path, self._glm_pool)
         if is_encoder_decoder(model.path):
             from tui.engine.encdec import EncoderDecoderEngine
 
@@ -107,5 +115,7 @@ class Engines:
 
     def close(self) -> None:
         self.pool.close()
+        if self._glm_pool is not None:
+            self._glm_pool.close()
         if self._encoders is not None:
             self._encoders.close()

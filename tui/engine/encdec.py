@@ -19,7 +19,7 @@ from collections.abc import Generator
 
 from tui.engine.base import EngineError, ReplyStats, SamplingParams
 from tui.engine.local import LoadedModel, LocalEngine, Prompt
-from tui.engine.token_stream import ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
+from tui.engine.token_stream import LlamaText, ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
 from tui.llama_encoder import decoder_start_token, encode, encoder_input, has_encoder
 
 
@@ -59,7 +59,9 @@ class EncoderDecoderEngine(LocalEngine):
         outcome = ReplyOutcome()
         tokens = sampled_tokens(llm, [decoder_start_token(llm)], params)
         stops = model.stop_strings() + params.stop
-        yield from stream_reply(model, tokens, max_tokens, stops, cancel, outcome, trim_leading_space)
+        yield from stream_reply(
+            tokens, LlamaText(model), max_tokens, stops, cancel, outcome, model.reply_rewriter(), trim_leading_space
+        )
         return outcome.stats(
             started,
             time.perf_counter(),

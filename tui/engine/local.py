@@ -38,7 +38,7 @@ from tui.engine.base import (
     SamplingParams,
 )
 from tui.engine.threads import thread_plan
-from tui.engine.token_stream import ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
+from tui.engine.token_stream import LlamaText, ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
 
 # Below this many tokens re-evaluating a history is cheaper than saving it.
 MIN_TOKENS_WORTH_SAVING = 64
@@ -448,7 +448,9 @@ class LocalEngine:
         else:
             tokens = sampled_tokens(llm, to_evaluate, params)
             stops = model.stop_strings() + params.stop
-            yield from stream_reply(model, tokens, max_tokens, stops, cancel, outcome, trim_leading_space)
+            yield from stream_reply(
+                tokens, LlamaText(model), max_tokens, stops, cancel, outcome, model.reply_rewriter(), trim_leading_space
+            )
         return outcome.stats(
             started,
             time.perf_counter(),

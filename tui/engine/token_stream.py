@@ -1,9 +1,10 @@
-"""From llama.cpp's sampled tokens to reply text: what the decoder-only and encoder-decoder paths share.
+"""From sampled tokens to reply text: what the local engines (llama.cpp's decoder-only and encoder-decoder
+paths, chatglm.cpp's) share.
 
-Sampling goes through ``Llama.generate`` (llama.cpp's sampler chain: repeat penalty, top-k, top-p,
-min-p, temperature, then a seeded draw, or greedy at temperature 0). The text side decodes UTF-8
-across token boundaries, ends at the end-of-generation token, at a stop string or at the token
-limit, honours cancel between tokens, and applies the prompt format's reply rewriting.
+Sampling for llama.cpp goes through ``Llama.generate`` (its sampler chain: repeat penalty, top-k,
+top-p, min-p, temperature, then a seeded draw, or greedy at temperature 0). The text side ends a reply
+at the end token, at a stop string or at the token limit, honours cancel between tokens, and applies
+the prompt format's reply rewriting; each engine says how its tokens become text (``ReplyText``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from tui.engine.base import FinishReason, ReplyStats, SamplingParams, StopScanner
+from tui.engine.base import FinishReason, ReplyRewriter, ReplyStats, SamplingParams, StopScanner
 
 if TYPE_CHECKING:
     from tui.engine.local import LoadedModel
@@ -62,25 +63,54 @@ def sampled_tokens(llm, to_evaluate: Sequence[int], params: SamplingParams) -> G
     )
 
 
+class ReplyText(Protocol):
+    """How one engine turns its tokens into text."""
+
+    def is_end(self, token: int) -> bool:
+        """The token ends the reply (it is not part of it)."""
+
+    def text(self, token: int) -> str:
+        """The text this token adds, as far as later tokens cannot change it."""
+
+    def rest(self) -> str:
+        """What was held back for later tokens, once there are none."""
+
+
+class LlamaText:
+    """llama.cpp's tokens: their pieces, with UTF-8 decoded across token boundaries."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.vocab = model.llm._model.vocab
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def text(self, token: int) -> str:
+        return self.decoder.decode(self.model.piece(token))
+
+    def rest(self) -> str:
+        return self.decoder.decode(b"", final=True)
+
+
 def stream_reply(
-    model: LoadedModel,
-    tokens: Generator[int, None, None],
+    tokens: Iterator[int],
+    reply: ReplyText,
     max_tokens: int,
     stops: tuple[str, ...],
     cancel: threading.Event,
     outcome: ReplyOutcome,
+    rewriter: ReplyRewriter | None = None,
     trim_leading_space: bool = True,
 ) -> Iterator[str]:
-    """Yield the reply's text as ``tokens`` come; closes ``tokens`` and records the ending in ``outcome``.
-
-    ``trim_leading_space`` drops the whitespace a reply opens with (a chat turn, not a raw continuation).
-    """
-    import llama_cpp
-
-    vocab = model.llm._model.vocab
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    """Yield the reply's text as ``tokens`` come; closes ``tokens`` (when it can be) and records the ending
+    in ``outcome``. ``rewriter`` applies a prompt format's reply rewriting; ``trim_leading_space`` drops
+    the whitespace a reply opens with (a chat turn, not a raw continuation)."""
     scanner = StopScanner(stops)
-    rewriter = model.reply_rewriter()
+    rewriter = rewriter or ReplyRewriter(())
     at_start = trim_leading_space
 
     def shown(text: str) -> str:
@@ -98,11 +128,11 @@ def stream_reply(
             if cancel.is_set():
                 outcome.finish_reason = FinishReason.CANCELLED
                 break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
+            if reply.is_end(token):
                 outcome.finish_reason = FinishReason.STOP
                 break
             outcome.completion_tokens += 1
-            if text := shown(rewriter.feed(scanner.feed(decoder.decode(model.piece(token))))):
+            if text := shown(rewriter.feed(scanner.feed(reply.text(token)))):
                 yield text
             if scanner.stopped:
                 outcome.finish_reason = FinishReason.STOP
@@ -110,7 +140,8 @@ def stream_reply(
             if outcome.completion_tokens >= max_tokens:
                 break
     finally:
-        tokens.close()
-    held = "" if scanner.stopped else scanner.flush() + decoder.decode(b"", final=True)
+        if isinstance(tokens, Generator):
+            tokens.close()
+    held = "" if scanner.stopped else scanner.flush() + reply.rest()
     if tail := shown(rewriter.feed(held) + rewriter.flush()):
         yield tail

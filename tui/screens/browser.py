@@ -90,12 +90,11 @@ def describe(row: ModelRow, fit: str) -> str:
             "",
         ]
         if variant.status is Status.SUPPORTED:
-            from tui.zoo.jobs import DEFAULT_QUANT, catalog_steps
+            from tui.zoo.jobs import catalog_steps, default_quant
 
-            lines += [f"### Getting it as {DEFAULT_QUANT} (ctrl+g)", ""]
-            lines += [
-                f"{index}. {step.title}" for index, step in enumerate(catalog_steps(variant, DEFAULT_QUANT), start=1)
-            ]
+            quant = default_quant(variant)
+            lines += [f"### Getting it as {quant} (ctrl+g)", ""]
+            lines += [f"{index}. {step.title}" for index, step in enumerate(catalog_steps(variant, quant), start=1)]
             lines.append("")
         if variant.prompt_format:
             from tui.zoo.templates import render_prompt
@@ -123,9 +122,9 @@ def fit_text(row: ModelRow, settings: Settings, data_dir: Path) -> str:
         if row.library:
             estimate = fit.fit_gguf(row.library[0].path, n_ctx=settings.engine.n_ctx, free=free)
         elif variant is not None:
-            from tui.zoo.jobs import DEFAULT_QUANT
+            from tui.zoo.jobs import default_quant
 
-            estimate = fit.fit_variant(variant, quant=DEFAULT_QUANT, n_ctx=settings.engine.n_ctx, free=free)
+            estimate = fit.fit_variant(variant, quant=default_quant(variant), n_ctx=settings.engine.n_ctx, free=free)
         else:
             estimate = None
     except (fit.UnknownShape, ValueError, OSError) as error:
@@ -396,6 +395,9 @@ class ModelBrowser(Screen):
         variant = row.catalog_variant
         if variant.status is not Status.SUPPORTED:
             self.notify(f"{variant.name}: {row.reason or row.status}.", severity="warning", markup=False)
+            return
+        if missing := variant.runtime.missing():
+            self.notify(f"{variant.name}: {missing}.", severity="warning", markup=False)
             return
         size = _number(variant.download_gb, "GB") or "an unknown size"
         fit = self._fit.get(row.key, "The fit estimate is still being worked out.")

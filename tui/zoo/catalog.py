@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tui.compat import tomllib
+from tui.glm_runtime import GLM_EXTRA, chatglm_cpp_missing
 from tui.zoo.templates import FORMATS
 
 
@@ -53,6 +54,23 @@ class Status(str, Enum):
     LOCAL_ONLY = "local-only"
     """Nothing to download: the user imports a checkpoint directory."""
     UNSUPPORTED = "unsupported"
+
+
+class Runtime(str, Enum):
+    """What runs a variant: llama.cpp (GGUF), or an optional engine where llama.cpp has no graph."""
+
+    LLAMA_CPP = "llama.cpp"
+    CHATGLM_CPP = "chatglm.cpp"
+    """ChatGLM-6B v1 (GLM v1), through the ``glm`` extra (PyPI ``chatglm-cpp``)."""
+
+    @property
+    def extra(self) -> str | None:
+        """The zootui extra that installs this runtime (None: it comes with zootui)."""
+        return GLM_EXTRA if self is Runtime.CHATGLM_CPP else None
+
+    def missing(self) -> str | None:
+        """One line saying what to install when this runtime is not installed; None when it is."""
+        return chatglm_cpp_missing() if self is Runtime.CHATGLM_CPP else None
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,7 @@ class Variant:
     """Where the projection into the language model is published (``spaces/owner/name`` for a Space)."""
     projection_file: str | None = None
     """The projection's checkpoint file in that repo (MiniGPT-4's ``pretrained_minigpt4*.pth``)."""
+    runtime: Runtime = Runtime.LLAMA_CPP
 
     @property
     def sees_images(self) -> bool:
@@ -252,8 +271,10 @@ class _Entry:
             raise self._fail(key, "a list of non-empty strings")
         return tuple(value)
 
-    def choice(self, key: str, options: type[E]) -> E:
-        value = self._get(key, True)
+    def choice(self, key: str, options: type[E], default: E | None = None) -> E:
+        value = self._get(key, default is None)
+        if value is None and default is not None:
+            return default
         try:
             return options(value)
         except ValueError:
@@ -296,6 +317,7 @@ def _read_variant(table: dict[str, Any], where: str) -> Variant:
         vision_hub_id=entry.optional_text("vision_hub_id"),
         projection_hub_id=entry.optional_text("projection_hub_id"),
         projection_file=entry.optional_text("projection_file"),
+        runtime=entry.choice("runtime", Runtime, Runtime.LLAMA_CPP),
     )
     _check_consistency(variant, where)
     return variant

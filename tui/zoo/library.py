@@ -177,9 +177,16 @@ def registered_name(model_id: str, quant: str | None = None) -> str:
     return f"{model_id}-{quant}" if quant else model_id
 
 
-def registered_path(data_dir: Path, model_id: str, quant: str | None = None) -> Path:
-    """Where the library keeps that build: ``<models dir>/<model_id>/<library name>.gguf``."""
-    return models_dir(data_dir) / model_id / f"{registered_name(model_id, quant)}.gguf"
+GGUF_SUFFIX = ".gguf"
+CHATGLM_CPP_SUFFIX = ".ggml"
+"""chatglm.cpp's model file (ChatGLM-6B v1, which llama.cpp cannot run)."""
+CHATGLM_CPP_MAGIC = b"ggml"
+MODEL_SUFFIXES = (GGUF_SUFFIX, CHATGLM_CPP_SUFFIX)
+
+
+def registered_path(data_dir: Path, model_id: str, quant: str | None = None, suffix: str = GGUF_SUFFIX) -> Path:
+    """Where the library keeps that build: ``<models dir>/<model_id>/<library name><suffix>``."""
+    return models_dir(data_dir) / model_id / f"{registered_name(model_id, quant)}{suffix}"
 
 
 def library_models(data_dir: Path) -> list[LibraryModel]:
@@ -223,10 +230,10 @@ def _tree_state(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 @lru_cache(maxsize=8)
 def _scan(directory: Path, state: tuple[tuple[str, int, int], ...]) -> tuple[LibraryModel, ...]:
-    """The library's GGUFs with their lockfiles, read once per ``state`` of the models dir."""
+    """The library's model files (GGUFs, chatglm.cpp files) with their lockfiles, read once per ``state``."""
     models: list[LibraryModel] = []
     if directory.is_dir():
-        for path in sorted(directory.rglob("*.gguf")):
+        for path in sorted(p for suffix in MODEL_SUFFIXES for p in directory.rglob(f"*{suffix}")):
             if path.name.endswith(_COMPANION_SUFFIXES):  # part of the model its lockfile names; not one to load alone
                 continue
             lockfile = read_lockfile(path)
@@ -256,14 +263,14 @@ def resolve_model(reference: str, data_dir: Path) -> LibraryModel:
             )
         return LibraryModel(reference, None, f"{name} on the remote server", remote_name=name)
     path = Path(reference).expanduser()
-    if path.suffix == ".gguf" or "/" in reference:
+    if path.suffix in MODEL_SUFFIXES or "/" in reference:
         if path.is_dir():
             raise ModelNotFound(
                 f"{path} is a directory; give a .gguf file (`zootui pull --import` converts a checkpoint)."
             )
         if not path.is_file():
             raise ModelNotFound(f"model file not found: {path}; check the path.")
-        if not is_gguf(path):
+        if not (is_gguf(path) or is_chatglm_cpp_file(path)):
             raise ModelNotFound(f"{path} is not a GGUF file; give a .gguf model file or a library name.")
         return LibraryModel(path.stem, path.resolve(), str(path))
     library = library_models(data_dir)
@@ -300,8 +307,17 @@ def is_gguf(path: Path) -> bool:
     """Whether the file starts as a GGUF does (its name may say anything)."""
     from tui.zoo.gguf_header import GGUF_MAGIC
 
+    return _starts_with(path, GGUF_MAGIC)
+
+
+def is_chatglm_cpp_file(path: Path) -> bool:
+    """Whether the file is a chatglm.cpp model file (ChatGLM-6B v1) by its name and its first bytes."""
+    return path.suffix == CHATGLM_CPP_SUFFIX and _starts_with(path, CHATGLM_CPP_MAGIC)
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
     try:
         with path.open("rb") as stream:
-            return stream.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+            return stream.read(len(magic)) == magic
     except OSError:
         return False

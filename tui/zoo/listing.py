@@ -78,6 +78,8 @@ def _variant_status(
         return "unsupported"
     if variant.status is Status.LOCAL_ONLY:
         return "local-only"
+    if variant.runtime.missing():
+        return f"needs zootui[{variant.runtime.extra}]"
     return "downloaded" if downloaded else "available"
 
 
@@ -123,7 +125,7 @@ def model_rows(catalog: Catalog, data_dir: Path, store: Store) -> list[ModelRow]
                 license=variant.license,
                 release_form=variant.release_form.value,
                 status=_variant_status(variant, converted, variant.id in downloaded, running.get(variant.id)),
-                reason=shown(variant.reason) if variant.reason else None,
+                reason=shown(variant.reason) if variant.reason else variant.runtime.missing(),
                 system=system,
                 catalog_variant=variant,
                 library=converted,

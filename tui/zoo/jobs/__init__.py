@@ -16,7 +16,7 @@ this package (the model browser does) stays cheap.
 
 from __future__ import annotations
 
-from tui.zoo.jobs.build import DEFAULT_QUANT, LoraMode
+from tui.zoo.jobs.build import DEFAULT_QUANT, LoraMode, default_quant
 from tui.zoo.jobs.errors import JobCancelled, JobError
 from tui.zoo.jobs.plan import catalog_steps, checkpoint_steps
 from tui.zoo.jobs.runner import Jobs
@@ -37,4 +37,5 @@ __all__ = [
     "StepName",
     "catalog_steps",
     "checkpoint_steps",
+    "default_quant",
 ]

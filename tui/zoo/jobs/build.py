@@ -7,12 +7,14 @@ from pathlib import Path
 
 from tui.compat import StrEnum
 from tui.store import Job, JobKind
-from tui.zoo.catalog import Catalog, Variant
+from tui.zoo.catalog import Catalog, Runtime, Variant
 from tui.zoo.jobs.errors import JobError
-from tui.zoo.library import registered_name, registered_path
+from tui.zoo.library import CHATGLM_CPP_SUFFIX, GGUF_SUFFIX, registered_name, registered_path
 from tui.zoo.templates import PromptFormat, prompt_format
 
 DEFAULT_QUANT = "q4_k_m"
+CHATGLM_CPP_DEFAULT_QUANT = "q4_0"
+"""chatglm.cpp has no k-quants; its smallest type is the default where llama.cpp's would be q4_k_m."""
 RUNTIME_LORA_LABEL = "-runtime"
 """Added to the library name of a build that keeps its LoRA adapter separate, so the merged build of
 the same quant can stay beside it."""
@@ -34,13 +36,27 @@ def lora_mode(value: str) -> LoraMode:
         raise JobError(f"unknown LoRA mode {value!r}; choose {' or '.join(LoraMode)}") from None
 
 
-def checked_quant(quant: str) -> str:
-    from converters import OUTTYPES
+def checked_quant(quant: str, runtime: Runtime = Runtime.LLAMA_CPP) -> str:
+    """``quant`` as a type the runtime's converter writes; the runtime's default for the default quant."""
+    from converters import CHATGLM_CPP_OUTTYPES, OUTTYPES
 
+    types = CHATGLM_CPP_OUTTYPES if runtime is Runtime.CHATGLM_CPP else OUTTYPES
     name = quant.lower()
-    if name not in OUTTYPES:
-        raise JobError(f"unknown quant type {quant!r}; choose one of {', '.join(OUTTYPES)}")
+    if runtime is Runtime.CHATGLM_CPP and name == DEFAULT_QUANT:  # the default for llama.cpp means chatglm.cpp's
+        name = CHATGLM_CPP_DEFAULT_QUANT
+    if name not in types:
+        raise JobError(f"unknown quant type {quant!r} for {runtime.value}; choose one of {', '.join(types)}")
     return name
+
+
+def default_quant(variant: Variant) -> str:
+    """The type ``zootui pull`` builds a variant in when none is asked for."""
+    return CHATGLM_CPP_DEFAULT_QUANT if variant.runtime is Runtime.CHATGLM_CPP else DEFAULT_QUANT
+
+
+def model_suffix(variant: Variant | None) -> str:
+    """The library file's suffix: a GGUF, or chatglm.cpp's own file."""
+    return CHATGLM_CPP_SUFFIX if variant is not None and variant.runtime is Runtime.CHATGLM_CPP else GGUF_SUFFIX
 
 
 def format_or_error(name: str) -> PromptFormat:
@@ -116,7 +132,11 @@ class Build:
         return registered_name(self.model_id, self.label)
 
     def destination(self, data_dir: Path) -> Path:
-        return registered_path(data_dir, self.model_id, self.label)
+        return registered_path(data_dir, self.model_id, self.label, model_suffix(self.variant))
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.variant.runtime if self.variant is not None else Runtime.LLAMA_CPP
 
     @property
     def keeps_adapter(self) -> bool:

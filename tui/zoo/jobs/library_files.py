@@ -11,6 +11,7 @@ from tui.zoo.jobs.errors import JobError
 from tui.zoo.jobs.provenance import now, tool_versions
 from tui.zoo.library import (
     DEFAULT_MODEL_NAME,
+    GGUF_SUFFIX,
     Lockfile,
     RegisteredModel,
     checked_name,
@@ -28,9 +29,9 @@ def checked_model_name(name: str) -> str:
         raise JobError(str(error)) from None
 
 
-def free_destination(data_dir: Path, model_id: str, label: str | None = None) -> Path:
+def free_destination(data_dir: Path, model_id: str, label: str | None = None, suffix: str = GGUF_SUFFIX) -> Path:
     """Where a new build of ``model_id`` goes; JobError when the library already has one there."""
-    destination = registered_path(data_dir, model_id, label)
+    destination = registered_path(data_dir, model_id, label, suffix)
     if destination.exists():
         raise JobError(
             f"the library already has a model named {destination.stem!r}; delete it first or choose another name"

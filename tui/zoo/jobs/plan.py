@@ -6,12 +6,13 @@ A LoRA variant got with ``LoraMode.RUNTIME`` keeps its adapter out of the weight
 only its ``merge_first`` chain (and is left out without one), and "adapter" writes the variant's own
 adapter as a GGUF LoRA before the smoke test, which loads both. A variant that sees images
 (MiniGPT-4) has a "vision" step before the smoke test, which writes its vision file. Importing a
-checkpoint directory runs read → convert → quantize → smoke_test → register.
+checkpoint directory runs read → convert → quantize → smoke_test → register. A chatglm.cpp variant's
+converter writes every type it has, so it never quantizes.
 """
 
 from __future__ import annotations
 
-from tui.zoo.catalog import Recipe, Variant
+from tui.zoo.catalog import Recipe, Runtime, Variant
 from tui.zoo.jobs.build import LoraMode
 from tui.zoo.jobs.step import StepName
 
@@ -19,7 +20,7 @@ from tui.zoo.jobs.step import StepName
 def catalog_steps(variant: Variant, quant: str, lora: LoraMode = LoraMode.MERGE) -> list[StepName]:
     keeps_adapter = lora is LoraMode.RUNTIME
     recovers = variant.recipe is not Recipe.NONE and not (keeps_adapter and not variant.merge_first)
-    build = _build_steps(quant)
+    build = _build_steps(quant, variant.runtime)
     if keeps_adapter:
         build.insert(build.index(StepName.SMOKE_TEST), StepName.ADAPTER)
     if variant.sees_images:
@@ -31,8 +32,8 @@ def checkpoint_steps(quant: str) -> list[StepName]:
     return [StepName.READ, *_build_steps(quant)]
 
 
-def _build_steps(quant: str) -> list[StepName]:
+def _build_steps(quant: str, runtime: Runtime = Runtime.LLAMA_CPP) -> list[StepName]:
     from converters import DIRECT_OUTTYPES
 
-    quantizes = quant not in DIRECT_OUTTYPES
+    quantizes = runtime is Runtime.LLAMA_CPP and quant not in DIRECT_OUTTYPES
     return [StepName.CONVERT, *([StepName.QUANTIZE] if quantizes else []), StepName.SMOKE_TEST, StepName.REGISTER]

@@ -19,7 +19,16 @@ from pathlib import Path
 from tui.store import Job, JobKind, JobState, Store, StoreError
 from tui.zoo.catalog import Catalog, Recipe, Status, Variant, load_catalog, shown
 from tui.zoo.jobs import library_files
-from tui.zoo.jobs.build import DEFAULT_QUANT, Build, LoraMode, build_label, checked_quant, format_or_error, lora_mode
+from tui.zoo.jobs.build import (
+    DEFAULT_QUANT,
+    Build,
+    LoraMode,
+    build_label,
+    checked_quant,
+    format_or_error,
+    lora_mode,
+    model_suffix,
+)
 from tui.zoo.jobs.claims import claimed, running_jobs
 from tui.zoo.jobs.errors import JobCancelled, JobError
 from tui.zoo.jobs.plan import catalog_steps, checkpoint_steps
@@ -72,8 +81,8 @@ class Jobs:
         ``base`` is a local copy of the base model the recipe starts from (a checkpoint directory,
         or BELLE's key file); without it the catalog's ``base_hub_id`` is downloaded.
         """
-        quant = checked_quant(quant)
         variant = self._variant(variant_id)
+        quant = checked_quant(quant, variant.runtime)
         mode = lora_mode(lora)
         _check_lora_mode(variant, mode)
         if base is not None and not base.exists():
@@ -84,7 +93,8 @@ class Jobs:
         with claimed(self.data_dir, JobKind.CATALOG, variant.id, quant):
             job = self.store.unfinished_job(JobKind.CATALOG, variant.id, quant)
             if job is None or job.params != params:  # another base is another build; the Hub cache keeps downloads
-                library_files.free_destination(self.data_dir, variant.id, build_label(quant, mode))
+                suffix = model_suffix(variant)
+                library_files.free_destination(self.data_dir, variant.id, build_label(quant, mode), suffix)
                 steps = catalog_steps(variant, quant, mode)
                 job = self.store.create_job(JobKind.CATALOG, variant.id, quant, steps, params)
             return self._execute(job, progress, cancel)
@@ -212,6 +222,9 @@ class Jobs:
             )
         if variant.status is Status.UNSUPPORTED:
             raise JobError(f"{variant.id} is not supported yet: {shown(variant.reason or '')}")
+        missing = variant.runtime.missing()
+        if missing:
+            raise JobError(f"{variant.id}: {missing}")
         return variant
 
     def _execute(

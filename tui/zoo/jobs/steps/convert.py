@@ -1,5 +1,6 @@
 """convert: the checkpoint to GGUF with the prompt format's template, EOS and stop strings, as the job's
-type when the converter writes it directly, else as the f16 the quantize step starts from."""
+type when the converter writes it directly, else as the f16 the quantize step starts from. A chatglm.cpp
+variant (ChatGLM-6B v1) becomes chatglm.cpp's model file, in the job's type."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui.store import JobKind
-from tui.zoo.catalog import Recipe
+from tui.zoo.catalog import Recipe, Runtime
 from tui.zoo.jobs.errors import from_conversion_error
 from tui.zoo.jobs.step import Step, StepContext, StepName, StepResult
 from tui.zoo.jobs.steps.download import Downloaded, RepoRole
@@ -59,10 +60,19 @@ class Convert(Step[Converted]):
         import converters
 
         build = context.build
+        source = _source(context)
+        if build.runtime is Runtime.CHATGLM_CPP:
+            out = context.fresh_output(context.work_dir / build.destination(context.data_dir).name)
+            try:
+                converters.convert_chatglm(
+                    source.directory, out, build.quant, progress=context.converter_progress, cancel=context.cancel
+                )
+            except converters.ConversionError as error:
+                raise from_conversion_error(error) from error
+            return Converted(out)
         writes_target = build.quant in converters.DIRECT_OUTTYPES
         file_name = f"{build.name}.gguf" if writes_target else f"model-{INTERMEDIATE_TYPE}.gguf"
         out = context.fresh_output(context.work_dir / file_name)
-        source = _source(context)
         chosen = build.prompt_format
         try:
             converters.convert(

@@ -1,18 +1,23 @@
 """smoke_test: load the GGUF (with its adapter) in llama.cpp and generate a few tokens greedily: it loads,
 runs and says something, with finite logits. An encoder-decoder GGUF (T5) encodes the prompt first and
 decodes from its decoder start token, as the chat engine does. A model that sees
-images also encodes a picture with its vision file: finite vectors as wide as the model's embeddings."""
+images also encodes a picture with its vision file: finite vectors as wide as the model's embeddings. A
+chatglm.cpp file (ChatGLM-6B v1) is loaded by chatglm.cpp, whose binding exposes no logits: it must load
+and generate."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from tui.zoo.jobs.errors import JobError
 from tui.zoo.jobs.step import Step, StepContext, StepName, StepResult
 from tui.zoo.jobs.steps.adapter import built_adapter
 from tui.zoo.jobs.steps.quantize import built_gguf
 from tui.zoo.jobs.steps.vision import built_vision
+from tui.zoo.library import CHATGLM_CPP_SUFFIX
 
 SMOKE_PROMPT = "Hello"
 SMOKE_TOKENS = 8
@@ -41,6 +46,8 @@ class SmokeTest(Step[SmokeTested]):
         from tui.zoo.gguf_header import is_encoder_decoder
 
         path = built_gguf(context)
+        if path.suffix == CHATGLM_CPP_SUFFIX:
+            return _finish(context, path, *_timed(lambda: _chatglm_cpp_reply(path)), finite=True)
         adapter = built_adapter(context)
         encoder_decoder = is_encoder_decoder(path)
         # An encoder takes its whole input in one micro-batch.
@@ -60,30 +67,59 @@ class SmokeTest(Step[SmokeTested]):
             loaded = f"{path.name} with {adapter.name}" if adapter else path.name
             raise JobError(f"smoke test failed: llama.cpp could not load {loaded} ({error})") from error
         try:
-            started = time.perf_counter()
-            text, tokens, finish_reason = (_encode_and_decode if encoder_decoder else _complete)(llm)
-            seconds = time.perf_counter() - started
+            reply, seconds = _timed(lambda: (_encode_and_decode if encoder_decoder else _complete)(llm))
             finite = bool(np.isfinite(llm.scores[: llm.n_tokens]).all())
             vision = built_vision(context)
             if vision is not None:
                 _check_vision(vision, llm.n_embd())
         finally:
             llm.close()
-        result = SmokeTested(
-            prompt=SMOKE_PROMPT,
-            text=text,
-            tokens=tokens,
-            finish_reason=finish_reason,
-            tokens_per_s=round(tokens / seconds, 2) if seconds > 0 else None,
-            # Garbage weights show up as NaN/inf logits long before they show up in the text.
-            passed=finite and (tokens > 0 or finish_reason == "stop"),
-        )
-        if not result.passed:
-            raise JobError(
-                f"smoke test failed: {path.name} produced non-finite logits or no output; the build is broken"
-            )
-        context.report(1, 1, f"{result.tokens_per_s} tokens/s: {result.text!r}")
-        return result
+        return _finish(context, path, reply, seconds, finite=finite)
+
+
+def _timed(run: Callable[[], tuple[str, int, str]]) -> tuple[tuple[str, int, str], float]:
+    started = time.perf_counter()
+    reply = run()
+    return reply, time.perf_counter() - started
+
+
+def _finish(
+    context: StepContext, path: Path, reply: tuple[str, int, str], seconds: float, *, finite: bool
+) -> SmokeTested:
+    text, tokens, finish_reason = reply
+    result = SmokeTested(
+        prompt=SMOKE_PROMPT,
+        text=text,
+        tokens=tokens,
+        finish_reason=finish_reason,
+        tokens_per_s=round(tokens / seconds, 2) if seconds > 0 else None,
+        # Garbage weights show up as NaN/inf logits long before they show up in the text.
+        passed=finite and (tokens > 0 or finish_reason == "stop"),
+    )
+    if not result.passed:
+        raise JobError(f"smoke test failed: {path.name} produced non-finite logits or no output; the build is broken")
+    context.report(1, 1, f"{result.tokens_per_s} tokens/s: {result.text!r}")
+    return result
+
+
+def _chatglm_cpp_reply(path: Path) -> tuple[str, int, str]:
+    """Greedy tokens of the smoke prompt from chatglm.cpp."""
+    from tui.glm_runtime import Sampling, end_tokens, load_pipeline, next_tokens
+
+    try:
+        pipeline = load_pipeline(path)
+    except ValueError as error:
+        raise JobError(f"smoke test failed: {error}") from error
+    prompt = pipeline.tokenizer.encode(SMOKE_PROMPT, SMOKE_CONTEXT)
+    reply, finish_reason = [], "length"
+    for token in next_tokens(pipeline, prompt, Sampling()):
+        if token in end_tokens(pipeline):
+            finish_reason = "stop"
+            break
+        reply.append(token)
+        if len(reply) >= SMOKE_TOKENS:
+            break
+    return pipeline.tokenizer.decode(reply), len(reply), finish_reason
 
 
 def _complete(llm) -> tuple[str, int, str]:

@@ -1,0 +1,96 @@
+"""ChatGLM-6B v1 chat through chatglm.cpp (the `glm` extra) behind the engine protocol, on the tiny GLM fixture."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+
+import numpy as np
+import pytest
+from support import ROOT
+from support import collect_reply as collect
+
+from converters import convert_chatglm
+from tui.engine import EngineError, FinishReason, SamplingParams
+from tui.engine.chatglm import ChatGLMEngine, settled
+from tui.glm_runtime import load_pipeline
+from tui.zoo.templates import render_prompt
+
+GLM = ROOT / "tests" / "fixtures" / "tiny" / "glm6b"
+GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=12, n_ctx=256)
+QUESTION = [{"role": "user", "content": "动物园几点开门？"}]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def glm_file(tmp_path_factory):
+    return convert_chatglm(GLM, tmp_path_factory.mktemp("glm") / "chatglm-6b-tiny-f32.ggml", "f32")
+
+
+def test_a_chatglm_cpp_file_gets_the_chatglm_engine(engines, glm_file):
+    engine = engines.for_model(str(glm_file))
+    assert isinstance(engine, ChatGLMEngine) and "chatglm.cpp" in engine.description
+
+
+def test_greedy_reply_is_the_reference_continuation(engines, glm_file):
+    """A lone question is sent as it is (ChatGLM-6B's chat()); the reply is the reference's greedy tokens."""
+    reference = np.load(GLM / "reference.npz")
+    prompt = json.loads((GLM / "reference.json").read_text("utf-8"))["prompt"]
+    expected = load_pipeline(glm_file).tokenizer.decode(reference["greedy_ids"].tolist()).strip()
+    reply, stats = collect(
+        engines.for_model(str(glm_file)).stream([{"role": "user", "content": prompt}], GREEDY, threading.Event())
+    )
+    assert reply == expected
+    assert stats.prompt_tokens == len(reference["prompt_ids"]) and stats.completion_tokens == 12
+    assert stats.finish_reason is FinishReason.LENGTH
+
+
+def test_turns_follow_chatglm_6bs_rounds_and_are_evaluated_whole(engines, glm_file):
+    engine = engines.for_model(str(glm_file))
+    reply, first = collect(engine.stream(QUESTION, GREEDY, threading.Event()))
+    history = [*QUESTION, {"role": "assistant", "content": reply}, {"role": "user", "content": "谢谢"}]
+    _, second = collect(engine.stream(history, GREEDY, threading.Event()))
+    text = render_prompt("chatglm", history, "", "")
+    assert text.startswith("[Round 0]\n问：动物园几点开门？\n答：") and text.endswith("[Round 1]\n问：谢谢\n答：")
+    assert second.prompt_tokens == len(load_pipeline(glm_file).tokenizer.encode(text, 1024))
+    assert second.prompt_tokens_evaluated == second.prompt_tokens > first.prompt_tokens
+
+
+def test_cancel_stop_strings_and_the_context(engines, glm_file):
+    engine = engines.for_model(str(glm_file))
+    cancel = threading.Event()
+    events = []
+    for event in engine.stream(QUESTION, SamplingParams(temperature=0.9, max_tokens=100, n_ctx=256), cancel):
+        events.append(event)
+        if isinstance(event, str):
+            cancel.set()  # stop after the first text
+    stats = events[-1]
+    assert isinstance(events[0], str) and stats.finish_reason is FinishReason.CANCELLED
+    assert stats.completion_tokens < 100
+    stopped, stats = collect(
+        engine.stream(
+            QUESTION, SamplingParams(temperature=0.0, max_tokens=12, n_ctx=256, stop=("<",)), threading.Event()
+        )
+    )
+    assert stats.finish_reason is FinishReason.STOP and "<" not in stopped
+    filler = [{"role": "user", "content": "熊猫喜欢吃竹子。" * 6}, {"role": "assistant", "content": "好的。" * 6}] * 6
+    _, stats = collect(
+        engine.stream([*filler, *QUESTION], SamplingParams(temperature=0.0, max_tokens=8, n_ctx=128), threading.Event())
+    )
+    assert stats.dropped_messages >= 2 and stats.prompt_tokens + 8 <= 128
+
+
+def test_settled_text_holds_back_what_the_next_token_may_change():
+    assert settled("你好,") == "你好" and settled("好\ufffd") == "好" and settled("ok.") == "ok."
+
+
+def test_without_the_extra_the_engine_says_what_to_install(engines, glm_file, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "chatglm_cpp" else find_spec(name, *a)
+    )
+    with pytest.raises(EngineError, match=r"pip install 'zootui\[glm\]'") as error:
+        collect(engines.for_model(str(glm_file)).stream(QUESTION, GREEDY, threading.Event()))
+    assert "\n" not in str(error.value)

@@ -1,0 +1,152 @@
+"""ChatGLM-6B v1 chat through chatglm.cpp (the ``glm`` extra), behind the same protocol as llama.cpp's paths.
+
+The prompt is ChatGLM-6B's own format (``tui.zoo.templates``: "[Round i]\\n问：…\\n答：", a lone
+question as it is) and chatglm.cpp's tokenizer appends [gMASK] and <sop>. GLM's 2D positions count
+from the end of the prompt, so every turn evaluates the whole prompt again (chatglm.cpp's own chat
+does the same). The reply ends at <eop>, at a stop string, at the token limit or when cancelled;
+its text is chatglm.cpp's decode of the tokens so far (which turns <n> and blank tokens back into
+whitespace and half-width punctuation beside Chinese into full-width, as ChatGLM-6B's
+process_response does), streamed as far as later tokens cannot change it.
+
+chatglm.cpp draws its own random numbers: a conversation's seed has no effect on sampling (greedy
+replies, at temperature 0, are the same every time).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui.engine.base import (
+    ChatMessage,
+    ContextOverflow,
+    EngineError,
+    ReplyEvent,
+    SamplingParams,
+)
+from tui.engine.token_stream import ReplyOutcome, stream_reply
+from tui.glm_runtime import Sampling, context_length, end_tokens, load_pipeline, next_tokens
+
+PROMPT_FORMAT = "chatglm"
+# The last characters of a decoded reply that the next token may still change: half-width punctuation
+# becomes full-width beside a Chinese character, and an unfinished UTF-8 sequence decodes as U+FFFD.
+_UNSETTLED = ",!:;?\ufffd"
+
+
+@dataclass
+class _Loaded:
+    pipeline: Any  # chatglm_cpp.Pipeline
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ChatGLMPool:
+    """chatglm.cpp pipelines by model file, shared by every conversation; one generation at a time each."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[Path, _Loaded] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> _Loaded:
+        key = path.resolve()
+        with self._lock:
+            if key not in self._loaded:
+                if not path.is_file():
+                    raise EngineError(f"model file not found: {path}; run `zootui models` to list models.")
+                try:
+                    self._loaded[key] = _Loaded(load_pipeline(path))
+                except ValueError as error:
+                    raise EngineError(str(error)) from error
+            return self._loaded[key]
+
+    def close(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+
+
+def settled(text: str) -> str:
+    """The part of a decoded reply that more tokens cannot change."""
+    return text.rstrip(_UNSETTLED)
+
+
+class GLMText:
+    """chatglm.cpp's tokens: the reply decoded whole after each one (its decode rewrites whitespace tokens
+    and punctuation), given out as far as it is settled."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.ends = end_tokens(pipeline)
+        self.reply: list[int] = []
+        self.shown = ""
+
+    def is_end(self, token: int) -> bool:
+        return token in self.ends
+
+    def text(self, token: int) -> str:
+        self.reply.append(token)
+        return self._advance(settled(self.pipeline.tokenizer.decode(self.reply)))
+
+    def rest(self) -> str:
+        # ChatGLM-6B's process_response strips the reply.
+        return self._advance(self.pipeline.tokenizer.decode(self.reply).rstrip())
+
+    def _advance(self, text: str) -> str:
+        if not text.startswith(self.shown):  # an earlier part changed: nothing more is certain
+            return ""
+        added, self.shown = text[len(self.shown) :], text
+        return added
+
+
+class ChatGLMEngine:
+    """A ChatGLM-6B v1 model file (chatglm.cpp's format) run by chatglm.cpp on this machine."""
+
+    def __init__(self, path: Path, pool: ChatGLMPool):
+        self.path = path
+        self.pool = pool
+        self.description = f"{path.name} (chatglm.cpp)"
+
+    def stream(
+        self, messages: list[ChatMessage], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[ReplyEvent]:
+        loaded = self.pool.get(self.path)
+        with loaded.lock:
+            pipeline = loaded.pipeline
+            n_ctx = min(params.n_ctx, context_length(pipeline))
+            prompt, dropped = self._fit_prompt(pipeline, messages, params, n_ctx)
+            sampling = Sampling(params.temperature, params.top_k, params.top_p, params.repeat_penalty)
+            max_tokens = min(params.max_tokens, n_ctx - len(prompt))
+            outcome = ReplyOutcome()
+            started = time.perf_counter()
+            tokens = next_tokens(pipeline, prompt, sampling)
+            yield from stream_reply(tokens, GLMText(pipeline), max_tokens, params.stop, cancel, outcome)
+            ended = time.perf_counter()
+        yield outcome.stats(
+            started,
+            ended,
+            prompt_tokens=len(prompt),
+            prompt_tokens_evaluated=len(prompt),
+            context_size=n_ctx,
+            dropped_messages=dropped,
+        )
+
+    def _fit_prompt(self, pipeline, messages: list[ChatMessage], params: SamplingParams, n_ctx: int):
+        """ChatGLM-6B's prompt as tokens, leaving out the oldest turns when the conversation outgrows the context."""
+        from tui.zoo.templates import render_prompt
+
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = messages[len(system) :]
+        budget = n_ctx - min(params.max_tokens, max(n_ctx // 4, 16))
+        for dropped in range(len(turns)):
+            text = render_prompt(PROMPT_FORMAT, [*system, *turns[dropped:]], "", "")
+            tokens = pipeline.tokenizer.encode(text, n_ctx + 1)  # longer than the budget: nothing is cut
+            if len(tokens) <= budget:
+                return tokens, dropped
+        raise ContextOverflow(
+            f"the last message needs more than the {n_ctx}-token context allows; "
+            "shorten it or raise the context length in the conversation settings.",
+            prompt_tokens=len(tokens),
+            context_size=n_ctx,
+        )

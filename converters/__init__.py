@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 _LAZY_EXPORTS = {
     "CHATGLM_CPP_OUTTYPES": "chatglm_cpp",
     "convert_chatglm": "chatglm_cpp",
+    "CHATGLM_CPP_MAGIC": "chatglm_cpp_file",
+    "CHATGLM_CPP_SUFFIX": "chatglm_cpp_file",
     "Checkpoint": "checkpoint",
     "TensorInfo": "checkpoint",
     "open_checkpoint": "checkpoint",

@@ -32,6 +32,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from .chatglm_cpp_file import CHATGLM_CPP_MAGIC
 from .checkpoint import Checkpoint, bf16_to_f32, open_checkpoint
 from .errors import ConversionCancelled, ConversionError
 from .files import written_atomically
@@ -41,8 +42,6 @@ from .progress import Progress, ProgressCallback
 from .sizes import human_size
 from .tokenizer import read_sentencepiece
 
-SUFFIX = ".ggml"  # what the command line names chatglm.cpp's model files (the library does the same)
-MAGIC = b"ggml"
 MODEL_TYPE_CHATGLM = 1
 CONFIG_VERSION = 2
 ALIGNMENT = 16
@@ -306,7 +305,7 @@ def convert_chatglm(
                 f" {human_size(free)} free; free some space or choose another place"
             )
         with written_atomically(out_path) as partial, open(partial, "wb") as out:
-            out.write(MAGIC + struct.pack("<ii", MODEL_TYPE_CHATGLM, CONFIG_VERSION))
+            out.write(CHATGLM_CPP_MAGIC + struct.pack("<ii", MODEL_TYPE_CHATGLM, CONFIG_VERSION))
             out.write(
                 struct.pack(
                     "<iiiiiiififiii",

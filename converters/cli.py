@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .chatglm_cpp import CHATGLM_CPP_OUTTYPES, convert_chatglm, is_glm_v1
 from .chatglm_cpp import DEFAULT_OUTTYPE as CHATGLM_CPP_DEFAULT_OUTTYPE
-from .chatglm_cpp import SUFFIX as CHATGLM_CPP_SUFFIX
+from .chatglm_cpp_file import CHATGLM_CPP_SUFFIX
 from .checkpoint import read_config
 from .convert import OUTTYPES, convert
 from .errors import ConversionCancelled, ConversionError

@@ -238,13 +238,16 @@ def test_a_context_past_what_the_model_was_trained_for_loads_at_its_trained_leng
 
 
 def test_a_request_that_never_reached_a_model_saves_nothing(cli_env, isolated_dirs, tmp_path):
+    not_a_model = tmp_path / "not_a_model.ggml"
+    not_a_model.write_text("named like chatglm.cpp's file, but text")
     for model, message in [
         ("nosuchmodel", "no model named 'nosuchmodel'"),
         (str(tmp_path / "missing.gguf"), "model file not found"),
         ("/etc/passwd", "/etc/passwd is not a GGUF file"),
         (str(tmp_path), "is a directory; give a .gguf file"),
         ("vicuna-7b-v1.1", "in the catalog but not on this machine; get it with `zootui pull vicuna-7b-v1.1`"),
-        ("chatglm-6b", "in the catalog but zootui cannot run it yet"),
+        ("stackllama-7b-rm", "in the catalog but zootui cannot run it yet: a reward model"),
+        (str(not_a_model), "not_a_model.ggml is not a GGUF file (nor chatglm.cpp's .ggml)"),
     ]:
         one_line_error(run(cli_env, "chat", "-m", model, "hi", check=False), message)
     assert run(cli_env, "list").stdout == ""

@@ -20,7 +20,8 @@ import pytest
 from conftest import TINY
 
 from converters import ConversionError, convert_chatglm
-from converters.chatglm_cpp import ALIGNMENT, CONFIG_VERSION, MAGIC, MODEL_TYPE_CHATGLM
+from converters.chatglm_cpp import ALIGNMENT, CONFIG_VERSION, MODEL_TYPE_CHATGLM
+from converters.chatglm_cpp_file import CHATGLM_CPP_MAGIC as MAGIC
 from tui.glm_runtime import Sampling, load_pipeline, next_tokens
 
 GLM_VARIANTS = ["glm6b", "glm6b_int8", "glm6b_int4"]
@@ -154,15 +155,15 @@ def test_a_missing_tokenizer_or_an_unknown_type_is_one_line(copy_fixture, tmp_pa
         convert_chatglm(directory, tmp_path / "out.ggml", "q4_0")
 
 
-def test_the_command_line_writes_chatglm_cpps_file_for_chatglm_6b(tmp_path, capsys):
-    from converters.chatglm_cpp import SUFFIX
+def test_the_command_line_writes_chatglm_cpps_file_for_chatglm_6b(tmp_path, monkeypatch):
     from converters.cli import main
-    from tui.zoo.library import CHATGLM_CPP_SUFFIX
 
-    assert SUFFIX == CHATGLM_CPP_SUFFIX  # the library finds what the converter writes
-    assert main([str(TINY / "glm6b"), "-o", str(tmp_path / f"glm{SUFFIX}")]) == 0
-    assert (tmp_path / f"glm{SUFFIX}").read_bytes()[:4] == MAGIC
-    assert struct.unpack_from("<i", (tmp_path / f"glm{SUFFIX}").read_bytes(), 12)[0] == gguf.GGMLQuantizationType.Q4_0
+    monkeypatch.chdir(tmp_path)
+    assert main([str(TINY / "glm6b")]) == 0
+    [written] = tmp_path.iterdir()
+    assert written.name == "glm6b-q4_0.ggml"  # the default type, with the name the library finds
+    assert written.read_bytes()[:4] == MAGIC
+    assert struct.unpack_from("<i", written.read_bytes(), 12)[0] == gguf.GGMLQuantizationType.Q4_0
 
 
 def test_the_gguf_converter_points_chatglm_6b_to_chatglm_cpp(tmp_path):

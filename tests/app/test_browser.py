@@ -296,10 +296,10 @@ async def test_facts_the_catalog_could_not_check_are_marked_as_not_confirmed(fas
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
-        await pilot.press(*"chatglm")
+        await pilot.press(*"vicuna-7b-v0")
         await pilot.pause()
-        await select(pilot, screen, "chatglm-6b")
-        await wait_until(pilot, lambda: detail(screen).startswith("## ChatGLM") and "### Fit" in detail(screen))
+        await select(pilot, screen, "vicuna-7b-v0")
+        await wait_until(pilot, lambda: detail(screen).startswith("## Vicuna") and "### Fit" in detail(screen))
         text = detail(screen)
         assert "unverified" not in text
         assert "### Not yet confirmed at the source" in text and "not confirmed" in text

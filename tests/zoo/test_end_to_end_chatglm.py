@@ -98,8 +98,9 @@ async def test_without_the_extra_the_browser_says_what_to_install(monkeypatch, i
         [row] = screen._shown
         assert row.status == "needs zootui[glm]" and "pip install 'zootui[glm]'" in row.reason
         screen.query_one(DataTable).focus()
-        await pilot.press("g")
+        await pilot.press("ctrl+g")
         await pilot.pause()
+        assert app.screen is screen, "nothing to confirm: it cannot be got"
         assert [notice.message for notice in app._notifications] == [
             "ChatGLM-6B int4: it runs on chatglm.cpp, an optional engine that is not installed:"
             " pip install 'zootui[glm]' (it compiles chatglm.cpp; see the README)."

@@ -60,6 +60,11 @@ def test_llama_7b_at_q4_k_m_and_2048_tokens():
     )
 
 
+def test_chatglm_6b_is_written_in_its_type_directly_so_needs_no_f16_file():
+    estimate = fit_variant(variant("chatglm-6b"), quant="q4_0", n_ctx=2048, free=PLENTY)
+    assert estimate.disk.intermediate_bytes == 0 and estimate.disk.output_bytes == estimate.weights.total_bytes
+
+
 def test_a_delta_needs_its_base_and_a_recovered_checkpoint_and_q8_0_needs_no_f16_file():
     estimate = fit_variant(variant("vicuna-7b-v1.1"), quant="q8_0", n_ctx=2048, free=PLENTY)
     f16 = LLAMA_7B_PARAMETERS * 2

@@ -452,7 +452,7 @@ def fit_variant(variant: Variant, *, quant: str, n_ctx: int, free: Resources) ->
     Raises UnknownShape for variants zootui cannot run or whose shape it does not know, ValueError
     for an unknown ``quant``.
     """
-    from converters import DIRECT_OUTTYPES
+    from tui.zoo.jobs.plan import quantizes
 
     if variant.status is Status.UNSUPPORTED:
         raise UnknownShape(f"{variant.id}: unsupported ({shown(variant.reason or '')})")
@@ -462,9 +462,10 @@ def fit_variant(variant: Variant, *, quant: str, n_ctx: int, free: Resources) ->
     f16_bytes = known.weights(n_vocab, bits_per_weight("f16")).total_bytes
     disk = DiskNeed(
         download_bytes=_download_bytes(variant, f16_bytes),
-        # Recovery writes a whole f16 checkpoint; types llama.cpp quantizes are first written as f16 GGUF.
+        # Recovery writes a whole f16 checkpoint; types llama.cpp quantizes are first written as f16 GGUF
+        # (chatglm.cpp's converter writes every type it has directly).
         intermediate_bytes=(f16_bytes if variant.recipe is not Recipe.NONE else 0)
-        + (0 if quant.lower() in DIRECT_OUTTYPES else f16_bytes),
+        + (f16_bytes if quantizes(quant, variant.runtime) else 0),
         output_bytes=weights.total_bytes,
     )
     return _estimate(variant.id, quant.lower(), n_ctx, known.model_shape(), weights, disk, free)

@@ -32,8 +32,13 @@ def checkpoint_steps(quant: str) -> list[StepName]:
     return [StepName.READ, *_build_steps(quant)]
 
 
-def _build_steps(quant: str, runtime: Runtime = Runtime.LLAMA_CPP) -> list[StepName]:
+def quantizes(quant: str, runtime: Runtime = Runtime.LLAMA_CPP) -> bool:
+    """Whether a ``quant`` build has a quantize step, reading an f16 GGUF the convert step writes first."""
     from converters import DIRECT_OUTTYPES
 
-    quantizes = runtime is Runtime.LLAMA_CPP and quant not in DIRECT_OUTTYPES
-    return [StepName.CONVERT, *([StepName.QUANTIZE] if quantizes else []), StepName.SMOKE_TEST, StepName.REGISTER]
+    return runtime is Runtime.LLAMA_CPP and quant.lower() not in DIRECT_OUTTYPES
+
+
+def _build_steps(quant: str, runtime: Runtime = Runtime.LLAMA_CPP) -> list[StepName]:
+    quantize = [StepName.QUANTIZE] if quantizes(quant, runtime) else []
+    return [StepName.CONVERT, *quantize, StepName.SMOKE_TEST, StepName.REGISTER]

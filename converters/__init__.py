@@ -40,6 +40,7 @@ _LAZY_EXPORTS = {
     "one_line": "errors",
     "f16_to_f32": "ggml",
     "sha256_file": "hashing",
+    "hash_into": "hashing",
     "ConsoleProgress": "progress",
     "Progress": "progress",
     "QUANT_TYPES": "quantize",

@@ -21,14 +21,26 @@ def sha256_file(
     before each block, and the digest is None when it said to stop.
     """
     digest = hashlib.sha256()
+    return digest.hexdigest() if hash_into(digest, path, on_block=on_block, stop=stop) else None
+
+
+def hash_into(
+    digest: hashlib._Hash,
+    path: str | os.PathLike[str],
+    *,
+    on_block: Callable[[memoryview], object] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Feed the bytes of the file at ``path`` into ``digest``, read once in blocks, so a caller can go on
+    hashing bytes that follow them (a download continuing a partial file). False when ``stop`` said to stop."""
     buffer = bytearray(HASH_BLOCK)
     view = memoryview(buffer)
     with open(path, "rb") as stream:
         while n := stream.readinto(buffer):
             if stop is not None and stop():
-                return None
+                return False
             block = view[:n]
             digest.update(block)
             if on_block is not None:
                 on_block(block)
-    return digest.hexdigest()
+    return True

@@ -7,7 +7,9 @@ it is published as ``spaces/owner/name`` or ``datasets/owner/name``, the paths t
   ``siblings`` (size, blobId, and ``lfs.sha256`` for LFS files).
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{path}``: the file, with ``X-Repo-Commit``, ``ETag``
   (sha256 for LFS files, git blob sha1 otherwise), ``X-Linked-Etag``/``X-Linked-Size`` for LFS
-  files, and ``Range: bytes=N-`` answered with 206.
+  files, and ``Range: bytes=N-`` answered with 206 (416 past the end).
+- With ``HubServer(cdn=True)``, LFS files as the Hub serves them: ``resolve`` answers 302 with those
+  headers and a ``Location`` on a second origin (another port), which serves the bytes and Ranges.
 
 Errors carry the ``X-Error-Code`` huggingface_hub maps to exceptions: ``RepoNotFound`` (404),
 ``GatedRepo`` (401 without a token, 403 with one), ``RevisionNotFound`` and ``EntryNotFound``.
@@ -24,7 +26,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 
 @dataclass
@@ -69,36 +71,53 @@ class _State:
     requests: list[RecordedRequest] = field(default_factory=list)
     cuts: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cdn_url: str | None = None
+    ignore_ranges: bool = False
+    bytes_sent: dict[str, int] = field(default_factory=dict)
+    """Body bytes sent per file path (``repo/path``), across requests."""
 
 
 _INFO = re.compile(r"^/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/]+)$")
 _RESOLVE = re.compile(r"^/(?P<kind>spaces/|datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-$")
+_CDN = re.compile(r"^/cdn/(?P<repo>(?:spaces/|datasets/)?[^/]+/[^/]+)/(?P<path>.+)$")
 
 
 class HubServer:
     """Run with ``with HubServer() as hub:``; point ``HF_ENDPOINT`` at ``hub.url``."""
 
-    def __init__(self) -> None:
+    def __init__(self, cdn: bool = False) -> None:
         self._state = _State()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self._state))
-        self._server.daemon_threads = True
-        # A short poll interval keeps shutdown (once per test) fast.
-        serve = partial(self._server.serve_forever, poll_interval=0.02)
-        self._thread = threading.Thread(target=serve, name="hubserver", daemon=True)
+        self._servers = [self._server]
+        if cdn:
+            self._servers.append(ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self._state)))
+            self._state.cdn_url = f"http://127.0.0.1:{self._servers[1].server_port}"
+        self._threads = []
+        for server in self._servers:
+            server.daemon_threads = True
+            # A short poll interval keeps shutdown (once per test) fast.
+            serve = partial(server.serve_forever, poll_interval=0.02)
+            self._threads.append(threading.Thread(target=serve, name="hubserver", daemon=True))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}"
 
+    @property
+    def cdn_url(self) -> str | None:
+        return self._state.cdn_url
+
     def __enter__(self) -> HubServer:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        for server, thread in zip(self._servers, self._threads, strict=True):
+            server.shutdown()
+            server.server_close()
+            thread.join()
 
     def add_repo(
         self,
@@ -126,6 +145,16 @@ class HubServer:
         """Close the connection after ``after_bytes`` of the next GET of this file."""
         with self._state.lock:
             self._state.cuts[(repo_id, path)] = after_bytes
+
+    def ignore_ranges(self, ignore: bool = True) -> None:
+        """Answer 200 with the whole file to Range requests, as some proxies and CDNs do."""
+        with self._state.lock:
+            self._state.ignore_ranges = ignore
+
+    def bytes_sent(self, repo_id: str, path: str) -> int:
+        """Body bytes of this file sent so far, over every request."""
+        with self._state.lock:
+            return self._state.bytes_sent.get(f"{repo_id}/{path}", 0)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -160,6 +189,12 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             elif match := _RESOLVE.match(path):
                 repo = (match["kind"] or "") + match["repo"]
                 self._resolve(repo, unquote(match["rev"]), unquote(match["path"]), send_body)
+            elif (match := _CDN.match(path)) and (repo := state.repos.get(match["repo"])) is not None:
+                name = unquote(match["path"])
+                if name in repo.files:
+                    self._send_file(repo, name, send_body)
+                else:
+                    self._error(404, "EntryNotFound", "Entry not found", send_body)
             else:
                 self._error(404, "RepoNotFound", "Not found", send_body)
 
@@ -229,32 +264,65 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             if hub_file is None:
                 self._error(404, "EntryNotFound", "Entry not found", send_body, repo)
                 return
-            content = hub_file.content if hub_file.served is None else hub_file.served
-            start = 0
-            if (requested := _RANGE.match(self.headers.get("Range", ""))) is not None:
-                start = int(requested.group(1))
-            self.send_response(206 if start else 200)
+            if hub_file.lfs and state.cdn_url is not None:
+                # The Hub's answer for an LFS file: its metadata, and where the bytes are.
+                self.send_response(302)
+                self._send_file_headers(repo, hub_file)
+                self.send_header("Location", f"{state.cdn_url}/cdn/{repo_id}/{quote(path)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self._send_file(repo, path, send_body)
+
+        def _send_file_headers(self, repo: HubRepo, hub_file: HubFile) -> None:
             self.send_header("X-Repo-Commit", repo.commit)
             self.send_header("ETag", f'"{hub_file.etag}"')
             if hub_file.lfs:
                 self.send_header("X-Linked-Etag", f'"{hub_file.etag}"')
-                self.send_header("X-Linked-Size", str(len(content)))
+                self.send_header("X-Linked-Size", str(len(hub_file.content)))
+
+        def _send_file(self, repo: HubRepo, path: str, send_body: bool) -> None:
+            hub_file = repo.files[path]
+            content = hub_file.content if hub_file.served is None else hub_file.served
+            requested = _RANGE.match(self.headers.get("Range", ""))
+            start = 0 if requested is None or state.ignore_ranges else int(requested.group(1))
+            if requested is not None and start >= len(content) > 0:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(content)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            partial_content = requested is not None and not state.ignore_ranges
+            self.send_response(206 if partial_content else 200)
+            self._send_file_headers(repo, hub_file)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(len(content) - start))
-            if start:
+            if partial_content:
                 self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
             self.end_headers()
             if not send_body:
                 return
             with state.lock:
-                cut = state.cuts.pop((repo_id, path), None)
-            if cut is None:
-                self.wfile.write(content[start:])
-                return
-            self.wfile.write(content[start : start + cut])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
+                cut = state.cuts.pop((repo.repo_id, path), None)
+            body = memoryview(content)[start:] if cut is None else memoryview(content)[start : start + cut]
+            self._write_counted(f"{repo.repo_id}/{path}", body)
+            if cut is not None:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+        def _write_counted(self, key: str, body: memoryview) -> None:
+            """Write in blocks, counting what reached the socket (a client may hang up part way)."""
+            block = 1 << 20
+            for offset in range(0, len(body), block):
+                chunk = body[offset : offset + block]
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                    return
+                with state.lock:
+                    state.bytes_sent[key] = state.bytes_sent.get(key, 0) + len(chunk)
 
         def _error(self, status: int, code: str, message: str, send_body: bool, repo: HubRepo | None = None) -> None:
             body = json.dumps({"error": message}).encode()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -199,36 +196,3 @@ def test_a_space_downloads_like_a_model_repo(tmp_path, monkeypatch):
         assert (snapshot.directory / "weights.pth").read_bytes() == b"w" * 1000
         assert "spaces--owner--demo" in str(snapshot.directory)
         assert any(r.path.startswith("/spaces/owner/demo/resolve/") for r in hub.requests)
-
-
-KILL_MID_FILE = """
-import os, signal, sys
-from pathlib import Path
-from tui.zoo.hub import download
-
-def progress(report):
-    if report.filename == "model.safetensors" and report.file_done >= 2 * 2**20:
-        os.kill(os.getpid(), signal.SIGKILL)  # as a closed terminal or the OOM killer would
-
-download(sys.argv[1], cache_dir=Path(sys.argv[2]), endpoint=sys.argv[3], token=False, on_progress=progress)
-"""
-
-
-def test_a_download_killed_mid_file_leaves_nothing_the_next_run_keeps(hub: HubServer, tmp_path: Path):
-    big = bytes(range(251)) * (8 * 1024 * 1024 // 251)
-    hub.add_repo("zoo/big", {"config.json": b"{}", "model.safetensors": big}, lfs={"model.safetensors"})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_MID_FILE, "zoo/big", str(tmp_path / "cache"), hub.url],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    partials = list((tmp_path / "cache").rglob("*.incomplete"))
-    assert partials  # which huggingface_hub never reads again
-
-    snapshot = fetch(tmp_path, "zoo/big")
-    assert sha256(snapshot.directory / "model.safetensors") == hashlib.sha256(big).hexdigest()
-    assert list((tmp_path / "cache").rglob("*.incomplete")) == []

@@ -29,6 +29,7 @@ from support import ROOT
 from tinyzoo import (
     BASE_REPO,
     DELTA_REPO,
+    LFS_FILES,
     LORA_CHAIN_VARIANT,
     LORA_VARIANT,
     TINY_LLAMA,
@@ -39,6 +40,7 @@ from tinyzoo import (
 )
 
 import converters.hashing
+import tui.zoo.hub_blobs
 from tui.config import Settings, with_overrides
 from tui.engine import EngineError, Engines, ReplyStats, SamplingParams
 from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, JobState, Store, StoreError
@@ -227,15 +229,17 @@ def test_a_download_is_read_once_for_its_digests_from_hub_to_lockfile_and_gguf(
     zoo: TinyZoo, isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch
 ):
     hashed: Counter[Path] = Counter()
-    real = converters.hashing.sha256_file
+    real = converters.hashing.hash_into
 
-    def counting(path, **options):
+    def counting(digest, path, **options):
         hashed[Path(path).resolve()] += 1
-        return real(path, **options)
+        return real(digest, path, **options)
 
-    # Every sha256 of a file goes through converters' one hashing loop: the package's export and its own use.
-    monkeypatch.setattr(converters, "sha256_file", counting)
-    monkeypatch.setattr(converters.hashing, "sha256_file", counting)
+    # Every sha256 read of a file goes through converters' one hashing loop (sha256_file uses it too): the
+    # package's export, its own use, and the Hub download's (which hashes LFS files as their bytes arrive).
+    monkeypatch.setattr(converters, "hash_into", counting)
+    monkeypatch.setattr(converters.hashing, "hash_into", counting)
+    monkeypatch.setattr(tui.zoo.hub_blobs, "hash_into", counting)
     # A LoRA kept for run time converts the downloaded base itself, so the converter's provenance
     # digests are of downloaded files too.
     model = zoo.jobs(isolated_dirs).get_model(LORA_VARIANT, "f16", lora="runtime")
@@ -243,7 +247,9 @@ def test_a_download_is_read_once_for_its_digests_from_hub_to_lockfile_and_gguf(
     [job] = Store(isolated_dirs / DATABASE_NAME).jobs()
     downloaded = Downloaded.from_record(job.steps[0].result)
     files = [(s, s.directory / name) for s in downloaded.snapshots for name in s.files]
-    assert files and all(hashed[path.resolve()] == 1 for _, path in files), hashed
+    # LFS files are hashed as they download and never read for it; the small files kept in git once.
+    lfs = LFS_FILES | {"adapter_model.safetensors"}
+    assert files and all(hashed[path.resolve()] == (path.name not in lfs) for _, path in files), hashed
     base = next(s for s in downloaded.snapshots if s.repo == BASE_REPO)
     recorded = dict(reversed(entry.split("  ", 1)) for entry in gguf_strings(model.path, "zootui.source.sha256"))
     assert recorded == {name: model.lockfile.inputs[f"{BASE_REPO}/{name}"] for name in recorded}

@@ -2,10 +2,10 @@
 
 ``download`` picks the files a model needs, checks the disk before it starts, reports progress
 per file, and verifies the sha256 of every LFS file it fetched against the Hub's metadata.
-Interrupted downloads pick up where they can: huggingface_hub retries a dropped connection with a
-Range request, and a run that was stopped skips the files already in the cache. A file whose
-process was killed starts again from its first byte (huggingface_hub offers no way to resume it;
-``_remove_dead_partials`` says why), and what the killed run left of it is removed first.
+Interrupted downloads continue where they stopped: a run skips the files already in the cache, and
+an LFS file (the weights) whose transfer was cut off, by a dropped connection or a killed process,
+continues from the bytes it had (``hub_blobs``; huggingface_hub 2.4 cannot, see
+``_remove_dead_partials``). Small files kept in git go through hf_hub_download and start again.
 
 Every failure a user can act on surfaces as ``HubError`` with one line saying what to do.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 import httpx2
+from filelock import Timeout
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -34,6 +35,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import RepoSibling
 from huggingface_hub.utils import tqdm as hf_tqdm
+
+from tui.zoo.hub_blobs import PARTIAL_SUFFIX, Blob, DigestMismatch, Oversized, blob_lock, fetch_blob
 
 
 class HubError(Exception):
@@ -49,6 +52,13 @@ class DownloadProgress:
     file_total: int
     done: int
     total: int
+    note: str = ""
+    """One line about this file's transfer: resumed, started again, or waiting for another process."""
+
+    @property
+    def detail(self) -> str:
+        """The file's name, with its note if it has one."""
+        return f"{self.filename} ({self.note})" if self.note else self.filename
 
 
 ProgressCallback = Callable[[DownloadProgress], None]
@@ -132,20 +142,22 @@ def download(
     if not chosen:
         raise HubError(f"{repo_id} has no files zootui can use at {revision}")
     missing = [s for s in chosen if not _cached(repo, s.rfilename, commit, cache_dir)]
-    _check_disk_space(repo_id, missing, cache_dir)
+    storage = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(
+        repo_id=repo.repo_id, repo_type=repo.repo_type
+    )
+    _check_disk_space(repo_id, missing, storage)
     if gated and missing:
         _check_access(repo, missing[0].rfilename, commit, endpoint, token)
-    _remove_dead_partials(repo, missing, cache_dir)
+    _remove_dead_partials(storage, siblings, missing)
     total = sum(s.size or 0 for s in chosen)
     report = _Progress(on_progress, total=total, done=total - sum(s.size or 0 for s in missing))
     verified: dict[str, str] = {}
     for sibling in missing:
-        path = _fetch(repo, sibling, commit, cache_dir, endpoint, token, report)
-        digest = _verify(sibling, Path(path))
+        path, digest = _fetch(repo, sibling, commit, storage, endpoint, token, report)
+        digest = digest or _verify(sibling, path)
         if digest is not None:
             verified[sibling.rfilename] = digest
-    cache = Path(cache_dir or constants.HF_HUB_CACHE)
-    directory = cache / repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type) / "snapshots" / commit
+    directory = storage / "snapshots" / commit
     return Snapshot(repo_id, commit, directory, tuple(s.rfilename for s in chosen), verified)
 
 
@@ -248,48 +260,55 @@ def _cached(repo: _Repo, filename: str, commit: str, cache_dir: Path | None) -> 
     return found if isinstance(found, str) else None
 
 
-def _remove_dead_partials(repo: _Repo, missing: list[RepoSibling], cache_dir: Path | None) -> None:
-    """Remove what killed downloads of these files left in the Hub cache.
+def _remove_dead_partials(storage: Path, siblings: list[RepoSibling], missing: list[RepoSibling]) -> None:
+    """Remove what killed downloads left in the repo's cache folder that no later download can use.
 
-    A killed download cannot be resumed, only cleaned up, and this is why. huggingface_hub writes each
-    transfer to a file of its own (``<etag>.<8 hex>.incomplete``, opened "wb") and deletes it when the
-    transfer fails; it resumes only within that transfer (a dropped connection continues with a Range
-    request). It has done so since huggingface_hub#4306, which stopped reusing ``<etag>.incomplete`` on
-    purpose (on filesystems whose flock is a no-op, two processes appended to one partial and poisoned
-    the cache), announcing the loss of resume as a breaking change. No public option brings it back in
-    2.4: ``resume_download`` is gone, ``local_dir`` downloads go through the same per-transfer file,
-    hf_xet does not resume from a partial either (its chunk cache is a build-dependent optimisation, not
-    a resume), and huggingface_hub#4196 (no resume across runs) is open. Resuming would mean writing
-    into its cache behind its back, or a second cache of our own, so a file whose process was killed is
-    fetched anew; what that process left is removed here, since no later transfer reads it. A partial
-    whose download lock is free belongs to no running download.
+    huggingface_hub cannot resume a download across runs, and this is why. It writes each transfer to a
+    file of its own (``<etag>.<8 hex>.incomplete``, opened "wb") and deletes it when the transfer fails;
+    it resumes only within that transfer (a dropped connection continues with a Range request). It has
+    done so since huggingface_hub#4306 (in 1.18; its code cites #4228), which stopped reusing
+    ``<etag>.incomplete`` on purpose: on filesystems whose flock is a no-op, two processes appended to
+    one partial and poisoned the cache. No option of 2.4 brings resume back (``resume_download`` is
+    gone, ``local_dir`` downloads go through the same per-transfer file, hf_xet writes a fresh file
+    too), and huggingface_hub#4196 (no resume across runs) is open. So what a killed huggingface_hub
+    transfer left, of the files this download still needs, is never read again and goes here.
+
+    zootui's own partials of LFS files (``hub_blobs``) are what a killed run resumes from; they go only
+    when they cannot be used: the blob is in the cache already, or it belongs to no file of this commit
+    (the repo moved on). A partial whose blob lock is taken belongs to a running download and stays.
     """
-    from filelock import FileLock, Timeout
-
-    cache = Path(cache_dir or constants.HF_HUB_CACHE)
-    folder = repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type)
+    blobs = storage / "blobs"
+    dead: list[Path] = []
     for sibling in missing:
         etag = sibling.lfs.sha256 if sibling.lfs is not None else sibling.blob_id
-        if not etag:
-            continue
-        partials = [*(cache / folder / "blobs").glob(f"{etag}.*incomplete")]
-        if not partials:
-            continue
-        lock = FileLock(cache / ".locks" / folder / f"{etag}.lock", timeout=0)
+        if etag:
+            dead += (p for p in blobs.glob(f"{etag}.*incomplete") if _HF_PARTIAL.fullmatch(p.name[len(etag) :]))
+    wanted = {s.lfs.sha256 for s in siblings if s.lfs is not None}
+    for partial in blobs.glob(f"*{PARTIAL_SUFFIX}"):
+        etag = partial.name.removesuffix(PARTIAL_SUFFIX)
+        if etag not in wanted or (blobs / etag).exists():
+            dead.append(partial)
+    for partial in dead:
+        lock = blob_lock(storage, partial.name.split(".", 1)[0])
         try:
-            lock.acquire()
+            lock.acquire(timeout=0)
         except Timeout:  # another process is downloading it now
             continue
         try:
-            for partial in partials:
-                partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
         finally:
             lock.release()
 
 
-def _check_disk_space(repo_id: str, missing: list[RepoSibling], cache_dir: Path | None) -> None:
-    needed = sum(s.size or 0 for s in missing)
-    target = Path(cache_dir or constants.HF_HUB_CACHE)
+# What hf_hub_download's partials are called after their etag (``_download_to_tmp_and_move``; before 1.18
+# a bare ``.incomplete``).
+_HF_PARTIAL = re.compile(r"(\.[0-9a-f]{8})?\.incomplete")
+
+
+def _check_disk_space(repo_id: str, missing: list[RepoSibling], storage: Path) -> None:
+    """The files still missing must fit, less what their partials already hold."""
+    needed = sum(s.size or 0 for s in missing) - sum(_partial_size(storage, s) for s in missing)
+    target = storage.parent
     existing = next(p for p in (target, *target.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if needed > free:
@@ -299,6 +318,15 @@ def _check_disk_space(repo_id: str, missing: list[RepoSibling], cache_dir: Path 
             f"not enough disk space for {repo_id}: it needs {human_size(needed)} more in {target}, "
             f"which has {human_size(free)} free"
         )
+
+
+def _partial_size(storage: Path, sibling: RepoSibling) -> int:
+    if sibling.lfs is None:
+        return 0
+    try:
+        return min(Blob(storage, sibling.lfs.sha256, sibling.size or 0).partial.stat().st_size, sibling.size or 0)
+    except FileNotFoundError:
+        return 0
 
 
 def _check_access(repo: _Repo, filename: str, commit: str, endpoint: str | None, token: str | bool | None) -> None:
@@ -311,24 +339,41 @@ def _check_access(repo: _Repo, filename: str, commit: str, endpoint: str | None,
 
 
 class _Progress:
-    """Totals across files, fed by one ``_FileProgressBar`` per file."""
+    """Totals across files, fed by one ``_FileProgressBar`` per transfer and by ``hub_blobs``' notes."""
 
     def __init__(self, callback: ProgressCallback | None, total: int, done: int) -> None:
         self.callback = callback
         self.total = total
         self.done = done
+        self._file_done: dict[str, int] = {}
+        self._notes: dict[str, str] = {}
 
-    def advance(self, filename: str, file_done: int, file_total: int, step: int) -> None:
-        self.done += step
+    def file(self, filename: str, file_done: int, file_total: int) -> None:
+        """``filename`` holds ``file_done`` bytes now (fewer than before when its transfer started again)."""
+        before = self._file_done.get(filename, 0)
+        if file_done == before and filename in self._file_done:
+            return
+        self.done += file_done - before
+        self._file_done[filename] = file_done
+        self._report(filename, file_total)
+
+    def note(self, filename: str, file_total: int, text: str) -> None:
+        self._notes[filename] = text
+        self._report(filename, file_total)
+
+    def _report(self, filename: str, file_total: int) -> None:
         if self.callback is not None:
-            self.callback(DownloadProgress(filename, file_done, file_total, self.done, self.total))
+            file_done = self._file_done.get(filename, 0)
+            note = self._notes.get(filename, "")
+            self.callback(DownloadProgress(filename, file_done, file_total, self.done, self.total, note))
 
 
 class _FileProgressBar(hf_tqdm):
     """huggingface_hub's progress bar, silenced, turning its updates into ``DownloadProgress`` calls.
 
     huggingface_hub creates one (``tqdm_class``) per transfer and feeds it byte counts, negative
-    when a server ignored a resume Range and the file restarts. ``for_file`` binds the file.
+    when a server ignored a resume Range and the file restarts; a transfer continuing a partial
+    creates it with the partial's bytes as ``initial``. ``for_file`` binds the file.
     """
 
     progress: ClassVar[_Progress]
@@ -343,11 +388,11 @@ class _FileProgressBar(hf_tqdm):
         kwargs["disable"] = True
         super().__init__(*args, **kwargs)
         self._file_done = int(kwargs.get("initial") or 0)
+        self.progress.file(self.filename, self._file_done, self.file_total)
 
     def update(self, n: float | None = 1) -> bool | None:
-        step = int(n or 0)
-        self._file_done += step
-        self.progress.advance(self.filename, self._file_done, self.file_total, step)
+        self._file_done += int(n or 0)
+        self.progress.file(self.filename, self._file_done, self.file_total)
         return super().update(n)
 
     # Having these makes huggingface_hub report network bytes to this same bar instead of creating
@@ -363,25 +408,43 @@ def _fetch(
     repo: _Repo,
     sibling: RepoSibling,
     commit: str,
-    cache_dir: Path | None,
+    storage: Path,
     endpoint: str | None,
     token: str | bool | None,
     progress: _Progress,
-) -> str:
-    bar = _FileProgressBar.for_file(progress, sibling.rfilename, sibling.size or 0)
+) -> tuple[Path, str | None]:
+    """The file's snapshot path, and its sha256 when it was taken from the bytes as they arrived."""
+    size = sibling.size or 0
+    bar = _FileProgressBar.for_file(progress, sibling.rfilename, size)
     try:
-        return hf_hub_download(
-            repo.repo_id,
-            sibling.rfilename,
-            repo_type=repo.repo_type,
-            revision=commit,
-            cache_dir=cache_dir,
-            endpoint=endpoint,
-            token=token,
-            tqdm_class=bar,
+        if sibling.lfs is None:
+            path = hf_hub_download(
+                repo.repo_id,
+                sibling.rfilename,
+                repo_type=repo.repo_type,
+                revision=commit,
+                cache_dir=storage.parent,
+                endpoint=endpoint,
+                token=token,
+                tqdm_class=bar,
+            )
+            return Path(path), None
+        url = hf_hub_url(repo.repo_id, sibling.rfilename, revision=commit, endpoint=endpoint, repo_type=repo.repo_type)
+        pointer = storage / "snapshots" / commit / sibling.rfilename
+        blob = Blob(storage, sibling.lfs.sha256, size)
+        digest = fetch_blob(
+            blob, url, pointer, token=token, bar=bar, note=lambda text: progress.note(sibling.rfilename, size, text)
         )
+        return pointer, digest
     except _TRANSLATED as error:
         _raise_translated(error, repo.reference, commit, endpoint)
+    except DigestMismatch as error:
+        _raise_damaged(sibling, error.got)
+    except Oversized as error:
+        raise HubError(
+            f"the Hub sent more than the {size} bytes it lists for {sibling.rfilename}; nothing was kept, "
+            "run the download again"
+        ) from error
 
 
 def _verify(sibling: RepoSibling, path: Path) -> str | None:
@@ -396,8 +459,13 @@ def _verify(sibling: RepoSibling, path: Path) -> str | None:
         blob = path.resolve()
         path.unlink()
         blob.unlink(missing_ok=True)
-        raise HubError(
-            f"{sibling.rfilename} does not match the Hub's sha256 (expected {sibling.lfs.sha256[:12]}…, "
-            f"got {str(digest)[:12]}…); the damaged copy was removed, run the download again"
-        )
+        _raise_damaged(sibling, str(digest))
     return digest
+
+
+def _raise_damaged(sibling: RepoSibling, got: str) -> NoReturn:
+    assert sibling.lfs is not None
+    raise HubError(
+        f"{sibling.rfilename} does not match the Hub's sha256 (expected {sibling.lfs.sha256[:12]}…, "
+        f"got {got[:12]}…); the damaged copy was removed, run the download again"
+    )

@@ -154,7 +154,7 @@ class Jobs:
             if cancel is not None and cancel.is_set():
                 raise JobCancelled()
             if progress is not None:
-                detail = f"{repo_id}: {report.filename}"
+                detail = f"{repo_id}: {report.detail}"
                 progress(JobProgress(0, StepName.DOWNLOAD, 1, 1, report.done, report.total, detail))
 
         try:

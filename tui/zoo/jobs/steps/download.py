@@ -124,7 +124,7 @@ class Download(Step[Downloaded]):
         from tui.zoo.hub import DownloadProgress, HubError, download
 
         def on_download(p: DownloadProgress) -> None:
-            context.report(p.done, p.total, f"{repo_id}: {p.filename}")
+            context.report(p.done, p.total, f"{repo_id}: {p.detail}")
 
         try:
             snapshot = download(

@@ -56,3 +56,16 @@ def decoder_logits(gguf_path: Path, encoder_ids: list[int], decoder_ids: list[in
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| over every position and token, relative to the largest expected logit."""
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+Q8_0_BLOCK_BYTES = 34  # an f16 scale, then 32 int8 values
+
+
+def q8_0_blocks_differing(ours: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
+    """(blocks differing, blocks) between two q8_0 tensors' bytes, asserting what the vectorised rounding
+    allows (converters.ggml.quantize_rows): every scale equal, every value at most one step away."""
+    mine, theirs = (np.asarray(data, np.uint8).reshape(-1, Q8_0_BLOCK_BYTES) for data in (ours, reference))
+    assert np.array_equal(mine[:, :2], theirs[:, :2]), "a block's scale differs"
+    steps = np.abs(mine[:, 2:].view(np.int8).astype(np.int16) - theirs[:, 2:].view(np.int8))
+    assert steps.max() <= 1, "a value is more than one step away"
+    return int(np.count_nonzero(steps.any(axis=1))), len(mine)

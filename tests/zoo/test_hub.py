@@ -177,6 +177,27 @@ def test_a_file_list_naming_paths_outside_the_repo_is_refused(hub: HubServer, tm
     assert not (tmp_path / "escape.json").exists()
 
 
+@pytest.mark.parametrize(("name", "lfs"), [("model.safetensors", True), ("config.json", False)])
+@pytest.mark.parametrize("etag", ["../../../victim", "/tmp/victim", "ABC", ""])
+def test_a_file_list_whose_hashes_are_not_hashes_is_refused(
+    hub: HubServer, tmp_path: Path, name: str, lfs: bool, etag: str
+):
+    """A listed hash names the file's blob in the cache: '../' in it once made a damaged-copy check delete a
+    file outside the cache."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    hub.add_repo(
+        "zoo/hashes",
+        {"config.json": b"{}", "model.safetensors": b"w" * 64},
+        lfs={"model.safetensors"} if lfs else (),
+        advertised_etags={name: etag},
+    )
+    with pytest.raises(HubError, match=r"lists .* hash .* not a hash; refusing"):
+        fetch(tmp_path, "zoo/hashes")
+    assert not any(r.method == "GET" and "/resolve/" in r.path for r in hub.requests)
+    assert victim.read_text() == "keep me"
+
+
 def test_a_space_downloads_like_a_model_repo(tmp_path, monkeypatch):
     """MiniGPT-4 7B's projection checkpoint is published in the authors' Space, not a model repo."""
     from hubserver import HubServer

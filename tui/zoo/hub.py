@@ -83,6 +83,8 @@ _PICKLE_INDEX = "pytorch_model.bin.index.json"
 _LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 _OFFLINE = "cannot download {repo_id}: offline mode is on (HF_HUB_OFFLINE); unset it to download"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GIT_BLOB_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # sha1, or sha256 in sha256 repositories
 
 
 def select_files(filenames: Iterable[str], patterns: Iterable[str] = ()) -> list[str]:
@@ -212,6 +214,16 @@ def _repo_listing(
                 f"the Hub at {hub} lists a file {sibling.rfilename[:80]!r} in {repo.reference}, which is not a path inside"
                 " the repo; refusing to download it (check HF_ENDPOINT)"
             )
+        # A file's hash names its blob in the cache (and its lock and partial): '../' in one would reach anywhere.
+        hashes = [(sibling.lfs.sha256, _SHA256)] if sibling.lfs is not None else []
+        if sibling.blob_id is not None:
+            hashes.append((sibling.blob_id, _GIT_BLOB_ID))
+        for listed, form in hashes:
+            if not isinstance(listed, str) or not form.fullmatch(listed):
+                raise HubError(
+                    f"the Hub at {hub} lists {sibling.rfilename[:80]!r} in {repo.reference} with the hash"
+                    f" {str(listed)[:80]!r}, which is not a hash; refusing to download it (check HF_ENDPOINT)"
+                )
     return list(info.siblings), info.sha, bool(info.gated)
 
 

@@ -108,6 +108,17 @@ def test_engine_error_leaves_no_empty_reply_behind(service, tmp_path):
     assert [m.role for m in service.store.messages(conversation.id)] == ["user"]
 
 
+def test_a_regenerate_that_fails_before_its_first_token_shows_the_earlier_reply_again(service, tmp_path):
+    conversation = service.new_conversation()
+    service.add_user_message(conversation, "Say a number.")
+    first = service.reply(conversation, threading.Event()).message
+    service.prepare_regenerate(conversation)
+    conversation = service.update(conversation, model=str(tmp_path / "deleted.gguf"))
+    with pytest.raises(EngineError):
+        service.reply(conversation, threading.Event())
+    assert [m.id for m in service.messages(conversation)][-1] == first.id
+
+
 def test_closing_an_empty_conversation_deletes_it_and_keeps_one_with_messages(service):
     empty = service.new_conversation()
     assert service.close_conversation(empty.id) is True

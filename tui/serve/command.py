@@ -50,10 +50,19 @@ def is_loopback(host: str) -> bool:
 
 
 def served_models(names: list[str] | None, data_dir: Path) -> dict[str, float]:
-    """The library models to serve, with the time each file was made."""
-    from tui.zoo.library import library_models
+    """The library models to serve, with the time each file was made. chatglm.cpp's models are left out:
+    the server completes text and keeps every message as llama.cpp's engines do, which ChatGLMEngine does not."""
+    from tui.zoo.library import CHATGLM_CPP_SUFFIX, library_models
 
-    library = {model.name: model for model in library_models(data_dir) if model.path is not None}
+    local = [model for model in library_models(data_dir) if model.path is not None]
+    glm = [model.name for model in local if model.path.suffix == CHATGLM_CPP_SUFFIX]
+    library = {model.name: model for model in local if model.name not in glm}
+    named_glm = [name for name in names or [] if name in glm]
+    if named_glm:
+        raise ServeError(
+            f"{', '.join(map(repr, named_glm))} runs on chatglm.cpp, and `zootui serve` runs llama.cpp models only; "
+            "chat with it in the app instead."
+        )
     unknown = [name for name in names or [] if name not in library]
     if unknown:
         raise ServeError(

@@ -104,6 +104,8 @@ def quantize_rows(values: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.nd
     """
     rows = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, values.shape[-1])
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    if rows.shape[1] % block:  # the C quantizers would write past ``out`` (their own check is an assert)
+        raise ValueError(f"rows of {rows.shape[1]} values do not split into {qtype.name} blocks of {block}")
     out = np.empty((rows.shape[0], rows.shape[1] // block * type_size), np.uint8)
     if qtype == gguf.GGMLQuantizationType.Q8_0:
         _q8_0_quantizer()(rows.ctypes.data, out.ctypes.data, rows.size)

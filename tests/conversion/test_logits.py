@@ -76,3 +76,11 @@ def test_direct_q8_0_is_llama_cpp_quantizer_up_to_rounding(converted, tmp_path, 
         differing += tensor_differing
         blocks += tensor_blocks
     assert differing <= 0.01 * blocks, f"{differing} of {blocks} blocks differ"
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0])
+def test_rows_that_do_not_split_into_blocks_are_refused_before_any_write(qtype):
+    from converters.ggml import quantize_rows
+
+    with pytest.raises(ValueError, match="do not split into"):
+        quantize_rows(np.ones((2, 48), np.float32), qtype)

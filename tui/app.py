@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from textual import events, on
@@ -138,7 +139,8 @@ class ZooApp(App):
 
     def _remember_active_tab(self, active: str) -> None:
         if active.startswith("chat-"):
-            self.store.set_preference(ACTIVE_TAB_PREFERENCE, active.removeprefix("chat-"))
+            with self._unless_the_store_fails("Active tab not remembered"):
+                self.store.set_preference(ACTIVE_TAB_PREFERENCE, active.removeprefix("chat-"))
 
     def _apply_remembered_theme(self) -> None:
         wanted = self.store.preference(THEME_PREFERENCE) or self.settings.ui.theme
@@ -199,28 +201,35 @@ class ZooApp(App):
     def _open_tab_ids(self) -> list[int]:
         return [int(pane.id.removeprefix("chat-")) for pane in self.tabs.query(TabPane)]
 
-    async def action_new_chat(self, model: str | None = None) -> None:
+    @contextmanager
+    def _unless_the_store_fails(self, title: str) -> Iterator[None]:
+        """Run a change that writes the database; when the write fails (a full disk) the rest of the change
+        is skipped and the store's one line is shown, instead of the error closing the app."""
         try:
+            yield
+        except StoreError as error:
+            self.notify(str(error), title=title, severity="error", timeout=10, markup=False)
+
+    async def action_new_chat(self, model: str | None = None) -> None:
+        with self._unless_the_store_fails("No new chat"):
             conversation = self.service.new_conversation(model=model)
-        except StoreError as error:  # a full disk: the tabs stay as they are
-            self.notify(str(error), title="No new chat", severity="error", timeout=10, markup=False)
-            return
-        await self._add_tab(conversation)
-        self.tabs.active = _pane_id(conversation.id)
+            await self._add_tab(conversation)
+            self.tabs.active = _pane_id(conversation.id)
 
     async def action_close_chat(self) -> None:
         chat = self.active_chat
         if chat is None:
             return
         chat.stop_generation()
-        # An empty tab leaves nothing behind: a conversation with no message is deleted, not kept.
-        deleted = self.service.close_conversation(chat.conversation.id)
-        await self.tabs.remove_pane(_pane_id(chat.conversation.id))
-        self.service.set_tab_order(self._open_tab_ids())
-        if self.tabs.tab_count == 0:
-            await self.action_new_chat()
-        if not deleted:
-            self.notify(f"Closed {chat.conversation.title!r}; ctrl+f finds it again.", timeout=4, markup=False)
+        with self._unless_the_store_fails("Tab not closed"):
+            # An empty tab leaves nothing behind: a conversation with no message is deleted, not kept.
+            deleted = self.service.close_conversation(chat.conversation.id)
+            await self.tabs.remove_pane(_pane_id(chat.conversation.id))
+            self.service.set_tab_order(self._open_tab_ids())
+            if self.tabs.tab_count == 0:
+                await self.action_new_chat()
+            if not deleted:
+                self.notify(f"Closed {chat.conversation.title!r}; ctrl+f finds it again.", timeout=4, markup=False)
 
     def action_rename_chat(self) -> None:
         from tui.screens.rename import RenameScreen
@@ -231,8 +240,9 @@ class ZooApp(App):
 
         def rename(title: str | None) -> None:
             if title:
-                chat.conversation = self.service.update(chat.conversation, title=title)
-                self.tabs.get_tab(_pane_id(chat.conversation.id)).label = _tab_label(chat.conversation)
+                with self._unless_the_store_fails("Not renamed"):
+                    chat.conversation = self.service.update(chat.conversation, title=title)
+                    self.tabs.get_tab(_pane_id(chat.conversation.id)).label = _tab_label(chat.conversation)
 
         self.push_screen(RenameScreen(chat.conversation.title), rename)
 
@@ -278,11 +288,12 @@ class ZooApp(App):
         self.push_screen(SearchScreen(self.service.search), open_found)
 
     async def open_conversation(self, conversation_id: int) -> None:
-        if conversation_id not in self._open_tab_ids():
-            conversation = self.service.open_conversation(conversation_id)
-            await self._add_tab(conversation)
-            self.service.set_tab_order(self._open_tab_ids())
-        self.tabs.active = _pane_id(conversation_id)
+        with self._unless_the_store_fails("Not opened"):
+            if conversation_id not in self._open_tab_ids():
+                conversation = self.service.open_conversation(conversation_id)
+                await self._add_tab(conversation)
+                self.service.set_tab_order(self._open_tab_ids())
+            self.tabs.active = _pane_id(conversation_id)
 
     def _switch_tab(self, step: int) -> None:
         ids = [_pane_id(conversation_id) for conversation_id in self._open_tab_ids()]

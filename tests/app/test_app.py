@@ -376,6 +376,9 @@ async def test_a_full_disk_is_said_and_the_message_waits_in_the_box(fast_setting
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: any(n.title == "No new chat" for n in app._notifications))
         assert app.tabs.tab_count == 1 and app.active_chat is chat
+        await pilot.press("ctrl+w")
+        await wait_until(pilot, lambda: any(n.title == "Tab not closed" for n in app._notifications))
+        assert app.tabs.tab_count == 1 and app.active_chat is chat
         filler.unlink()
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(views(chat)) == 2 and not chat.generating)

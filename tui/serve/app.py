@@ -35,8 +35,10 @@ from tui.engine import ContextOverflow, EngineError, Engines, Progress, ReplyEve
 from tui.serve import protocol
 from tui.serve.protocol import ApiError
 
-MAX_BODY_BYTES = 4 * 2**20
-HANDOVER_POLL_SECONDS = 0.5  # a whole context of text is a few hundred KB; this leaves room and bounds memory
+MAX_BODY_BYTES = 4 * 2**20  # a whole context of text is a few hundred KB; this leaves room and bounds memory
+# How long the model thread waits for the event loop to take a token before it looks for a cancel again
+# (a shutdown or a client gone), so it can never wait forever.
+HANDOVER_POLL_SECONDS = 0.5
 
 
 @dataclass

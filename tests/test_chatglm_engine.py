@@ -12,7 +12,7 @@ from support import ROOT
 from support import collect_reply as collect
 
 from converters import convert_chatglm
-from tui.engine import EngineError, FinishReason, SamplingParams
+from tui.engine import ContextOverflow, EngineError, FinishReason, SamplingParams
 from tui.engine.chatglm import ChatGLMEngine, settled
 from tui.glm_runtime import load_pipeline
 from tui.zoo.templates import render_prompt
@@ -80,6 +80,25 @@ def test_cancel_stop_strings_and_the_context(engines, glm_file):
         engine.stream([*filler, *QUESTION], SamplingParams(temperature=0.0, max_tokens=8, n_ctx=128), threading.Event())
     )
     assert stats.dropped_messages >= 2 and stats.prompt_tokens + 8 <= 128
+
+
+def test_the_oldest_turns_left_out_are_just_enough_and_a_lone_system_message_overflows_cleanly(engines, glm_file):
+    engine = engines.for_model(str(glm_file))
+    pipeline = load_pipeline(glm_file)
+    system = [{"role": "system", "content": "请简短回答。"}]
+    turns = [
+        {"role": "user", "content": f"第{i}个问题？"} if i % 2 == 0 else {"role": "assistant", "content": "好的。"}
+        for i in range(60)
+    ]
+    params = SamplingParams(temperature=0.0, max_tokens=8, n_ctx=128)
+    tokens, dropped = engine._fit_prompt(pipeline, [*system, *turns, *QUESTION], params, 128)
+    one_more = render_prompt("chatglm", [*system, *turns[dropped - 1 :], *QUESTION], "", "")
+    assert len(tokens) <= 128 - 8 < len(pipeline.tokenizer.encode(one_more, 256))
+    # Only a system message, longer than the context: no turn to leave out, so ContextOverflow (it was an
+    # UnboundLocalError when the loop over turns never ran).
+    with pytest.raises(ContextOverflow) as overflow:
+        collect(engine.stream([{"role": "system", "content": "熊猫喜欢吃竹子。" * 40}], params, threading.Event()))
+    assert overflow.value.prompt_tokens > 128 - 8 and overflow.value.context_size == 128
 
 
 def test_settled_text_holds_back_what_the_next_token_may_change():

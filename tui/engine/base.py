@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tui.compat import StrEnum
 
@@ -24,6 +24,51 @@ class ContextOverflow(EngineError):
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.context_size = context_size
+
+
+Prompt = TypeVar("Prompt")
+
+
+def prompt_budget(n_ctx: int, max_tokens: int) -> int:
+    """The most prompt tokens a conversation may take: it leaves room for at least a short reply."""
+    return n_ctx - min(max_tokens, max(n_ctx // 4, 16))
+
+
+def fit_conversation(
+    messages: list[ChatMessage],
+    budget: int,
+    n_ctx: int,
+    measure: Callable[[list[ChatMessage]], tuple[Prompt, int]],
+) -> tuple[Prompt, int]:
+    """The prompt of ``messages`` and how many of its oldest turns it leaves out to fit ``budget`` tokens;
+    the system message stays. ``measure`` makes an engine's prompt of some messages and counts its tokens.
+
+    Fewer turns never make a longer prompt, so the fewest to leave out is found by bisection: a
+    conversation of hundreds of turns is measured a few times, not once for every turn it outgrew.
+    """
+    system = [message for message in messages[:1] if message["role"] == "system"]
+    turns = messages[len(system) :]
+    prompt, length = measure(messages)
+    if length <= budget:
+        return prompt, 0
+    if len(turns) > 1:
+        prompt, length = measure(system + turns[-1:])
+        if length <= budget:
+            too_few, enough = 0, len(turns) - 1  # leaving out too_few turns does not fit, enough does
+            while enough - too_few > 1:
+                middle = (too_few + enough) // 2
+                candidate, candidate_length = measure(system + turns[middle:])
+                if candidate_length <= budget:
+                    enough, prompt = middle, candidate
+                else:
+                    too_few = middle
+            return prompt, enough
+    raise ContextOverflow(
+        f"the last message needs more than the {n_ctx}-token context allows; "
+        "shorten it or raise the context length in the conversation settings.",
+        prompt_tokens=length,
+        context_size=n_ctx,
+    )
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ from typing import Any
 
 from tui.engine.base import (
     ChatMessage,
-    ContextOverflow,
     EngineError,
     ReplyEvent,
     SamplingParams,
+    fit_conversation,
+    prompt_budget,
 )
 from tui.engine.token_stream import ReplyOutcome, stream_reply
 from tui.glm_runtime import Sampling, context_length, end_tokens, load_pipeline, next_tokens
@@ -136,17 +137,9 @@ class ChatGLMEngine:
         """ChatGLM-6B's prompt as tokens, leaving out the oldest turns when the conversation outgrows the context."""
         from tui.zoo.templates import render_prompt
 
-        system = [m for m in messages[:1] if m["role"] == "system"]
-        turns = messages[len(system) :]
-        budget = n_ctx - min(params.max_tokens, max(n_ctx // 4, 16))
-        for dropped in range(len(turns)):
-            text = render_prompt(PROMPT_FORMAT, [*system, *turns[dropped:]], "", "")
+        def measure(chosen: list[ChatMessage]) -> tuple[list[int], int]:
+            text = render_prompt(PROMPT_FORMAT, chosen, "", "")
             tokens = pipeline.tokenizer.encode(text, n_ctx + 1)  # longer than the budget: nothing is cut
-            if len(tokens) <= budget:
-                return tokens, dropped
-        raise ContextOverflow(
-            f"the last message needs more than the {n_ctx}-token context allows; "
-            "shorten it or raise the context length in the conversation settings.",
-            prompt_tokens=len(tokens),
-            context_size=n_ctx,
-        )
+            return tokens, len(tokens)
+
+        return fit_conversation(messages, prompt_budget(n_ctx, params.max_tokens), n_ctx, measure)

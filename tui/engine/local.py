@@ -36,6 +36,8 @@ from tui.engine.base import (
     ReplyRewriter,
     ReplyStats,
     SamplingParams,
+    fit_conversation,
+    prompt_budget,
 )
 from tui.engine.threads import thread_plan
 from tui.engine.token_stream import LlamaText, ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
@@ -489,37 +491,17 @@ class LocalEngine:
             ) from error
 
     def _prompt_budget(self, params: SamplingParams) -> int:
-        """The most prompt tokens a conversation may take: it leaves room for at least a short reply."""
-        return params.n_ctx - min(params.max_tokens, max(params.n_ctx // 4, 16))
+        return prompt_budget(params.n_ctx, params.max_tokens)
 
     def _fit_prompt(self, model: LoadedModel, messages: list[ChatMessage], params: SamplingParams) -> Prompt:
         """The prompt, leaving out the oldest turns when the conversation outgrows the context."""
-        system = [message for message in messages[:1] if message["role"] == "system"]
-        turns = messages[len(system) :]
-        budget = self._prompt_budget(params)
-        prompt = self._format(model, messages)
-        if len(prompt.tokens) <= budget:
-            return prompt
-        if turns:
-            prompt = self._format(model, system + turns[-1:])
-        if len(turns) > 1 and len(prompt.tokens) <= budget:
-            # Fewer turns never make a longer prompt, so the fewest to leave out is found by bisection: a
-            # conversation of hundreds of turns is formatted a few times, not once for every turn it outgrew.
-            too_few, enough = 0, len(turns) - 1  # leaving out too_few turns does not fit, enough does
-            while enough - too_few > 1:
-                middle = (too_few + enough) // 2
-                candidate = self._format(model, system + turns[middle:])
-                if len(candidate.tokens) <= budget:
-                    enough, prompt = middle, candidate
-                else:
-                    too_few = middle
-            return replace(prompt, dropped_messages=enough)
-        raise ContextOverflow(
-            f"the last message needs more than the {params.n_ctx}-token context allows; "
-            f"shorten it or raise the context length in the conversation settings.",
-            prompt_tokens=len(prompt.tokens),
-            context_size=params.n_ctx,
-        )
+
+        def measure(chosen: list[ChatMessage]) -> tuple[Prompt, int]:
+            prompt = self._format(model, chosen)
+            return prompt, len(prompt.tokens)
+
+        prompt, dropped = fit_conversation(messages, self._prompt_budget(params), params.n_ctx, measure)
+        return replace(prompt, dropped_messages=dropped)
 
     def _restore_history(self, model: LoadedModel, prompt_tokens: list[int]) -> None:
         """Keep the current history for later, and bring back a saved one that fits better."""

@@ -20,7 +20,7 @@ import pytest
 from conftest import TINY
 from logits import q8_0_blocks_differing
 
-from converters import ConversionError, convert_chatglm
+from converters import ConversionError, convert_chatglm, open_checkpoint
 from converters.chatglm_cpp import ALIGNMENT, CONFIG_VERSION, MODEL_TYPE_CHATGLM
 from converters.chatglm_cpp_file import CHATGLM_CPP_MAGIC as MAGIC
 from tui.glm_runtime import Sampling, load_pipeline, next_tokens
@@ -116,8 +116,6 @@ def test_quantized_blocks_are_ggmls_reference_layout(chatglm_file, outtype):
     structs and dequantizers (read side by side); the file's blocks are those of gguf-py's reference
     quantizer, which implements that layout, for the checkpoint's own embedding (q8_0's up to the
     vectorised rounding: the same scales, a value at most a step away in a few blocks)."""
-    from converters import open_checkpoint
-
     qtype = gguf.GGMLQuantizationType[outtype.upper()]
     with open_checkpoint(TINY / "glm6b") as checkpoint:
         embedding = checkpoint.load("transformer.word_embeddings.weight").astype(np.float32)
@@ -160,6 +158,24 @@ def test_a_missing_tokenizer_or_an_unknown_type_is_one_line(copy_fixture, tmp_pa
     (directory / "ice_text.model").unlink()
     with pytest.raises(ConversionError, match="has no ice_text.model"):
         convert_chatglm(directory, tmp_path / "out.ggml", "q4_0")
+
+
+@pytest.mark.parametrize("damage", [np.nan, np.inf])
+def test_a_weight_that_is_nan_or_inf_is_refused_in_one_line(copy_fixture, tmp_path, damage):
+    """A damaged download can hold NaN or inf; chatglm.cpp shows no logits for the smoke test to catch them."""
+    directory = copy_fixture("glm6b")
+    name = "transformer.layers.0.attention.dense.weight"
+    with open_checkpoint(directory) as checkpoint:
+        stored = np.asarray(checkpoint.load_raw(name))
+    shard = directory / json.loads((directory / "pytorch_model.bin.index.json").read_text())["weight_map"][name]
+    data = shard.read_bytes()
+    at = data.index(stored.tobytes())  # torch stores each tensor's bytes as they are
+    damaged = data[:at] + np.array([damage], stored.dtype).tobytes() + data[at + stored.itemsize :]
+    shard.write_bytes(damaged)
+    with pytest.raises(ConversionError) as refused:
+        convert_chatglm(directory, tmp_path / "out.ggml", "q4_0")
+    assert str(refused.value) == f"{name} holds NaN or inf; the checkpoint is damaged: download it again"
+    assert not list(tmp_path.glob("*.ggml*"))
 
 
 def test_the_command_line_writes_chatglm_cpps_file_for_chatglm_6b(tmp_path, monkeypatch):

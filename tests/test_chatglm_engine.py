@@ -13,7 +13,7 @@ from support import collect_reply as collect
 
 from converters import convert_chatglm
 from tui.engine import ContextOverflow, EngineError, FinishReason, SamplingParams
-from tui.engine.chatglm import ChatGLMEngine, settled
+from tui.engine.chatglm import ChatGLMEngine, GLMText, settled
 from tui.glm_runtime import load_pipeline
 from tui.zoo.templates import render_prompt
 
@@ -99,6 +99,22 @@ def test_the_oldest_turns_left_out_are_just_enough_and_a_lone_system_message_ove
     with pytest.raises(ContextOverflow) as overflow:
         collect(engine.stream([{"role": "system", "content": "熊猫喜欢吃竹子。" * 40}], params, threading.Event()))
     assert overflow.value.prompt_tokens > 128 - 8 and overflow.value.context_size == 128
+
+
+def test_a_long_replys_streamed_text_is_its_whole_decode(glm_file):
+    """Each line is decoded on its own (behind the newline before it); the pieces add up to the decode of
+    the whole reply, with its rewritten blanks, tabs and punctuation and the space after each newline."""
+    tokenizer = load_pipeline(glm_file).tokenizer
+    lines = ["你好,世界!", " Hello  world:\tok?", "", "中,文;abc", "熊猫 喜欢吃竹子。", "  end,"]
+    reply = tokenizer.encode("\n".join(lines * 20), 100_000)[:-2]  # without the [gMASK] <sop> encode adds
+    decoder = GLMText(load_pipeline(glm_file))
+    streamed = ""
+    for count, token in enumerate(reply, 1):
+        streamed += decoder.text(token)
+        assert tokenizer.decode(reply[:count]).startswith(streamed)
+    streamed += decoder.rest()
+    assert streamed == tokenizer.decode(reply).rstrip() and streamed.count("\n") == 6 * 20 - 1
+    assert decoder.anchor and len(decoder.line) < 10  # the last line is all it decodes again
 
 
 def test_settled_text_holds_back_what_the_next_token_may_change():

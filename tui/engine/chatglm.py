@@ -74,25 +74,42 @@ def settled(text: str) -> str:
 
 
 class GLMText:
-    """chatglm.cpp's tokens: the reply decoded whole after each one (its decode rewrites whitespace tokens
-    and punctuation), given out as far as it is settled."""
+    """chatglm.cpp's tokens: the reply decoded after each one (its decode rewrites whitespace tokens and
+    punctuation), given out as far as it is settled.
+
+    Only the current line is decoded again, so a long reply costs time in proportion to its length: a
+    token that decodes to a line end settles everything before it, since no rewrite reaches across a
+    newline. The line after it is decoded behind that token (then cut off), as sentencepiece drops the
+    leading space of the first piece it decodes, which the whole reply's decode keeps.
+    """
 
     def __init__(self, pipeline) -> None:
-        self.pipeline = pipeline
+        self.tokenizer = pipeline.tokenizer
         self.ends = end_tokens(pipeline)
-        self.reply: list[int] = []
-        self.shown = ""
+        self.anchor: list[int] = []  # the token that ended the previous line; none on the first line
+        self.anchor_text = ""
+        self.line: list[int] = []
+        self.shown = ""  # of the current line
 
     def is_end(self, token: int) -> bool:
         return token in self.ends
 
     def text(self, token: int) -> str:
-        self.reply.append(token)
-        return self._advance(settled(self.pipeline.tokenizer.decode(self.reply)))
+        self.line.append(token)
+        line = self._decode_line()
+        added = self._advance(settled(line))
+        if line.endswith("\n") and self.shown == line:
+            ending = self.tokenizer.decode([token])
+            if ending.endswith("\n"):
+                self.anchor, self.anchor_text, self.line, self.shown = [token], ending, [], ""
+        return added
 
     def rest(self) -> str:
         # ChatGLM-6B's process_response strips the reply.
-        return self._advance(self.pipeline.tokenizer.decode(self.reply).rstrip())
+        return self._advance(self._decode_line().rstrip())
+
+    def _decode_line(self) -> str:
+        return self.tokenizer.decode(self.anchor + self.line)[len(self.anchor_text) :]
 
     def _advance(self, text: str) -> str:
         if not text.startswith(self.shown):  # an earlier part changed: nothing more is certain

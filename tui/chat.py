@@ -197,6 +197,13 @@ class ChatService:
             raise EngineError("nothing to regenerate: send a message first.")
         self.store.show_until(conversation.id, last_user.id)
 
+    def _show_latest_reply(self, conversation: Conversation) -> None:
+        """After a reply that never started: a regenerate had ended the branch at the last user message,
+        which hid the reply it was to replace; show the newest reply to that message again."""
+        shown = self.store.messages(conversation.id)
+        if shown and shown[-1].role == "user":
+            self.store.show_branch(conversation.id, shown[-1].id)
+
     def edit_last_user_message(self, conversation: Conversation, text: str) -> Message:
         """Edit and resend: the new text becomes a new version of the last user message (an image attached
         to it stays attached); the old one and the replies to it are kept as the earlier version."""
@@ -282,14 +289,18 @@ class ChatService:
         on_progress hears what happens before the first token (model loading, prompt evaluation).
         """
         conversation = self.store.conversation(conversation.id)
-        moderation = self.moderate(conversation, cancel)
-        if moderation is not None:
-            on_moderated(moderation)
-            if moderation.held:
-                raise ReplyHeld(moderation)
-        params = self.params(conversation)
-        engine = self.engines.for_model(conversation.model)
-        history = self.history(conversation)
+        try:
+            moderation = self.moderate(conversation, cancel)
+            if moderation is not None:
+                on_moderated(moderation)
+                if moderation.held:
+                    raise ReplyHeld(moderation)
+            params = self.params(conversation)
+            engine = self.engines.for_model(conversation.model)
+            history = self.history(conversation)
+        except BaseException:
+            self._show_latest_reply(conversation)
+            raise
         message = self.store.add_message(
             conversation.id, "assistant", "", model=conversation.model, state=MessageState.STREAMING
         )

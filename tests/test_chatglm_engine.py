@@ -34,6 +34,18 @@ def test_a_chatglm_cpp_file_gets_the_chatglm_engine(engines, glm_file):
     assert isinstance(engine, ChatGLMEngine) and "chatglm.cpp" in engine.description
 
 
+def test_the_pool_holds_one_model_at_a_time(glm_file, tmp_path):
+    from tui.engine.chatglm import ChatGLMPool
+
+    other = convert_chatglm(GLM, tmp_path / "chatglm-6b-tiny-q8_0.ggml", "q8_0")
+    pool = ChatGLMPool()
+    first = pool.get(glm_file)
+    assert pool.get(glm_file) is first
+    pool.get(other)
+    assert list(pool._loaded) == [other.resolve()]
+    assert pool.get(glm_file) is not first
+
+
 def test_greedy_reply_is_the_reference_continuation(engines, glm_file):
     """A lone question is sent as it is (ChatGLM-6B's chat()); the reply is the reference's greedy tokens."""
     reference = np.load(GLM / "reference.npz")

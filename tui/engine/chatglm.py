@@ -45,7 +45,13 @@ class _Loaded:
 
 
 class ChatGLMPool:
-    """chatglm.cpp pipelines by model file, shared by every conversation; one generation at a time each."""
+    """The chatglm.cpp pipeline of the model file last asked for, shared by every conversation; one
+    generation at a time.
+
+    One model at a time: each is several GB that neither the fit estimate nor the llama.cpp pool's
+    residency counts. Loading another lets the pool's hold on the last one go first; a reply still running
+    on it keeps it until that reply ends.
+    """
 
     def __init__(self) -> None:
         self._loaded: dict[Path, _Loaded] = {}
@@ -57,6 +63,7 @@ class ChatGLMPool:
             if key not in self._loaded:
                 if not path.is_file():
                     raise EngineError(f"model file not found: {path}; run `zootui models` to list models.")
+                self._loaded.clear()
                 try:
                     self._loaded[key] = _Loaded(load_pipeline(path))
                 except ValueError as error:

@@ -156,6 +156,16 @@ class MessageLog(VerticalScroll):
     def _settled(self) -> None:
         self._settling = False
 
+    # A page key jumps rather than glides: an animated page is a dozen frames of the whole log, each a
+    # layout and render of 20-40 ms of the UI thread on a 2-core machine (measured in tests/bench/bench_chat.py:
+    # 760 ms from page-up to its last frame in a 500-message conversation).
+
+    def scroll_page_up(self, *, animate: bool = False, **kwargs) -> None:
+        super().scroll_page_up(animate=animate, **kwargs)
+
+    def scroll_page_down(self, *, animate: bool = False, **kwargs) -> None:
+        super().scroll_page_down(animate=animate, **kwargs)
+
     # Moving the window as the log scrolls
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:

@@ -21,6 +21,27 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     return data
 
 
+@pytest.fixture(autouse=True)
+def real_model_loads_are_marked_slow(request, monkeypatch):
+    """Keeps ``-m "not slow"`` honest: a test that loads the real default model (or a copy of it) in this
+    process fails unless it is marked slow. (Loads in a subprocess show in ``--durations`` instead.)"""
+    import llama_cpp
+
+    default_size = default_model_path().stat().st_size
+    loads: list[str] = []
+    original = llama_cpp.Llama.__init__
+
+    def counting_init(self, model_path, *args, **kwargs):
+        if Path(model_path).stat().st_size == default_size:
+            loads.append(model_path)
+        original(self, model_path, *args, **kwargs)
+
+    monkeypatch.setattr(llama_cpp.Llama, "__init__", counting_init)
+    yield
+    if loads and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"{request.node.nodeid} loads the real default model ({loads[0]}): mark it slow", pytrace=False)
+
+
 @pytest.fixture
 def config_file(tmp_path) -> Path:
     path = tmp_path / "config" / "config.toml"

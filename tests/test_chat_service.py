@@ -16,6 +16,7 @@ def service(fast_settings, isolated_dirs):
     store.close()
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_reply_is_saved_with_its_figures(service):
     conversation = service.new_conversation(system_prompt="You are terse.")
     assert conversation.title == DEFAULT_TITLE
@@ -40,6 +41,7 @@ def test_history_has_the_system_prompt_first_and_skips_failed_replies(service):
     ]
 
 
+@pytest.mark.slow  # loads the real default model
 def test_stopped_reply_keeps_its_text(service):
     conversation = service.new_conversation()
     service.add_user_message(conversation, "Write a long story about a zoo keeper.")
@@ -57,6 +59,7 @@ def test_stopped_reply_keeps_its_text(service):
     assert saved.state == "stopped" and saved.content == reply.message.content == "".join(chunks)
 
 
+@pytest.mark.slow  # loads the real default model
 def test_regenerate_keeps_the_earlier_reply_as_a_version(service):
     conversation = service.new_conversation()
     service.add_user_message(conversation, "Say a number.")
@@ -73,6 +76,7 @@ def test_regenerate_keeps_the_earlier_reply_as_a_version(service):
     assert service.history(conversation)[-1]["content"] == first.content, "the model continues from the one shown"
 
 
+@pytest.mark.slow  # loads the real default model
 def test_edit_and_resend_keeps_the_old_exchange_as_a_version(service):
     conversation = service.new_conversation()
     original = service.add_user_message(conversation, "Hello")
@@ -83,6 +87,7 @@ def test_edit_and_resend_keeps_the_old_exchange_as_a_version(service):
     assert [m.role for m in back] == ["user", "assistant"] and back[0].id == original.id
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_reply_stopped_before_its_first_token_leaves_nothing(service):
     conversation = service.new_conversation()
     service.add_user_message(conversation, "Hi")

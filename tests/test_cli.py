@@ -48,6 +48,7 @@ def test_help_everywhere(cli_env, command):
     assert "usage: zootui" in run(cli_env, *command, "--help").stdout
 
 
+@pytest.mark.slow  # loads the real default model
 def test_chat_streams_saves_and_is_found_again(cli_env, isolated_dirs):
     result = run(
         cli_env,
@@ -82,6 +83,7 @@ def test_chat_streams_saves_and_is_found_again(cli_env, isolated_dirs):
     assert str(conversation.id) in run(cli_env, "list").stdout
 
 
+@pytest.mark.slow  # loads the real default model
 def test_chat_reads_the_prompt_from_stdin_and_continues_a_conversation(cli_env, isolated_dirs):
     run(cli_env, "chat", "-q", "--max-tokens", "4", input="Say hello.\n")
     run(cli_env, "chat", "-q", "--max-tokens", "4", "--conversation", "1", "And goodbye.")
@@ -90,6 +92,7 @@ def test_chat_reads_the_prompt_from_stdin_and_continues_a_conversation(cli_env, 
     store.close()
 
 
+@pytest.mark.slow  # loads the real default model
 def test_chat_on_a_gguf_path(cli_env, model_path):
     assert run(cli_env, "chat", "-q", "-m", str(model_path), "--max-tokens", "3", "Hi").stdout.strip()
 
@@ -123,6 +126,7 @@ def test_config_path_and_show(cli_env, tmp_path):
     assert result.stderr.count("\n") == 1 and "[chat] temperature" in result.stderr
 
 
+@pytest.mark.slow  # loads the real default model
 def test_killed_chat_keeps_the_streamed_reply(cli_env, isolated_dirs):
     process = subprocess.Popen(
         zootui_command(
@@ -220,6 +224,7 @@ def test_command_line_values_are_checked_as_the_config_file_is(cli_env, isolated
     assert not (isolated_dirs / DATABASE_NAME).exists()  # refused before anything was opened or saved
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_bad_n_ctx_is_never_saved_into_the_conversation(cli_env, isolated_dirs):
     run(cli_env, "chat", "-q", "--max-tokens", "2", "Hi")
     one_line_error(run(cli_env, "chat", "-c", "1", "--n-ctx", "1000000000", "Again", check=False), "out of range")
@@ -237,6 +242,7 @@ def test_a_context_past_what_the_model_was_trained_for_loads_at_its_trained_leng
     assert "/8192" in result.stderr and "1048576" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_request_that_never_reached_a_model_saves_nothing(cli_env, isolated_dirs, tmp_path):
     not_a_model = tmp_path / "not_a_model.ggml"
     not_a_model.write_text("named like chatglm.cpp's file, but text")
@@ -261,6 +267,7 @@ def test_a_request_that_never_reached_a_model_saves_nothing(cli_env, isolated_di
     store.close()
 
 
+@pytest.mark.slow  # loads the real default model
 def test_export_writes_only_where_it_was_pointed(cli_env, isolated_dirs, tmp_path):
     run(cli_env, "chat", "-q", "--max-tokens", "2", "Hi")
     nowhere = tmp_path / "nonexistent" / "dir"

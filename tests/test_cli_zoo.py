@@ -261,6 +261,7 @@ def test_models_lists_a_hostile_gguf_with_a_note_and_the_rest_of_the_library(cli
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # loads the real default model
 def test_an_import_named_by_the_user_chats_by_that_name_and_shows_its_quant(cli_env):
     pulled = run(cli_env, "pull", "--import", str(TINY_LLAMA), "--name", "my-coati", "--quant", "q8_0")
     assert pulled.returncode == 0, pulled.stderr

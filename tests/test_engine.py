@@ -27,6 +27,7 @@ def test_stop_scanner_releases_held_text_that_was_not_a_stop():
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16, n_ctx=1024, seed=1)
 
 
+@pytest.mark.slow  # loads the real default model
 def test_local_reply_streams_text_and_figures(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     text, stats = collect_reply(
@@ -38,6 +39,7 @@ def test_local_reply_streams_text_and_figures(engines):
     assert stats.context_size == 1024 and stats.context_used == stats.prompt_tokens + stats.completion_tokens
 
 
+@pytest.mark.slow  # loads the real default model
 def test_greedy_replies_are_reproducible(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     messages = [{"role": "user", "content": "Name three animals."}]
@@ -46,6 +48,7 @@ def test_greedy_replies_are_reproducible(engines):
     assert first == second and first
 
 
+@pytest.mark.slow  # loads the real default model
 def test_max_tokens_limits_the_reply(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     params = SamplingParams(temperature=0.0, max_tokens=3, n_ctx=1024)
@@ -55,6 +58,7 @@ def test_max_tokens_limits_the_reply(engines):
     assert stats.completion_tokens == 3 and stats.finish_reason == "length"
 
 
+@pytest.mark.slow  # loads the real default model
 def test_cancel_stops_soon_and_keeps_the_text(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     cancel = threading.Event()
@@ -73,6 +77,7 @@ def test_cancel_stops_soon_and_keeps_the_text(engines):
     assert "".join(pieces)
 
 
+@pytest.mark.slow  # loads the real default model
 def test_loading_and_prompt_evaluation_report_progress(fast_settings, isolated_dirs):
     engines = Engines(with_overrides(fast_settings, "engine", n_batch=32), isolated_dirs)
     try:
@@ -91,6 +96,7 @@ def test_loading_and_prompt_evaluation_report_progress(fast_settings, isolated_d
         engines.close()
 
 
+@pytest.mark.slow  # loads the real default model
 def test_cancel_during_the_prompt_stops_before_the_first_token(fast_settings, isolated_dirs):
     engines = Engines(with_overrides(fast_settings, "engine", n_batch=16), isolated_dirs)
     try:
@@ -116,6 +122,7 @@ def test_cancel_during_the_prompt_stops_before_the_first_token(fast_settings, is
         engines.close()
 
 
+@pytest.mark.slow  # loads the real default model
 def test_second_turn_evaluates_only_the_new_tokens(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     history = [{"role": "user", "content": "Tell me about llamas in one sentence."}]
@@ -127,6 +134,7 @@ def test_second_turn_evaluates_only_the_new_tokens(engines):
     assert second.prompt_tokens_evaluated < second.prompt_tokens / 2
 
 
+@pytest.mark.slow  # loads the real default model
 def test_switching_back_to_a_conversation_restores_its_history(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     long_a = [{"role": "user", "content": "Remember this list: " + ", ".join(f"item {i}" for i in range(60))}]
@@ -139,6 +147,7 @@ def test_switching_back_to_a_conversation_restores_its_history(engines):
     assert stats.prompt_tokens_evaluated < 20
 
 
+@pytest.mark.slow  # loads the real default model
 def test_state_cache_off_means_full_re_evaluation(fast_settings, isolated_dirs):
     settings = with_overrides(fast_settings, "engine", state_cache_mb=0)
     engines = Engines(settings, isolated_dirs)
@@ -154,6 +163,7 @@ def test_state_cache_off_means_full_re_evaluation(fast_settings, isolated_dirs):
         engines.close()
 
 
+@pytest.mark.slow  # loads the real default model
 def test_oldest_turns_give_way_when_the_context_is_full(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     filler = " ".join(["The zoo has many animals."] * 40)
@@ -167,6 +177,7 @@ def test_oldest_turns_give_way_when_the_context_is_full(engines):
     assert stats.prompt_tokens + 8 <= 512
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_long_conversation_leaves_out_just_enough_of_its_oldest_turns(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     system = [{"role": "system", "content": "Be brief."}]
@@ -188,6 +199,7 @@ def test_a_long_conversation_leaves_out_just_enough_of_its_oldest_turns(engines)
     assert len(formatted) <= 12
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_message_longer_than_the_context_is_a_clear_error(engines):
     engine = engines.for_model("smollm2-135m-instruct")
     params = SamplingParams(n_ctx=256, max_tokens=8)
@@ -258,6 +270,7 @@ def test_a_context_whose_kv_cache_cannot_fit_in_ram_is_refused_before_loading(en
     assert engines.pool.loaded() == {}
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_context_longer_than_the_model_was_trained_for_is_cut_to_it(engines):
     params = SamplingParams(temperature=0.0, max_tokens=4, n_ctx=1_048_576, seed=1)
     engine = engines.for_model("smollm2-135m-instruct")

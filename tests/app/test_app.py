@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support import SIZE, app_with_chat, fill_disk, footer_key, make_app, send, shown, views, wait_until
 from textual.widgets import Input
 
@@ -9,6 +10,7 @@ from tui.store import DATABASE_NAME, Store
 from tui.widgets.prompt import PromptArea
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_first_launch_chats_at_once_and_saves(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
@@ -26,6 +28,7 @@ async def test_first_launch_chats_at_once_and_saves(fast_settings, isolated_dirs
     store.close()
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_tabs_are_created_renamed_closed_and_restored(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
@@ -75,6 +78,7 @@ async def test_tabs_are_opened_and_closed_from_the_footer_by_mouse(fast_settings
         await wait_until(pilot, lambda: app.tabs.tab_count == 1)
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_escape_stops_a_reply_and_keeps_it(fast_settings, isolated_dirs):
     from tui.config import with_overrides
 
@@ -95,6 +99,7 @@ async def test_escape_stops_a_reply_and_keeps_it(fast_settings, isolated_dirs):
     store.close()
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_regenerate_and_edit_last_message(fast_settings, isolated_dirs):
     from tui.config import with_overrides
 
@@ -232,6 +237,7 @@ async def test_config_warnings_and_interrupted_replies_are_shown(fast_settings, 
         assert views(app.active_chat)[0].state == "interrupted"
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_export_from_the_app(fast_settings, isolated_dirs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = make_app(fast_settings, isolated_dirs)
@@ -363,6 +369,7 @@ async def test_closing_an_empty_tab_leaves_no_conversation_behind(fast_settings,
         assert not any("finds it again" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_a_full_disk_is_said_and_the_message_waits_in_the_box(fast_settings, small_disk):
     app = make_app(fast_settings, small_disk)
     async with app.run_test(size=SIZE) as pilot:

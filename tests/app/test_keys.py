@@ -206,6 +206,7 @@ async def test_the_status_shows_the_model_loading_and_a_long_prompt_being_read(f
     assert any("reading the prompt:" in line and "tokens (escape stops)" in line for line in statuses)
 
 
+@pytest.mark.slow  # loads the real default model
 async def test_escape_closes_the_settings_and_what_is_typed_next_is_sent(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:

@@ -141,7 +141,7 @@ def ids_in_order(log: MessageLog, messages) -> bool:
 
 
 async def test_a_reply_the_pane_mounted_is_counted_once_the_log_is_shown_it(store):
-    conversation = stored_conversation(store, 120)
+    conversation = stored_conversation(store, 60)
     app = LogApp()
     async with app.run_test(size=(100, 30)) as pilot:
         log = await showing(app, pilot, store.messages(conversation.id))

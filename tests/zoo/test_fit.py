@@ -153,6 +153,7 @@ def test_gpu_layers_for_the_free_vram():
     assert too_little.gpu_layers == 0
 
 
+@pytest.mark.slow  # loads the real default model
 def test_default_gguf_read_from_its_metadata(model_path):
     estimate = fit_gguf(model_path, n_ctx=4096, free=PLENTY)
     # llama.cpp's own reading of the same file.

@@ -145,6 +145,11 @@ def test_switching_back_to_a_conversation_restores_its_history(engines):
     _, stats = collect_reply(engine.stream(back, GREEDY, threading.Event()))
     assert stats.prompt_tokens > 150
     assert stats.prompt_tokens_evaluated < 20
+    # The saved histories keep one row of llama-cpp-python's score buffer, not n_batch rows (100 MB each)
+    # that the cache's capacity does not count.
+    [model] = engines.pool._models.values()
+    saved = list(model.state_cache.cache_state.values())
+    assert saved and all(state.scores.shape[0] == 1 for state in saved)
 
 
 @pytest.mark.slow  # loads the real default model

@@ -363,6 +363,15 @@ def _evaluate_prompt(llm, tokens: list[int], cancel: threading.Event) -> Iterato
         llama_cpp.llama_set_abort_callback(context, llama_cpp.ggml_abort_callback(), None)
 
 
+def _without_scores(state: Any) -> Any:
+    """A saved history without the copy of llama-cpp-python's score buffer (n_batch x vocabulary floats: 100 MB
+    for a 49k vocabulary), which LlamaRAMCache does not count against its capacity, so ten saved tabs held a
+    gigabyte past [engine] state_cache_mb. Nothing reads those scores back: a restored history re-evaluates
+    its last token before sampling. One row stays, as load_state copies the rows into place."""
+    state.scores = state.scores[-1:].copy()
+    return state
+
+
 def _common_prefix(left, right) -> int:
     count = 0
     for a, b in zip(left, right, strict=False):
@@ -515,7 +524,7 @@ class LocalEngine:
             import llama_cpp
 
             if llama_cpp.llama_state_get_size(llm._ctx.ctx) <= cache.capacity_bytes:
-                cache[current] = llm.save_state()
+                cache[current] = _without_scores(llm.save_state())
         try:
             saved = cache[prompt_tokens]
         except KeyError:

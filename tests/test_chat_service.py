@@ -113,6 +113,7 @@ def test_engine_error_leaves_no_empty_reply_behind(service, tmp_path):
     assert [m.role for m in service.store.messages(conversation.id)] == ["user"]
 
 
+@pytest.mark.slow  # loads the real default model
 def test_a_regenerate_that_fails_before_its_first_token_shows_the_earlier_reply_again(service, tmp_path):
     conversation = service.new_conversation()
     service.add_user_message(conversation, "Say a number.")

@@ -294,6 +294,9 @@ class ZooApp(App):
                 await self._add_tab(conversation)
                 self.service.set_tab_order(self._open_tab_ids())
             self.tabs.active = _pane_id(conversation_id)
+            # Its prompt takes the focus: a dialog closing gives the focus back to the widget that had it,
+            # and a focused widget brings its own tab to the front, so the tab left behind came back.
+            self.tabs.get_pane(_pane_id(conversation_id)).query_one(ChatPane).prompt.focus()
 
     def _switch_tab(self, step: int) -> None:
         ids = [_pane_id(conversation_id) for conversation_id in self._open_tab_ids()]

@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from tui.arena import RANDOM
 from tui.chat import ChatService, interrupted_notice
@@ -23,6 +23,7 @@ from tui.files import write_atomically
 from tui.store import Conversation, Store, StoreError
 from tui.theming import load_themes
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.footer import KeysFooter
 from tui.widgets.prompt import PromptArea
 from tui.zoo.library import LibraryModel, library_models
 
@@ -87,7 +88,7 @@ class ZooApp(App):
     def compose(self) -> ComposeResult:
         yield TabbedContent(id="chats")
         # Every key is listed by F1 and the palette by ctrl+p, so the footer leaves out the palette hint.
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeysFooter(compact=True, show_command_palette=False)
 
     async def on_mount(self) -> None:
         themes, theme_warnings = load_themes()

@@ -107,6 +107,25 @@ async def test_the_footer_fits_80_columns(fast_settings, isolated_dirs):
         assert all(key.region.right <= 80 for key in keys), [(key.action, key.region) for key in keys]
 
 
+async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fast_settings, isolated_dirs):
+    from textual.widgets._footer import FooterKey
+
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "hi"), ("assistant", "hello"))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await shown(pilot, 2)
+        await wait_until(pilot, lambda: "edit_last" in footer_actions(app))
+        keys = list(app.screen.query(FooterKey))
+        for _ in range(3):
+            chat.refresh_bindings()
+            await pilot.pause()
+        assert list(app.screen.query(FooterKey)) == keys, "the same keys: the same widgets"
+        await pilot.press("ctrl+e")
+        await wait_until(pilot, lambda: "cancel_edit" in footer_actions(app))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "cancel_edit" not in footer_actions(app))
+        assert footer_actions(app) == [key.action for key in keys]
+
+
 @pytest.mark.slow
 async def test_status_and_footer_follow_what_the_tab_does(fast_settings, isolated_dirs):
     settings = with_overrides(fast_settings, "chat", max_tokens=300)

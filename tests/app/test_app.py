@@ -211,6 +211,29 @@ async def test_settings_panel_saves_per_conversation(fast_settings, isolated_dir
     store.close()
 
 
+async def test_the_settings_panel_is_mounted_when_first_opened_with_the_tabs_values(fast_settings, isolated_dirs):
+    from tui.widgets.settings_panel import SettingsPanel
+
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "hi"), ("assistant", "hello"))
+    conversation = app.store.conversations()[0]
+    app.store.update_conversation(conversation.id, system_prompt="You are a zoo keeper.")
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await shown(pilot, 2)
+        assert not chat.query(SettingsPanel), "a tab's settings cost nothing until they are opened"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: bool(chat.query(SettingsPanel)))
+        [panel] = chat.query(SettingsPanel)
+        assert panel.has_class("visible") and panel.has_focus_within
+        assert chat.query_one("#system-prompt").text == "You are a zoo keeper."
+        assert chat.query_one("#param-temperature", Input).value == str(fast_settings.chat.temperature)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not panel.has_class("visible"))
+        assert chat.prompt.has_focus
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: panel.has_class("visible"))
+        assert list(chat.query(SettingsPanel)) == [panel], "opened again, the same panel"
+
+
 async def test_theme_is_remembered(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:

@@ -191,7 +191,7 @@ class ChatPane(Vertical):
         return self._cancel is not None
 
     def compose(self) -> ComposeResult:
-        with Horizontal():
+        with Horizontal(classes="columns"):
             with Vertical(classes="conversation"):
                 with MessageLog(self._view, classes="messages"):
                     yield Static("", classes="system-prompt", markup=False)
@@ -200,16 +200,25 @@ class ChatPane(Vertical):
                 yield Label("", classes="status", markup=False)
                 yield Label("", classes="attachment", markup=False)
                 yield PromptArea(classes="prompt")
-            yield SettingsPanel(
-                self.conversation.model,
-                self._models,
-                self.conversation.system_prompt,
-                self.service.params(self.conversation),
-                self.conversation.moderation_model,
-                self._moderators,
-                threads=self.service.threads().summary(),
-                classes="settings",
-            )
+
+    def _new_settings_panel(self) -> SettingsPanel:
+        return SettingsPanel(
+            self.conversation.model,
+            self._models,
+            self.conversation.system_prompt,
+            self.service.params(self.conversation),
+            self.conversation.moderation_model,
+            self._moderators,
+            threads=self.service.threads().summary(),
+            classes="settings visible",
+        )
+
+    @property
+    def _settings(self) -> SettingsPanel | None:
+        """The settings panel, once it was first opened: a third of a tab's widgets, mounted only when
+        asked for, so each restored tab costs the first frame less."""
+        panels = self.query(SettingsPanel)
+        return panels.first() if panels else None
 
     def on_mount(self) -> None:
         self.query_one(".new-output").display = False
@@ -328,7 +337,7 @@ class ChatPane(Vertical):
         if action == "cancel_edit":
             return self._editing and not self.generating
         if action == "close_settings":
-            return self.query_one(SettingsPanel).has_class("visible")
+            return self._settings is not None and self._settings.has_class("visible")
         if action in ("regenerate", "edit_last"):
             return not self.generating and self._has_own_message
         return True
@@ -663,8 +672,13 @@ class ChatPane(Vertical):
 
     # Settings
 
-    def action_toggle_settings(self) -> None:
-        panel = self.query_one(SettingsPanel)
+    async def action_toggle_settings(self) -> None:
+        panel = self._settings
+        if panel is None:
+            panel = self._new_settings_panel()
+            await self.query_one(".columns", Horizontal).mount(panel)
+            panel.focus()
+            return
         if not panel.has_class("visible"):
             panel.add_class("visible")
             panel.focus()
@@ -689,9 +703,9 @@ class ChatPane(Vertical):
         panel.remove_class("visible")
         self.prompt.focus()
 
-    def action_close_settings(self) -> None:
-        if self.query_one(SettingsPanel).has_class("visible"):
-            self.action_toggle_settings()
+    async def action_close_settings(self) -> None:
+        if self._settings is not None and self._settings.has_class("visible"):
+            await self.action_toggle_settings()
 
     @on(SettingsPanel.Changed)
     def save_settings(self, event: SettingsPanel.Changed) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from model_load_probe.sitecustomize import LOG_VARIABLE, count_real_model_loads
 from support import ROOT
 
 from tui.config import Settings, with_overrides
@@ -21,25 +24,51 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     return data
 
 
-@pytest.fixture(autouse=True)
-def real_model_loads_are_marked_slow(request, monkeypatch):
-    """Keeps ``-m "not slow"`` honest: a test that loads the real default model (or a copy of it) in this
-    process fails unless it is marked slow. (Loads in a subprocess show in ``--durations`` instead.)"""
+# The real models llama.cpp loaded, in this process or one it started, since the current test's setup began.
+_real_model_loads: list[str] = []
+# Where the Python processes a test starts write theirs (model_load_probe/sitecustomize.py); each pytest process
+# (each xdist worker) has its own.
+_subprocess_model_loads = Path(tempfile.mkdtemp(prefix="zootui-model-loads-")) / "loads"
+os.environ[LOG_VARIABLE] = str(_subprocess_model_loads)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).with_name("model_load_probe")), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_model_loads_are_counted():
+    """Counts every load of a real model in this process for the marker check below. Session-wide, so that a
+    load in a module- or session-scoped fixture counts too (for the test whose setup built it)."""
     import llama_cpp
 
-    default_size = default_model_path().stat().st_size
-    loads: list[str] = []
     original = llama_cpp.Llama.__init__
-
-    def counting_init(self, model_path, *args, **kwargs):
-        if Path(model_path).stat().st_size == default_size:
-            loads.append(model_path)
-        original(self, model_path, *args, **kwargs)
-
-    monkeypatch.setattr(llama_cpp.Llama, "__init__", counting_init)
+    count_real_model_loads(llama_cpp.Llama, _real_model_loads.append)
     yield
-    if loads and request.node.get_closest_marker("slow") is None:
-        pytest.fail(f"{request.node.nodeid} loads the real default model ({loads[0]}): mark it slow", pytrace=False)
+    llama_cpp.Llama.__init__ = original
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_subprocess_model_loads.parent, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _real_model_loads.clear()
+    _subprocess_model_loads.unlink(missing_ok=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps ``-m "not slow"`` honest: a test that loads a real model, in this process or a Python process it
+    starts (or whose fixtures do), fails unless it is marked slow."""
+    report = yield
+    if call.when == "call" and report.passed and item.get_closest_marker("slow") is None:
+        if _subprocess_model_loads.exists():
+            _real_model_loads.extend(_subprocess_model_loads.read_text(encoding="utf-8").split())
+        if _real_model_loads:
+            report.outcome = "failed"
+            report.longrepr = f"{item.nodeid} loads a real model ({_real_model_loads[0]}): mark it slow"
+    return report
 
 
 @pytest.fixture
@@ -83,8 +112,6 @@ def cli_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def model_copy(model_path, tmp_path_factory) -> Path:
     """A copy of the default model: a second library model (the arena needs two) that loads on its own."""
-    import shutil
-
     copy = tmp_path_factory.mktemp("models") / "smollm2-copy.gguf"
     shutil.copyfile(model_path, copy)
     return copy

@@ -15,6 +15,8 @@ pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (
 
 MODEL_ALIAS = "smollm2"
 
+pytestmark = pytest.mark.slow  # starts llama-cpp-python's server on the real default model
+
 
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):

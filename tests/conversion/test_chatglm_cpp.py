@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import struct
 
-import chatglm_cpp
 import gguf
 import numpy as np
 import pytest
@@ -24,6 +23,11 @@ from converters import ConversionError, convert_chatglm, open_checkpoint
 from converters.chatglm_cpp import ALIGNMENT, CONFIG_VERSION, MODEL_TYPE_CHATGLM
 from converters.chatglm_cpp_file import CHATGLM_CPP_MAGIC as MAGIC
 from tui.glm_runtime import Sampling, load_pipeline, next_tokens
+
+# chatglm.cpp runs the converted files: without the glm extra these tests have nothing to run them on.
+chatglm_cpp = pytest.importorskip(
+    "chatglm_cpp", reason="needs chatglm-cpp, the glm extra: pip install -e '.[test,glm]'"
+)
 
 GLM_VARIANTS = ["glm6b", "glm6b_int8", "glm6b_int4"]
 # Share of teacher-forced choices equal to the reference's, by type (measured on glm6b: f32, f16 and q8_0

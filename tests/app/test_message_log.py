@@ -189,3 +189,29 @@ async def test_messages_replaced_from_the_top_of_the_window_keep_it_where_it_sto
         await settle(pilot)
         assert log.view_at(position).content == "Other branch 0."
         assert ids_in_order(log, messages)
+
+
+async def test_a_move_of_the_window_mounts_and_lets_go_in_one_layout(store):
+    """Each layout is of the whole screen: the views mounted above and those let go below change it once."""
+    messages = store.messages(stored_conversation(store, 200).id)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, messages)
+        laid_out: list[int] = []  # how many views each layout found
+        layout = app.screen._refresh_layout
+
+        def counted(*args, **kwargs):
+            laid_out.append(len(log.views))
+            return layout(*args, **kwargs)
+
+        app.screen._refresh_layout = counted
+        moves = 0
+        for _ in range(12):
+            first, last = log.views[0].message_id, log.views[-1].message_id
+            laid_out.clear()
+            log.scroll_page_up()
+            await settle(pilot)
+            if log.views[0].message_id != first and log.views[-1].message_id != last:
+                moves += 1
+                assert max(laid_out) <= len(log.views), "no layout sees the views below that were let go"
+        assert moves >= 3

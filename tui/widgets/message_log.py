@@ -131,6 +131,16 @@ class MessageLog(VerticalScroll):
             start = shown_from
             end = len(ids) if window_reached_end else min(shown_from + len(views), len(ids))
         self._start, self._end = start, end
+        with self.app.batch_update():  # one layout and one frame for all the views that come and go
+            await self._replace_views(views, shown_from, ids)
+        if to_end:
+            self.scroll_end(animate=False)  # after the next layout, and before the call below
+        self.call_after_refresh(self._settled)
+        self._after_layout(self._fill)
+
+    async def _replace_views(self, views: list[MessageView], shown_from: int | None, ids: list[int]) -> None:
+        """Make the views those of the window's messages; ``views`` show the messages from ``shown_from`` on."""
+        start, end = self._start, self._end
         if shown_from is None or shown_from >= end or shown_from + len(views) <= start:
             await self.remove_children(self.views)
             views, shown_from = [], start
@@ -148,10 +158,6 @@ class MessageLog(VerticalScroll):
         if views[same:]:
             await self.remove_children(views[same:])
         await self.mount_all([self._make_view(message) for message in self._messages[start + same : end]])
-        if to_end:
-            self.scroll_end(animate=False)  # after the next layout, and before the call below
-        self.call_after_refresh(self._settled)
-        self._after_layout(self._fill)
 
     def _settled(self) -> None:
         self._settling = False
@@ -220,41 +226,43 @@ class MessageLog(VerticalScroll):
         if self._start == 0 or not views:
             return
         start = self._start_for(self._start, self._screen_lines())
+        older = self._messages[start : self._start]
+        # A streaming reply stays mounted, and so do the views above it.
+        below = self._views_past(self.scroll_y + (WINDOW_SCREENS - 1) * self._screen_lines()) if self._in_step() else []
+        if len(views) + len(older) - len(below) < MIN_MESSAGES:
+            below = []
         self._keep_views_in_place(views[0])
-        older, self._start = self._messages[start : self._start], start
-        await self.mount_all([self._make_view(message) for message in older], before=views[0])
-        if self._in_step():  # a streaming reply stays mounted, and so do the views above it
-            self._after_layout(self._unmount_below)
+        self._start, self._end = start, self._end - len(below)
+        with self.app.batch_update():
+            await self.mount_all([self._make_view(message) for message in older], before=views[0])
+            await self.remove_children(below)
         self._after_layout(self._fill)
 
     async def _mount_newer(self) -> None:
         """Mount about a screen of the messages after the window, and let as much go at its top."""
         if not self._in_step():
             return
-        end = self._end_for(self._end, self._screen_lines())
-        newer, self._end = self._messages[self._end : end], end
-        await self.mount_all([self._make_view(message) for message in newer])
-        self._after_layout(self._unmount_above)
-
-    async def _unmount_below(self) -> None:
-        if not self._in_step():
-            return
-        keep_to = self.scroll_y + (WINDOW_SCREENS - 1) * self._screen_lines()
-        below = [view for view in self.views if view.virtual_region.y > keep_to]
-        if below and len(self.views) - len(below) >= MIN_MESSAGES:
-            self._end -= len(below)
-            await self.remove_children(below)
-
-    async def _unmount_above(self) -> None:
-        if not self._in_step():
-            return
-        keep_from = self.scroll_y - (WINDOW_SCREENS - 1) * self._screen_lines()
         views = self.views
-        above = [view for view in views if view.virtual_region.bottom < keep_from]
-        if above and len(views) - len(above) >= MIN_MESSAGES:
+        end = self._end_for(self._end, self._screen_lines())
+        newer = self._messages[self._end : end]
+        above = self._views_before(self.scroll_y - (WINDOW_SCREENS - 1) * self._screen_lines())
+        if len(views) + len(newer) - len(above) < MIN_MESSAGES or len(above) == len(views):
+            above = []
+        if above:
             self._keep_views_in_place(views[len(above)])
-            self._start += len(above)
+        self._start, self._end = self._start + len(above), end
+        with self.app.batch_update():
+            await self.mount_all([self._make_view(message) for message in newer])
             await self.remove_children(above)
+
+    # A move mounts and unmounts in one batch: one layout and one frame. Which views go is read from the
+    # layout before it, since views mounted above move both them and the scroll position by as much.
+
+    def _views_past(self, y: float) -> list[MessageView]:
+        return [view for view in self.views if view.virtual_region and view.virtual_region.y > y]
+
+    def _views_before(self, y: float) -> list[MessageView]:
+        return [view for view in self.views if view.virtual_region and view.virtual_region.bottom < y]
 
     # Keeping what is in view where it is
 

@@ -11,7 +11,7 @@ from textual.app import App, ComposeResult
 import tui.app
 from tui.store import DATABASE_NAME, Store
 from tui.widgets.message import MessageView
-from tui.widgets.message_log import WINDOW_SCREENS, MessageLog
+from tui.widgets.message_log import AHEAD_SCREENS, WINDOW_SCREENS, MessageLog
 
 APP_CSS = Path(tui.app.__file__).with_name("app.tcss")
 
@@ -197,21 +197,47 @@ async def test_a_move_of_the_window_mounts_and_lets_go_in_one_layout(store):
     app = LogApp()
     async with app.run_test(size=(100, 30)) as pilot:
         log = await showing(app, pilot, messages)
-        laid_out: list[int] = []  # how many views each layout found
+        laid_out: list[set[int]] = []  # the messages each layout found views of
         layout = app.screen._refresh_layout
 
-        def counted(*args, **kwargs):
-            laid_out.append(len(log.views))
+        def recorded(*args, **kwargs):
+            laid_out.append({view.message_id for view in log.views})
             return layout(*args, **kwargs)
 
-        app.screen._refresh_layout = counted
+        app.screen._refresh_layout = recorded
         moves = 0
         for _ in range(12):
-            first, last = log.views[0].message_id, log.views[-1].message_id
+            before = {view.message_id for view in log.views}
             laid_out.clear()
             log.scroll_page_up()
             await settle(pilot)
-            if log.views[0].message_id != first and log.views[-1].message_id != last:
+            after = {view.message_id for view in log.views}
+            if after - before and before - after:
                 moves += 1
-                assert max(laid_out) <= len(log.views), "no layout sees the views below that were let go"
+                half_done = [shown for shown in laid_out if shown - before and shown & (before - after)]
+                assert not half_done, "no layout has the views that came and the views that went"
         assert moves >= 3
+
+
+async def test_a_page_key_only_scrolls_and_the_screen_ahead_is_mounted_after_that_frame(store):
+    messages = store.messages(stored_conversation(store, 200).id)
+    app = LogApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await showing(app, pilot, messages)
+        log.focus()
+        frames: list[tuple[float, list[int]]] = []  # the scroll position and the views each frame drew
+        draw = app.screen._compositor_refresh
+
+        def recorded(*args, **kwargs):
+            frames.append((log.scroll_y, [view.message_id for view in log.views]))
+            return draw(*args, **kwargs)
+
+        app.screen._compositor_refresh = recorded
+        for _ in range(8):
+            scrolled_from, views = log.scroll_y, [view.message_id for view in log.views]
+            frames.clear()
+            await pilot.press("pageup")
+            await settle(pilot)
+            scrolled = next(frame for frame in frames if frame[0] != scrolled_from)
+            assert scrolled == (scrolled_from - log.size.height, views), "the key's frame: scrolled, nothing mounted"
+            assert log.scroll_y >= AHEAD_SCREENS * log.size.height, "then the screens above it mounted"

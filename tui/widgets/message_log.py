@@ -5,7 +5,8 @@ grows, so a log holding all 500 messages of a long conversation re-arranges thou
 times a second (and takes seconds to open). The log therefore mounts a window of about ``WINDOW_SCREENS``
 screens of messages: the newest ones while it follows the conversation. Scrolling near either edge of the
 window mounts the next screen of messages there and unmounts as much at the far edge, keeping what is in
-view where it is, so the widgets mounted stay about the same however far one scrolls.
+view where it is, so the widgets mounted stay about the same however far one scrolls. The window reaches
+``AHEAD_SCREENS`` beyond the view, so a page key only scrolls; the move follows once that frame is drawn.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView
 
 WINDOW_SCREENS = 3
-"""Screens of messages kept mounted."""
+"""Screens of messages a conversation opens with: the one in view and two above it."""
+AHEAD_SCREENS = 2
+"""Screens of messages kept mounted ahead of the view, the way it scrolls: a page key only scrolls, and the
+next screen is mounted once that frame is drawn (mounting one is 50-150 ms of the UI thread)."""
+BEHIND_SCREENS = 1
+"""Screens of messages kept mounted behind the view, the other way."""
 MIN_MESSAGES = 4
 """Messages a window always holds, however long: the last exchange stays reachable by the pane's keys."""
 CHROME_LINES = 3
@@ -178,23 +184,25 @@ class MessageLog(VerticalScroll):
         super().watch_scroll_y(old_value, new_value)
         if self._settling:
             return
-        if new_value < old_value and new_value < self._screen_lines() and self._start > 0:
+        ahead = AHEAD_SCREENS * self._screen_lines()
+        if new_value < old_value and new_value < ahead and self._start > 0:
             self._move(self._mount_older)
-        elif new_value > old_value and new_value > self.max_scroll_y - self._screen_lines():
+        elif new_value > old_value and new_value > self.max_scroll_y - ahead:
             if self._end < len(self._messages):
                 self._move(self._mount_newer)
 
     async def _fill(self) -> None:
         # Estimates can fall short: a window that does not fill two screens gets the screen before it, and
-        # so does one still scrolled near its top after a move (a scroll that went past what was mounted).
+        # so does one with less than AHEAD_SCREENS above the view after a move (or a scroll past its top).
         screen = self._screen_lines()
-        if self._start > 0 and (self.virtual_size.height < 2 * screen or self.scroll_y < screen):
+        if self._start > 0 and (self.virtual_size.height < 2 * screen or self.scroll_y < AHEAD_SCREENS * screen):
             self._move(self._mount_older)
 
     def _move(self, step: Callable) -> None:
+        """Move the window once the frame in the making is drawn: what scrolled into view shows first."""
         if not self._moving:
             self._moving = True
-            self.call_later(self._run_move, step, self._shown)
+            self.call_after_refresh(self._run_move, step, self._shown)
 
     async def _run_move(self, step: Callable, shown: int) -> None:
         try:
@@ -228,7 +236,8 @@ class MessageLog(VerticalScroll):
         start = self._start_for(self._start, self._screen_lines())
         older = self._messages[start : self._start]
         # A streaming reply stays mounted, and so do the views above it.
-        below = self._views_past(self.scroll_y + (WINDOW_SCREENS - 1) * self._screen_lines()) if self._in_step() else []
+        keep_to = self.scroll_y + (1 + BEHIND_SCREENS) * self._screen_lines()
+        below = self._views_past(keep_to) if self._in_step() else []
         if len(views) + len(older) - len(below) < MIN_MESSAGES:
             below = []
         self._keep_views_in_place(views[0])
@@ -245,7 +254,7 @@ class MessageLog(VerticalScroll):
         views = self.views
         end = self._end_for(self._end, self._screen_lines())
         newer = self._messages[self._end : end]
-        above = self._views_before(self.scroll_y - (WINDOW_SCREENS - 1) * self._screen_lines())
+        above = self._views_before(self.scroll_y - BEHIND_SCREENS * self._screen_lines())
         if len(views) + len(newer) - len(above) < MIN_MESSAGES or len(above) == len(views):
             above = []
         if above:
@@ -289,9 +298,11 @@ class MessageLog(VerticalScroll):
                     self.set_reactive(Widget.scroll_y, scroll_y)
                     self.set_reactive(Widget.scroll_target_y, scroll_y)
                     self.vertical_scrollbar.position = scroll_y
-                    self.call_after_refresh(self._stop_keeping_in_place)
+                    self.call_after_refresh(self._stop_keeping_in_place, self._keep_in_place)
                     break
         return arrangement
 
-    def _stop_keeping_in_place(self) -> None:
-        self._keep_in_place = None
+    def _stop_keeping_in_place(self, kept: tuple[MessageView, int]) -> None:
+        # Only what this pass kept: a move may have started since, whose views are not laid out yet.
+        if self._keep_in_place is kept:
+            self._keep_in_place = None

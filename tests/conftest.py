@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -47,14 +49,48 @@ def real_model_loads_are_counted():
     llama_cpp.Llama.__init__ = original
 
 
+# The slow rule's budget (pyproject.toml's markers): a test, its fixtures' setup and its subprocesses together.
+SLOW_CPU_SECONDS = 5
+_cpu_at_setup = pytest.StashKey[float]()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The measured half of the slow rule: unmarked tests over its CPU budget are listed after every run (a
+    list, not a failure: CPU time still varies a little with the load of the machine)."""
+    used = [
+        (dict(report.user_properties)["cpu_seconds"], report.nodeid, "slow" in report.keywords)
+        for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+        if "cpu_seconds" in dict(report.user_properties)
+    ]
+    if not used:
+        return
+    terminalreporter.write_line(
+        f"CPU time of the tests (with their subprocesses): {sum(cpu for cpu, *_ in used):.0f} s"
+    )
+    over = sorted((cpu, nodeid) for cpu, nodeid, slow in used if not slow and cpu > SLOW_CPU_SECONDS)
+    if over:
+        terminalreporter.write_line(
+            f"Unmarked tests over the slow rule's {SLOW_CPU_SECONDS} CPU-seconds (pyproject.toml):"
+        )
+        for cpu, nodeid in reversed(over):
+            terminalreporter.write_line(f"  {cpu:5.1f} s  {nodeid}")
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(_subprocess_model_loads.parent, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of the subprocesses it has waited for."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     _real_model_loads.clear()
     _subprocess_model_loads.unlink(missing_ok=True)
+    item.stash[_cpu_at_setup] = _cpu_seconds()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -62,6 +98,8 @@ def pytest_runtest_makereport(item, call):
     """Keeps ``-m "not slow"`` honest: a test that loads a real model, in this process or a Python process it
     starts (or whose fixtures do), fails unless it is marked slow."""
     report = yield
+    if call.when == "call":
+        report.user_properties.append(("cpu_seconds", _cpu_seconds() - item.stash[_cpu_at_setup]))
     if call.when == "call" and report.passed and item.get_closest_marker("slow") is None:
         if _subprocess_model_loads.exists():
             _real_model_loads.extend(_subprocess_model_loads.read_text(encoding="utf-8").split())

@@ -64,6 +64,7 @@ async def test_a_long_conversation_mounts_its_newest_screens_only(store):
         assert log.virtual_size.height >= (WINDOW_SCREENS - 1) * log.size.height
 
 
+@pytest.mark.slow  # 8-14 CPU-seconds: a screen of messages mounted and laid out at each of its many scroll steps
 async def test_scrolling_moves_the_window_without_moving_what_is_in_view(store):
     messages = store.messages(stored_conversation(store, 80).id)
     app = LogApp()
@@ -140,6 +141,7 @@ def ids_in_order(log: MessageLog, messages) -> bool:
     return bool(shown) and shown[0] in ids and shown == ids[ids.index(shown[0]) : ids.index(shown[0]) + len(shown)]
 
 
+@pytest.mark.slow  # 8-14 CPU-seconds: a screen of messages mounted and laid out at each of its many scroll steps
 async def test_a_reply_the_pane_mounted_is_counted_once_the_log_is_shown_it(store):
     conversation = stored_conversation(store, 60)
     app = LogApp()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_convert.py"
 
 
@@ -15,6 +17,7 @@ def _bench_module():
     return module
 
 
+@pytest.mark.slow  # writes and converts a checkpoint of real size (100M parameters)
 def test_peak_rss_is_flat_from_small_to_large_checkpoint(tmp_path):
     bench = _bench_module()
     peaks = {}

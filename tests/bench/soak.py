@@ -45,6 +45,12 @@ PROMPTS = (
 )
 
 
+def state_cache_mb(app) -> float:
+    """What the state caches of the loaded models hold (the bytes they count against [engine] state_cache_mb)."""
+    caches = [model.state_cache for model in app.engines.pool._models.values() if model.state_cache is not None]
+    return sum(cache.held_bytes for cache in caches) / 2**20
+
+
 def rss_mb(field: str = "VmRSS") -> float:
     """The process's resident memory now (VmRSS), or at its peak so far (VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -61,6 +67,8 @@ async def soak(args: argparse.Namespace) -> dict:
     data = Path(tempfile.mkdtemp(prefix="zootui-soak-"))
     os.environ["ZOOTUI_DATA_DIR"] = str(data)
     settings = with_overrides(Settings(), "engine", n_threads=args.threads)
+    if args.state_cache_mb is not None:
+        settings = with_overrides(settings, "engine", state_cache_mb=args.state_cache_mb)
     settings = with_overrides(settings, "chat", max_tokens=args.max_tokens)
     store = Store(data / DATABASE_NAME)
     app = ZooApp(settings, store)
@@ -110,11 +118,12 @@ async def soak(args: argparse.Namespace) -> dict:
             if (turn + 1) % 100 == 0:
                 print(
                     f"  turns {turn - 98:>4}–{turn + 1:<4} median {statistics.median(turn_seconds[-100:]):.2f} s/turn, "
-                    f"RSS {rss_mb():.0f} MB, load {os.getloadavg()[0]:.1f}",
+                    f"RSS {rss_mb():.0f} MB (state cache {state_cache_mb(app):.0f} MB), load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
         figures["rss_end_mb"] = rss_mb()
         figures["rss_peak_mb"] = rss_mb("VmHWM")
+        figures["cache_end_mb"] = state_cache_mb(app)
         figures["notifications"] = [n.message for n in app._notifications if n.severity == "error"]
     store.close()
 
@@ -145,6 +154,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16, help="reply length (short, so 1000 turns fit in an hour)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1, help="seed of the random schedule")
+    parser.add_argument(
+        "--state-cache-mb", type=int, help="[engine] state_cache_mb (default: the default); 0 measures the app alone"
+    )
     args = parser.parse_args()
     print(
         f"{args.tabs} tabs x {args.turns} turns, default model, {args.threads} threads, max {args.max_tokens} tokens, "
@@ -180,7 +192,7 @@ def main() -> None:
     print(
         f"RSS: start {start:.0f} MB (after the first turn), peak {peak:.0f} MB, end {end:.0f} MB: growth {end - start:.0f} MB"
         f" (peak {peak - start:.0f} MB); allowed {allowed} MB = [engine] state_cache_mb {figures['state_cache_mb']}"
-        f" + {RSS_SLACK_MB}{'  <- too much' if grew_too_much else ''}"
+        f" + {RSS_SLACK_MB}{'  <- too much' if grew_too_much else ''}; the state cache holds {figures['cache_end_mb']:.0f} MB"
     )
     if figures["notifications"]:
         print(f"errors shown: {figures['notifications']}")

@@ -4,6 +4,7 @@ import subprocess
 import pytest
 from support import zootui_command
 
+import tui.store
 from tui.store import DATABASE_NAME, MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 
@@ -194,7 +195,7 @@ def test_first_starts_at_once_migrate_once_and_all_succeed(tmp_path, cli_env):
         store.close()
 
 
-def test_only_a_database_that_is_unusable_is_advised_to_be_moved_aside(tmp_path):
+def test_only_a_database_that_is_unusable_is_advised_to_be_moved_aside(tmp_path, monkeypatch):
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not SQLite" * 100)
     with pytest.raises(StoreError, match="not a usable zootui database .* move it aside"):
@@ -202,6 +203,7 @@ def test_only_a_database_that_is_unusable_is_advised_to_be_moved_aside(tmp_path)
 
     busy = tmp_path / "busy.sqlite3"
     Store(busy).close()
+    monkeypatch.setattr(tui.store, "BUSY_TIMEOUT_MS", 200)  # the same refusal, sooner than the real wait
     holder = sqlite3.connect(busy, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another zootui in the middle of a write
     try:

@@ -25,6 +25,8 @@ from tui.images import StoredImage
 from tui.locks import ProcessLock, is_held, locks_dir
 
 DATABASE_NAME = "zootui.sqlite3"
+# How long a step waits for another zootui writing to the same file before it says the file is busy.
+BUSY_TIMEOUT_MS = 5000
 
 MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: conversations, messages, search index, preferences.
@@ -372,7 +374,7 @@ class Store:
         try:
             self._db.row_factory = sqlite3.Row
             # First, so that every later step waits for another zootui opening the same file at once.
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")

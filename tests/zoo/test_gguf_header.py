@@ -10,9 +10,15 @@ from tui.zoo.fit import read_gguf
 from tui.zoo.gguf_header import GGUFHeaderError, read_header
 
 
-def test_metadata_and_tensor_sizes_match_the_gguf_package(model_path):
+@pytest.fixture(scope="module")
+def reference_reader(model_path) -> gguf.GGUFReader:
+    """The gguf package's reading of the default model (read-only; seconds of Python, so read once)."""
+    return gguf.GGUFReader(model_path)
+
+
+def test_metadata_and_tensor_sizes_match_the_gguf_package(model_path, reference_reader):
     header = read_header(model_path)
-    reader = gguf.GGUFReader(model_path)
+    reader = reference_reader
     assert {tensor.name: tensor.n_bytes for tensor in header.tensors} == {
         tensor.name: int(tensor.n_bytes) for tensor in reader.tensors
     }
@@ -93,9 +99,9 @@ def test_a_file_type_that_is_not_a_number_reads_as_unknown(tmp_path, file_type):
     assert quant is None
 
 
-def test_string_arrays_asked_for_are_read(model_path):
+def test_string_arrays_asked_for_are_read(model_path, reference_reader):
     header = read_header(model_path, string_arrays=("tokenizer.ggml.tokens",))
-    tokens = gguf.GGUFReader(model_path).fields["tokenizer.ggml.tokens"]
+    tokens = reference_reader.fields["tokenizer.ggml.tokens"]
     assert header.metadata["tokenizer.ggml.tokens"] == [tokens.contents(i) for i in range(len(tokens.data))]
 
 

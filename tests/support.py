@@ -7,7 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from tui.glm_runtime import chatglm_cpp_missing
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# Tests that run a model in chatglm.cpp: without the glm extra there is nothing to run it on.
+needs_glm_extra = pytest.mark.skipif(
+    chatglm_cpp_missing() is not None, reason="needs chatglm-cpp, the glm extra: pip install -e '.[test,glm]'"
+)
 
 
 def collect_reply(events) -> tuple[str, object]:

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from support import ROOT
+from support import ROOT, needs_glm_extra
 from support import collect_reply as collect
 
 from converters import convert_chatglm
@@ -29,11 +29,13 @@ def glm_file(tmp_path_factory):
     return convert_chatglm(GLM, tmp_path_factory.mktemp("glm") / "chatglm-6b-tiny-f32.ggml", "f32")
 
 
+@needs_glm_extra
 def test_a_chatglm_cpp_file_gets_the_chatglm_engine(engines, glm_file):
     engine = engines.for_model(str(glm_file))
     assert isinstance(engine, ChatGLMEngine) and "chatglm.cpp" in engine.description
 
 
+@needs_glm_extra
 def test_the_pool_holds_one_model_at_a_time(glm_file, tmp_path):
     from tui.engine.chatglm import ChatGLMPool
 
@@ -46,6 +48,7 @@ def test_the_pool_holds_one_model_at_a_time(glm_file, tmp_path):
     assert pool.get(glm_file) is not first
 
 
+@needs_glm_extra
 def test_greedy_reply_is_the_reference_continuation(engines, glm_file):
     """A lone question is sent as it is (ChatGLM-6B's chat()); the reply is the reference's greedy tokens."""
     reference = np.load(GLM / "reference.npz")
@@ -59,6 +62,7 @@ def test_greedy_reply_is_the_reference_continuation(engines, glm_file):
     assert stats.finish_reason is FinishReason.LENGTH
 
 
+@needs_glm_extra
 def test_turns_follow_chatglm_6bs_rounds_and_are_evaluated_whole(engines, glm_file):
     engine = engines.for_model(str(glm_file))
     reply, first = collect(engine.stream(QUESTION, GREEDY, threading.Event()))
@@ -70,6 +74,7 @@ def test_turns_follow_chatglm_6bs_rounds_and_are_evaluated_whole(engines, glm_fi
     assert second.prompt_tokens_evaluated == second.prompt_tokens > first.prompt_tokens
 
 
+@needs_glm_extra
 def test_cancel_stop_strings_and_the_context(engines, glm_file):
     engine = engines.for_model(str(glm_file))
     cancel = threading.Event()
@@ -94,6 +99,7 @@ def test_cancel_stop_strings_and_the_context(engines, glm_file):
     assert stats.dropped_messages >= 2 and stats.prompt_tokens + 8 <= 128
 
 
+@needs_glm_extra
 def test_the_oldest_turns_left_out_are_just_enough_and_a_lone_system_message_overflows_cleanly(engines, glm_file):
     engine = engines.for_model(str(glm_file))
     pipeline = load_pipeline(glm_file)
@@ -113,6 +119,7 @@ def test_the_oldest_turns_left_out_are_just_enough_and_a_lone_system_message_ove
     assert overflow.value.prompt_tokens > 128 - 8 and overflow.value.context_size == 128
 
 
+@needs_glm_extra
 def test_a_long_replys_streamed_text_is_its_whole_decode(glm_file):
     """Each line is decoded on its own (behind the newline before it); the pieces add up to the decode of
     the whole reply, with its rewritten blanks, tabs and punctuation and the space after each newline."""

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, SIZE, chat_in_app
+from support import ROOT, SIZE, chat_in_app, needs_glm_extra
 from tinyzoo import pull_from_local_hub, repo_files
 
 from tui.app import ZooApp
@@ -36,6 +36,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
+@needs_glm_extra
 @pytest.mark.parametrize("variant_id", PUBLISHED)
 async def test_chatglm_6b_is_pulled_converted_and_chatted_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_dirs: Path, fast_settings, variant_id: str

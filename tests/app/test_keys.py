@@ -238,3 +238,23 @@ async def test_escape_closes_the_settings_and_what_is_typed_next_is_sent(fast_se
         await pilot.press(*"Are you there?", "enter")
         await wait_until(pilot, lambda: len(views(chat)) == 2 and not chat.generating)
         assert views(chat)[0].content == "Are you there?"
+
+
+async def test_rebuilding_the_footer_leaves_no_watchers_of_its_old_keys(fast_settings, isolated_dirs):
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    app = app_with_chat(fast_settings, isolated_dirs, ("user", "hi"), ("assistant", "hello"))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, 2)
+        footer = app.screen.query_one(Footer)
+        await wait_until(pilot, lambda: "edit_last" in footer_actions(app))
+        for _ in range(5):  # each edit shows other keys, and back: the footer is rebuilt twice
+            await pilot.press("ctrl+e")
+            await wait_until(pilot, lambda: "cancel_edit" in footer_actions(app))
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: "cancel_edit" not in footer_actions(app))
+        # Each key binds Footer.compact; Textual drops the watchers of removed keys only when compact changes,
+        # so every rebuild left a dozen more, each scanned by the next key's binding and keeping its key alive.
+        watchers = getattr(footer, "__watchers")["compact"]
+        assert len(watchers) == len(app.screen.query(FooterKey))

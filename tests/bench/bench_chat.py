@@ -1,7 +1,7 @@
 """Chat performance, side by side on one model, one thread count and one prompt.
 
     .venv/bin/python tests/bench/bench_chat.py [--threads 2] [--tokens 128] [--no-llama-bench] [--load 1]
-        [--threads-only | --no-thread-choice] [--only history|tabs]
+        [--threads-only | --no-thread-choice] [--only history|tabs|stream]
 
 Prints decode tokens/s of:
   - llama.cpp's own llama-bench (tg), built once from the llama.cpp vendored in llama-cpp-python's sdist;
@@ -539,8 +539,9 @@ def main() -> None:
     parser.add_argument("--no-thread-choice", action="store_true", help="skip the thread-count comparison")
     parser.add_argument(
         "--only",
-        choices=("history", "tabs"),
-        help="only the long conversation's figures, or only the tabs' first frame",
+        choices=("history", "tabs", "stream"),
+        help="only the long conversation's figures, only the tabs' first frame, or only a streamed reply's"
+        " speed (llama-bench with flash attention, the engine alone, the app) and the UI CPU",
     )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -557,21 +558,21 @@ def main() -> None:
     if args.only == "tabs":
         tabs_figures()
         return
-    if not args.no_thread_choice:
+    if not args.no_thread_choice and args.only != "stream":
         thread_choice(args)
     if args.threads_only:
         return
 
     rows = []
     if not args.no_llama_bench:
-        for flash in (False, True):
+        for flash in (True,) if args.only == "stream" else (False, True):
             rows.append(
                 (
                     f"llama-bench tg{args.tokens} (flash attn {'on' if flash else 'off'})",
                     llama_bench(model, args.threads, args.tokens, flash),
                 )
             )
-    for flash in ("off", "on"):
+    for flash in () if args.only == "stream" else ("off", "on"):
         rows.append(
             (
                 f"llama-cpp-python create_completion stream (flash attn {flash})",
@@ -588,24 +589,33 @@ def main() -> None:
         print(f"  {name:<{width}}  {value:7.1f}")
     app_speed = app["app_tokens_per_second"]
     baseline = dict(rows)
-    bare = baseline["llama-cpp-python create_completion stream (flash attn off)"]
-    print(f"\n  app / llama-cpp-python high-level loop (its default, flash off): {app_speed / bare:.2f}  (goal ≥ 0.95)")
-    bare_fa = baseline["llama-cpp-python create_completion stream (flash attn on)"]
-    print(f"  app / llama-cpp-python high-level loop (flash on):              {app_speed / bare_fa:.2f}")
+    engine_speed = baseline["zootui engine alone (flash attn on)"]
+    if args.only != "stream":
+        bare = baseline["llama-cpp-python create_completion stream (flash attn off)"]
+        print(
+            f"\n  app / llama-cpp-python high-level loop (its default, flash off): {app_speed / bare:.2f}  (goal ≥ 0.95)"
+        )
+        bare_fa = baseline["llama-cpp-python create_completion stream (flash attn on)"]
+        print(f"  app / llama-cpp-python high-level loop (flash on):              {app_speed / bare_fa:.2f}")
+    print(f"  app / engine alone (flash on):                                  {app_speed / engine_speed:.2f}")
     if not args.no_llama_bench:
         bench = baseline[f"llama-bench tg{args.tokens} (flash attn on)"]
         print(
             f"  app / llama-bench tg (flash on):                                {app_speed / bench:.2f}  (goal ≥ 0.90)"
         )
+        print(f"  engine alone / llama-bench tg (flash on):                       {engine_speed / bench:.2f}")
     print(
         f"\nUI thread CPU as a share of generation CPU: {app['ui_cpu_share_streaming']:.1%} while the reply streams"
         f" (goal ≤ 5%); {app['ui_cpu_share']:.1%} for the whole turn, from enter to the final render"
     )
+    if args.only == "stream":
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (at the start: {load_at_start:.1f})")
+        return
     evaluated, total = app["second_turn"]
     print(f"second turn: {evaluated} of {total} prompt tokens evaluated")
     evaluated, total = app["switch_back"]
     print(f"back to a tab after another tab used the model: {evaluated} of {total} prompt tokens evaluated")
-    long_history_figures(args, app_speed / baseline["zootui engine alone (flash attn on)"])
+    long_history_figures(args, app_speed / engine_speed)
     print(f"\nzootui --version: {version_seconds() * 1000:.0f} ms median (goal < 300 ms)")
     print(f"launch to first painted frame: {first_frame_seconds() * 1000:.0f} ms median (goal < 1000 ms)")
     tabs_figures()

@@ -16,9 +16,13 @@ from markdown_it.rules_core import StateCore
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
+from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import Reactive
+from textual.visual import visualize
 from textual.widgets import Label, Markdown
-from textual.widgets._markdown import MarkdownFence, MarkdownStream
+from textual.widgets._markdown import MarkdownFence, MarkdownParagraph, MarkdownStream
 from textual_image.widget import Image
 
 from tui.store import MessageState
@@ -51,6 +55,40 @@ def markdown_parser() -> MarkdownIt:
     return parser
 
 
+def size_without_relayout() -> Reactive[Size]:
+    """A ``virtual_size`` that does not lay the screen out again when it changes.
+
+    Textual sets a widget's virtual size while it lays the screen out, and a change of it asks for a second
+    layout of the whole screen. Where nothing depends on that size (a message, its text, the log, which
+    follows its end within the same layout pass), each line a streaming reply grows by cost two layouts.
+    """
+    return Reactive(Size(0, 0), layout=False, repaint=False)
+
+
+class GrowingParagraph(MarkdownParagraph):
+    """A paragraph that asks for a layout only when its new text changes its height.
+
+    A streaming reply updates its last paragraph with every batch of text. Textual lays out the whole
+    screen for each update of a text widget; most batches only lengthen the last line, and a repaint of
+    the paragraph shows them.
+    """
+
+    virtual_size = size_without_relayout()
+
+    def set_content(self, content: Content) -> None:
+        width, height = self.content_size
+        same_height = width > 0 and visualize(self, content).get_height(self.styles, width) == height
+        self._content = content
+        self.update(content, layout=not same_height)
+
+
+class MessageMarkdown(Markdown):
+    """A message's Markdown: its paragraphs grow without a layout while they keep their height."""
+
+    BLOCKS = {**Markdown.BLOCKS, "paragraph_open": GrowingParagraph}
+    virtual_size = size_without_relayout()
+
+
 def code_blocks(markdown: str) -> list[str]:
     """The code blocks the screen shows, in order, including one a cut-off reply never closed."""
     return [
@@ -77,6 +115,7 @@ class MessageView(Vertical, can_focus=True):
         Binding("left", "version(-1)", "Older version", key_display="←"),
         Binding("right", "version(1)", "Newer version", key_display="→"),
     ]
+    virtual_size = size_without_relayout()
 
     @dataclass
     class VersionRequested(Message):
@@ -113,7 +152,7 @@ class MessageView(Vertical, can_focus=True):
         yield Label(self._role_line(), classes="role", markup=False)
         if self.image is not None:
             yield self._picture(self.image)
-        yield Markdown(self.content, classes="body", parser_factory=markdown_parser)
+        yield MessageMarkdown(self.content, classes="body", parser_factory=markdown_parser)
         yield Label(self._footer(), classes="figures", markup=False)
 
     def _picture(self, path: Path):

@@ -20,7 +20,7 @@ from textual.layout import DockArrangeResult
 from textual.widget import Widget
 
 from tui.store import Message as StoredMessage
-from tui.widgets.message import MessageView
+from tui.widgets.message import MessageView, size_without_relayout
 
 WINDOW_SCREENS = 3
 """Screens of messages a conversation opens with: the one in view and two above it."""
@@ -47,6 +47,9 @@ class MessageLog(VerticalScroll):
 
     The pane may mount one more view at the end, with no message id yet: the reply that is streaming.
     """
+
+    # Its scrollbar follows a new virtual size at once, and following the end happens within the layout.
+    virtual_size = size_without_relayout()
 
     def __init__(self, make_view: Callable[[StoredMessage], MessageView], **kwargs):
         super().__init__(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,8 @@ QUIT_GRACE_SECONDS = 1.0
 # (at most 0.45) against 0.17 (0.26). Objects freed by reference counting never wait for a collection;
 # only objects caught in cycles wait a little longer, up to this many.
 YOUNG_GENERATION_THRESHOLD = 100_000
+GIL_SWITCH_INTERVAL = 0.001
+"""Seconds a thread holding the GIL keeps it while another waits (Python's default is 0.005)."""
 
 
 def _pane_id(conversation_id: int) -> str:
@@ -93,6 +96,7 @@ class ZooApp(App):
         self._startup_warnings = list(config_warnings)
         self._jobs = None
         self._gc_thresholds = gc.get_threshold()  # Python's, put back when the app ends
+        self._switch_interval = sys.getswitchinterval()  # the same
         self._typed_ahead = typed_ahead
 
     def compose(self) -> ComposeResult:
@@ -102,6 +106,10 @@ class ZooApp(App):
 
     async def on_mount(self) -> None:
         gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *self._gc_thresholds[1:])
+        # The generation thread lets go of the GIL at every call into llama.cpp (several a token); while
+        # the UI thread draws, Python's default 5 ms switch interval left it waiting that long to take
+        # it back each time, with llama.cpp's threads idle meanwhile.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         themes, theme_warnings = load_themes()
         for theme in themes:
             self.register_theme(theme)
@@ -400,3 +408,4 @@ class ZooApp(App):
         self.workers.cancel_all()
         self.engines.close()
         gc.set_threshold(*self._gc_thresholds)
+        sys.setswitchinterval(self._switch_interval)

@@ -75,6 +75,7 @@ class LoadedModel:
     closed: bool = False
     """Set (under ``lock``) when the pool unloads it; a holder that finds it closed acquires again."""
     _pieces: dict[int, bytes] = field(default_factory=dict)
+    _ends: dict[int, bool] = field(default_factory=dict)
     _prompt_tokenizer: Any = None
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -102,6 +103,16 @@ class LoadedModel:
 
             self._prompt_tokenizer = PromptTokenizer(self.llm)
         return self._prompt_tokenizer
+
+    def is_end(self, token: int) -> bool:
+        """Whether the token ends a reply (an end-of-generation token), cached as ``piece`` is: each call into
+        llama.cpp lets the UI thread take the GIL, and the generation thread then waits to get it back."""
+        cached = self._ends.get(token)
+        if cached is None:
+            import llama_cpp
+
+            cached = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+        return cached
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token, cached: detokenizing is on the per-token hot path."""

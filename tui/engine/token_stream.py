@@ -81,13 +81,10 @@ class LlamaText:
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        self.vocab = model.llm._model.vocab
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def is_end(self, token: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return self.model.is_end(token)
 
     def text(self, token: int) -> str:
         return self.decoder.decode(self.model.piece(token))

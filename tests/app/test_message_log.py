@@ -11,7 +11,7 @@ from textual.app import App, ComposeResult
 import tui.app
 from tui.store import DATABASE_NAME, Store
 from tui.widgets.message import MessageView
-from tui.widgets.message_log import AHEAD_SCREENS, WINDOW_SCREENS, MessageLog
+from tui.widgets.message_log import AHEAD_SCREENS, BEHIND_SCREENS, WINDOW_SCREENS, MessageLog
 
 APP_CSS = Path(tui.app.__file__).with_name("app.tcss")
 
@@ -70,7 +70,8 @@ async def test_scrolling_moves_the_window_without_moving_what_is_in_view(store):
     app = LogApp()
     async with app.run_test(size=(100, 30)) as pilot:
         log = await showing(app, pilot, messages)
-        window = len(log.views)
+        # What the window reaches: the screens ahead and behind, the one in view, and a message at each end.
+        window = AHEAD_SCREENS + 1 + BEHIND_SCREENS + 1
         log.scroll_to(y=2, animate=False, immediate=True)
         # In view now, before the messages above it are mounted:
         view = next(view for view in log.views if view.virtual_region.bottom > log.scroll_y)
@@ -84,17 +85,17 @@ async def test_scrolling_moves_the_window_without_moving_what_is_in_view(store):
                 break
             log.scroll_to(y=0, animate=False, immediate=True)
             await settle(pilot)
-            most = max(most, len(log.views))
+            most = max(most, log.virtual_size.height)
         assert log.views[0].message_id == messages[0].id
-        # The views below went as the ones above came: the log holds about as many as it started with.
-        assert most <= 2 * window and log.views[-1].message_id != messages[-1].id
+        # The views below went as the ones above came: the log holds about as many screens as it reaches.
+        assert most <= window * log.size.height and log.views[-1].message_id != messages[-1].id
         for _ in range(200):
             if log.views[-1].message_id == messages[-1].id and log.scroll_y == log.max_scroll_y:
                 break
             log.scroll_to(y=log.max_scroll_y, animate=False, immediate=True)
             await settle(pilot)
         assert log.views[-1].message_id == messages[-1].id
-        assert len(log.views) <= 2 * window
+        assert log.virtual_size.height <= window * log.size.height
 
 
 async def test_a_show_keeps_the_window_on_what_is_read_unless_it_follows(store):

@@ -22,8 +22,9 @@ from textual.widget import Widget
 from tui.store import Message as StoredMessage
 from tui.widgets.message import MessageView, size_without_relayout
 
-WINDOW_SCREENS = 3
-"""Screens of messages a conversation opens with: the one in view and two above it."""
+WINDOW_SCREENS = 2
+"""Screens of messages a conversation opens with: the one in view and one above it (fewer views, a faster
+open; the first page key mounts the rest of AHEAD_SCREENS once its frame is drawn)."""
 AHEAD_SCREENS = 2
 """Screens of messages kept mounted ahead of the view, the way it scrolls: a page key only scrolls, and the
 next screen is mounted once that frame is drawn (mounting one is 50-150 ms of the UI thread)."""
@@ -196,9 +197,9 @@ class MessageLog(VerticalScroll):
 
     async def _fill(self) -> None:
         # Estimates can fall short: a window that does not fill two screens gets the screen before it, and
-        # so does one with less than AHEAD_SCREENS above the view after a move (or a scroll past its top).
+        # so does one still scrolled near its top after a move (a scroll that went past what was mounted).
         screen = self._screen_lines()
-        if self._start > 0 and (self.virtual_size.height < 2 * screen or self.scroll_y < AHEAD_SCREENS * screen):
+        if self._start > 0 and (self.virtual_size.height < 2 * screen or self.scroll_y < screen):
             self._move(self._mount_older)
 
     def _move(self, step: Callable) -> None:
@@ -232,11 +233,13 @@ class MessageLog(VerticalScroll):
         )
 
     async def _mount_older(self) -> None:
-        """Mount about a screen of the messages before the window, and let as much go at its bottom."""
+        """Mount the messages before the window up to AHEAD_SCREENS above the view (a screen at least), and let
+        what is more than BEHIND_SCREENS below it go."""
         views = self.views
         if self._start == 0 or not views:
             return
-        start = self._start_for(self._start, self._screen_lines())
+        screen = self._screen_lines()
+        start = self._start_for(self._start, max(screen, AHEAD_SCREENS * screen - round(self.scroll_y)))
         older = self._messages[start : self._start]
         # A streaming reply stays mounted, and so do the views above it.
         keep_to = self.scroll_y + (1 + BEHIND_SCREENS) * self._screen_lines()

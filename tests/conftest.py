@@ -55,8 +55,9 @@ _cpu_at_setup = pytest.StashKey[float]()
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The measured half of the slow rule: unmarked tests over its CPU budget are listed after every run (a
-    list, not a failure: CPU time still varies a little with the load of the machine)."""
+    """The measured half of the slow rule: unmarked tests over its CPU budget are listed after every run. A
+    list, not a failure: CPU time varies with the load of the machine, most for chatglm.cpp, whose threads spin
+    while they wait for each other (its tiny-model tests use about 1 CPU-second each at load 3 and 7-15 at 5-7)."""
     used = [
         (dict(report.user_properties)["cpu_seconds"], report.nodeid, "slow" in report.keywords)
         for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])

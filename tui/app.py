@@ -56,6 +56,24 @@ def _tab_label(conversation: Conversation) -> Content:
     return Content(title if len(title) <= TAB_TITLE_LENGTH else title[: TAB_TITLE_LENGTH - 1] + "…")
 
 
+class ChatTabs(TabbedContent):
+    """The conversation tabs, where the tab the user chose stays in front.
+
+    Textual's TabbedContent brings a tab to the front when a widget in it takes the focus, but that focus
+    arrives after the events queued before it: a tab shown and then left at once (ctrl+n, a tab switch, a
+    dialog closing and giving the focus back) came back to the front by itself. Here the focus follows the
+    front tab instead: a focus that lands in another tab moves to the front tab's prompt.
+    """
+
+    @on(TabPane.Focused)
+    def _keep_the_chosen_tab_in_front(self, event: TabPane.Focused) -> None:
+        event.prevent_default()  # Textual's own handler would make the focused pane the active one
+        event.stop()
+        front = self.active_pane
+        if front is not None and event.tab_pane is not front:
+            front.query_one(ChatPane).focus_prompt_now()
+
+
 class ZooApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "zootui"
@@ -100,7 +118,7 @@ class ZooApp(App):
         self._typed_ahead = typed_ahead
 
     def compose(self) -> ComposeResult:
-        yield TabbedContent(id="chats")
+        yield ChatTabs(id="chats")
         # Every key is listed by F1 and the palette by ctrl+p, so the footer leaves out the palette hint.
         yield KeysFooter(compact=True, show_command_palette=False)
 
@@ -314,9 +332,6 @@ class ZooApp(App):
                 await self._add_tab(conversation)
                 self.service.set_tab_order(self._open_tab_ids())
             self.tabs.active = _pane_id(conversation_id)
-            # Its prompt takes the focus: a dialog closing gives the focus back to the widget that had it,
-            # and a focused widget brings its own tab to the front, so the tab left behind came back.
-            self.tabs.get_pane(_pane_id(conversation_id)).query_one(ChatPane).prompt.focus()
 
     def _switch_tab(self, step: int) -> None:
         ids = [_pane_id(conversation_id) for conversation_id in self._open_tab_ids()]

@@ -68,6 +68,24 @@ async def test_tabs_switch_by_mouse(fast_settings, isolated_dirs):
         await wait_until(pilot, lambda: app.tabs.active == first)
 
 
+async def test_a_tab_left_right_after_it_was_shown_stays_behind(fast_settings, isolated_dirs):
+    # A shown tab's prompt takes the focus at once: a focus that lands after the queued events (Textual's
+    # focus() waits for them) would pull the tab back to the front when the user has already left it.
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        first = app.active_chat
+        await app.action_new_chat()
+        await pilot.pause()
+        second = app.tabs.active
+        app.tabs.active = first.parent.id
+        await first.on_show()
+        app.tabs.active = second
+        await pilot.pause()
+        await pilot.pause()
+        assert app.tabs.active == second
+
+
 async def test_tabs_are_opened_and_closed_from_the_footer_by_mouse(fast_settings, isolated_dirs):
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=(160, 36)) as pilot:

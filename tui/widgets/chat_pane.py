@@ -239,8 +239,13 @@ class ChatPane(Vertical):
         # screen (after a dialog) takes the focus only if it is still the active tab: the dialog may have
         # opened another one meanwhile.
         if self._is_active_tab():
-            self.prompt.focus()
+            self.focus_prompt_now()
         await self._ensure_loaded()
+
+    def focus_prompt_now(self) -> None:
+        """Focus the prompt at once. Textual's focus() lands after the events already queued, by which time
+        the user may have opened or switched to another tab, and the focus would pull this one back."""
+        self.screen.set_focus(self.prompt)
 
     def _is_active_tab(self) -> bool:
         tabs = next((node for node in self.ancestors if isinstance(node, TabbedContent)), None)

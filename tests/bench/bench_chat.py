@@ -1,12 +1,14 @@
 """Chat performance, side by side on one model, one thread count and one prompt.
 
-    .venv/bin/python tests/bench/bench_chat.py [--threads 2] [--tokens 128] [--no-llama-bench] [--load 1]
-        [--threads-only | --no-thread-choice] [--only history|tabs|stream]
+    .venv/bin/python tests/bench/bench_chat.py [--threads 2] [--tokens 128] [--rounds 3] [--no-llama-bench]
+        [--load 1] [--threads-only | --no-thread-choice] [--only history|tabs|stream]
 
 Prints decode tokens/s of:
-  - llama.cpp's own llama-bench (tg), built once from the llama.cpp vendored in llama-cpp-python's sdist;
+  - llama.cpp's own llama-bench (tg), built once from the llama.cpp vendored in llama-cpp-python's sdist, into
+    an empty context and after as many tokens as the reply's prompt (where the reply's tokens are decoded);
   - llama-cpp-python's high-level streaming loop (create_completion(stream=True));
-  - zootui's engine alone, and a reply streamed through the running app (headless Pilot);
+  - zootui's engine alone, and a reply streamed through the running app (headless Pilot); these two and
+    llama-bench in --rounds rounds, one after the other, and their medians;
 then the UI thread's CPU time while streaming as a share of the generation's, the prompt tokens evaluated
 for a second turn and when switching back to a tab with a long history, and start-up times; then a
 conversation of 500 stored messages: how long it takes to open, to page up through, and the speed of a
@@ -30,6 +32,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +112,10 @@ def build_llama_bench() -> Path:
     return binary
 
 
-def llama_bench(model: Path, threads: int, tokens: int, flash: bool) -> float:
+def llama_bench(
+    model: Path, threads: int, tokens: int, flash: bool, depths: tuple[int, ...] = (0,)
+) -> dict[int, float]:
+    """tg tokens/s at each depth: ``tokens`` generated after that many tokens already in the context."""
     output = subprocess.run(
         [
             str(build_llama_bench()),
@@ -121,6 +127,8 @@ def llama_bench(model: Path, threads: int, tokens: int, flash: bool) -> float:
             "0",
             "-n",
             str(tokens),
+            "-d",
+            ",".join(str(depth) for depth in depths),
             "-r",
             "3",
             "-fa",
@@ -132,7 +140,7 @@ def llama_bench(model: Path, threads: int, tokens: int, flash: bool) -> float:
         capture_output=True,
         text=True,
     ).stdout
-    return json.loads(output)[0]["avg_ts"]
+    return {row["n_depth"]: row["avg_ts"] for row in json.loads(output)}
 
 
 def high_level_loop(model: Path, threads: int, tokens: int, flash: bool) -> float:
@@ -154,7 +162,7 @@ def high_level_loop(model: Path, threads: int, tokens: int, flash: bool) -> floa
     return (count - 1) / (last - first)
 
 
-def engine_alone(model: Path, settings: Settings, tokens: int) -> float:
+def engine_alone(model: Path, settings: Settings, tokens: int) -> dict:
     from tui.engine import Engines, ReplyStats, SamplingParams
 
     engines = Engines(settings, Path(tempfile.mkdtemp()))
@@ -166,7 +174,7 @@ def engine_alone(model: Path, settings: Settings, tokens: int) -> float:
         if isinstance(event, ReplyStats)
     )
     engines.close()
-    return stats.tokens_per_second
+    return {"tokens_per_second": stats.tokens_per_second, "prompt_tokens": stats.prompt_tokens}
 
 
 LONG_PROMPT = "Summarise this: " + " ".join(["The zoo keeper feeds the animals every morning."] * 40)
@@ -527,10 +535,59 @@ def in_own_process(phase: str, args: argparse.Namespace) -> object:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@dataclass
+class StreamedRounds:
+    """Medians over rounds of: the engine alone, llama-bench into an empty context and after the reply's prompt,
+    the app. A reply is decoded after its prompt, and llama.cpp's decode slows as its context fills (each token
+    attends to every one before it), so llama-bench's tg is also run at the prompt's depth: the same positions
+    in the context as the reply's tokens."""
+
+    prompt_tokens: int
+    engine: float
+    engine_spread: tuple[float, float]
+    app: float
+    app_spread: tuple[float, float]
+    app_tokens: int
+    ui_share_streaming: float
+    ui_share_turn: float
+    llama_bench: dict[int, float]
+    llama_bench_spread: dict[int, tuple[float, float]]
+    last_app: dict
+
+
+def streamed_rounds(args: argparse.Namespace, model: Path) -> StreamedRounds:
+    engines, apps, benches = [], [], []
+    for _ in range(args.rounds):
+        engines.append(in_own_process("engine", args))
+        depth = engines[-1]["prompt_tokens"]
+        if not args.no_llama_bench:
+            benches.append(llama_bench(model, args.threads, args.tokens, True, (0, depth)))
+        apps.append(in_own_process("app", args))
+    engine_speeds = [run["tokens_per_second"] for run in engines]
+    app_speeds = [run["app_tokens_per_second"] for run in apps]
+    depths = (0, depth) if benches else ()
+    return StreamedRounds(
+        prompt_tokens=depth,
+        engine=statistics.median(engine_speeds),
+        engine_spread=(min(engine_speeds), max(engine_speeds)),
+        app=statistics.median(app_speeds),
+        app_spread=(min(app_speeds), max(app_speeds)),
+        app_tokens=apps[-1]["app_tokens"],
+        ui_share_streaming=statistics.median(run["ui_cpu_share_streaming"] for run in apps),
+        ui_share_turn=statistics.median(run["ui_cpu_share"] for run in apps),
+        llama_bench={d: statistics.median(run[d] for run in benches) for d in depths},
+        llama_bench_spread={d: (min(run[d] for run in benches), max(run[d] for run in benches)) for d in depths},
+        last_app=apps[-1],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the streamed measurements (llama-bench, engine, app)"
+    )
     parser.add_argument("--no-llama-bench", action="store_true", help="skip building and running llama-bench")
     parser.add_argument(
         "--load", type=int, default=1, help="busy processes competing for the CPU in the thread comparison"
@@ -564,14 +621,10 @@ def main() -> None:
         return
 
     rows = []
-    if not args.no_llama_bench:
-        for flash in (True,) if args.only == "stream" else (False, True):
-            rows.append(
-                (
-                    f"llama-bench tg{args.tokens} (flash attn {'on' if flash else 'off'})",
-                    llama_bench(model, args.threads, args.tokens, flash),
-                )
-            )
+    if not args.no_llama_bench and args.only != "stream":
+        rows.append(
+            (f"llama-bench tg{args.tokens} (flash attn off)", llama_bench(model, args.threads, args.tokens, False)[0])
+        )
     for flash in () if args.only == "stream" else ("off", "on"):
         rows.append(
             (
@@ -579,17 +632,30 @@ def main() -> None:
                 in_own_process(f"high-level-{flash}", args),
             )
         )
-    rows.append(("zootui engine alone (flash attn on)", in_own_process("engine", args)))
-    app = in_own_process("app", args)
-    rows.append((f"zootui app, headless Pilot ({app['app_tokens']} tokens)", app["app_tokens_per_second"]))
+    rounds = streamed_rounds(args, model)
+    depth = rounds.prompt_tokens
+    spread = {}
+    if not args.no_llama_bench:
+        empty, at_depth = (
+            f"llama-bench tg{args.tokens} into an empty context (flash attn on)",
+            f"llama-bench tg{args.tokens} after the reply's {depth} prompt tokens (flash attn on)",
+        )
+        rows += [(empty, rounds.llama_bench[0]), (at_depth, rounds.llama_bench[depth])]
+        spread.update({empty: rounds.llama_bench_spread[0], at_depth: rounds.llama_bench_spread[depth]})
+    engine_row, app_row = (
+        "zootui engine alone (flash attn on)",
+        f"zootui app, headless Pilot ({rounds.app_tokens} tokens)",
+    )
+    rows += [(engine_row, rounds.engine), (app_row, rounds.app)]
+    spread.update({engine_row: rounds.engine_spread, app_row: rounds.app_spread})
 
     width = max(len(name) for name, _ in rows)
-    print("\ndecode tokens/s")
+    print(f"\ndecode tokens/s (a row with a range: the median of {args.rounds} rounds, run one after the other)")
     for name, value in rows:
-        print(f"  {name:<{width}}  {value:7.1f}")
-    app_speed = app["app_tokens_per_second"]
+        low, high = spread.get(name, (None, None))
+        print(f"  {name:<{width}}  {value:7.1f}" + (f"  ({low:.1f}-{high:.1f})" if low is not None else ""))
+    app_speed, engine_speed = rounds.app, rounds.engine
     baseline = dict(rows)
-    engine_speed = baseline["zootui engine alone (flash attn on)"]
     if args.only != "stream":
         bare = baseline["llama-cpp-python create_completion stream (flash attn off)"]
         print(
@@ -599,15 +665,20 @@ def main() -> None:
         print(f"  app / llama-cpp-python high-level loop (flash on):              {app_speed / bare_fa:.2f}")
     print(f"  app / engine alone (flash on):                                  {app_speed / engine_speed:.2f}")
     if not args.no_llama_bench:
-        bench = baseline[f"llama-bench tg{args.tokens} (flash attn on)"]
+        at_depth, empty = rounds.llama_bench[depth], rounds.llama_bench[0]
         print(
-            f"  app / llama-bench tg (flash on):                                {app_speed / bench:.2f}  (goal ≥ 0.90)"
+            f"  app / llama-bench tg after the reply's prompt (flash on):       {app_speed / at_depth:.2f}  (goal ≥ 0.90)"
         )
-        print(f"  engine alone / llama-bench tg (flash on):                       {engine_speed / bench:.2f}")
+        print(f"  engine alone / llama-bench tg after the reply's prompt:         {engine_speed / at_depth:.2f}")
+        print(
+            f"  app / llama-bench tg into an empty context:                     {app_speed / empty:.2f}"
+            f"  (llama-bench itself, after {depth} tokens / into an empty context: {at_depth / empty:.2f})"
+        )
     print(
-        f"\nUI thread CPU as a share of generation CPU: {app['ui_cpu_share_streaming']:.1%} while the reply streams"
-        f" (goal ≤ 5%); {app['ui_cpu_share']:.1%} for the whole turn, from enter to the final render"
+        f"\nUI thread CPU as a share of generation CPU: {rounds.ui_share_streaming:.1%} while the reply streams"
+        f" (goal ≤ 5%); {rounds.ui_share_turn:.1%} for the whole turn, from enter to the final render (medians)"
     )
+    app = rounds.last_app
     if args.only == "stream":
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (at the start: {load_at_start:.1f})")
         return

@@ -10,7 +10,7 @@ from textual_image.widget import Image as ImageWidget
 from tinyminigpt4 import GRADIENT, build_model_pair
 
 from tui.app import ZooApp
-from tui.screens.attach import AttachScreen
+from tui.screens.attach import AttachScreen, PathInput
 from tui.store import DATABASE_NAME, Store
 from tui.widgets.prompt import PromptArea
 
@@ -31,9 +31,11 @@ async def started(app, pilot):
     return chat
 
 
-async def open_attach_dialog(app, pilot) -> None:
+async def open_attach_dialog(app, pilot) -> PathInput:
+    """The dialog's path field, focused."""
     await pilot.press("ctrl+t")
     await wait_until(pilot, lambda: isinstance(app.screen, AttachScreen))
+    return app.screen.query_one("#path", PathInput)
 
 
 async def test_a_pasted_path_attaches_the_image_and_it_shows_with_the_message(
@@ -85,8 +87,10 @@ async def test_a_bad_image_is_refused_and_the_tab_still_chats(vision_model, fast
     app = ZooApp(fast_settings, store, new_chat_model=str(vision_model))
     async with app.run_test(size=SIZE) as pilot:
         chat = await started(app, pilot)
-        await open_attach_dialog(app, pilot)
-        await pilot.press(*str(animated), "enter")
+        field = await open_attach_dialog(app, pilot)
+        # The path goes in as typed characters do, at once: pressing its ~90 keys one by one takes seconds.
+        field.insert_text_at_cursor(str(animated))
+        await pilot.press("enter")
         await wait_until(pilot, lambda: any("animated" in note for note in notes(app)))
         assert chat._pending_image is None
         await send(pilot, "Hello?")
@@ -105,9 +109,10 @@ async def test_the_attach_dialog_completes_paths_and_an_empty_path_drops_the_ima
     app = ZooApp(fast_settings, store, new_chat_model=str(vision_model))
     async with app.run_test(size=SIZE) as pilot:
         chat = await started(app, pilot)
-        await open_attach_dialog(app, pilot)
-        await pilot.press(*f"{tmp_path}/pho", "tab")
-        field = app.screen.query_one("#path")
+        field = await open_attach_dialog(app, pilot)
+        # The folder's path at once (typed characters go in the same way), then keys: tab completes what they spell.
+        field.insert_text_at_cursor(f"{tmp_path}/")
+        await pilot.press(*"pho", "tab")
         assert field.value == f"{folder}/"
         await pilot.press("tab", "enter")
         await wait_until(pilot, lambda: chat._pending_image is not None)

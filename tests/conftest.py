@@ -149,6 +149,17 @@ def cli_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """A valid GGUF of half a megabyte (the committed tiny LLaMA checkpoint, converted to q8_0), made once: for
+    tests that import, hash or list a model file and never run it, where a copy of the 96 MB default model costs
+    a second or more of copying and hashing."""
+    from converters import convert
+
+    directory = tmp_path_factory.mktemp("tiny-gguf")
+    return convert(ROOT / "tests" / "fixtures" / "tiny" / "llama", directory / "tiny-llama.gguf", outtype="q8_0")
+
+
+@pytest.fixture(scope="session")
 def model_copy(model_path, tmp_path_factory) -> Path:
     """A copy of the default model: a second library model (the arena needs two) that loads on its own."""
     copy = tmp_path_factory.mktemp("models") / "smollm2-copy.gguf"

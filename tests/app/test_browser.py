@@ -98,9 +98,9 @@ async def test_chat_on_a_library_model_opens_a_tab(fast_settings, isolated_dirs)
         assert app.active_chat.conversation.model == DEFAULT_MODEL_NAME
 
 
-async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path, model_path):
+async def test_import_then_delete_a_gguf(fast_settings, isolated_dirs, tmp_path, tiny_gguf):
     copy = tmp_path / "my-smol.gguf"
-    shutil.copyfile(model_path, copy)
+    shutil.copyfile(tiny_gguf, copy)
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
@@ -244,9 +244,9 @@ async def test_hub_search_offline_is_one_clear_line(fast_settings, isolated_dirs
         await wait_until(pilot, lambda: any("offline" in n.message for n in app._notifications))
 
 
-async def test_typing_goes_to_the_filter_and_never_fires_an_action(fast_settings, isolated_dirs, tmp_path, model_path):
+async def test_typing_goes_to_the_filter_and_never_fires_an_action(fast_settings, isolated_dirs, tmp_path, tiny_gguf):
     copy = tmp_path / "mycopy.gguf"
-    shutil.copyfile(model_path, copy)
+    shutil.copyfile(tiny_gguf, copy)
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     app.model_jobs().import_gguf(copy)
     async with app.run_test(size=WIDE) as pilot:

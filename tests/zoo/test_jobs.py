@@ -362,12 +362,12 @@ def test_importing_a_checkpoint_directory_converts_it_with_the_chosen_format(iso
         jobs.import_checkpoint(isolated_dirs / "models", "q8_0")
 
 
-def test_a_gguf_is_imported_with_its_hash_and_deleted(isolated_dirs: Path, model_path: Path):
+def test_a_gguf_is_imported_with_its_hash_and_deleted(isolated_dirs: Path, tiny_gguf: Path):
     jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
-    model = jobs.import_gguf(model_path, name="smol-copy")
+    model = jobs.import_gguf(tiny_gguf, name="smol-copy")
     assert model.path == isolated_dirs / "models" / "smol-copy" / "smol-copy.gguf"
-    assert model.lockfile.output_sha256 == sha256(model_path) == sha256(model.path)
-    assert model.lockfile.quant == "q4_1"
+    assert model.lockfile.output_sha256 == sha256(tiny_gguf) == sha256(model.path)
+    assert model.lockfile.quant == "q8_0"
     listed = resolve_model("smol-copy", isolated_dirs)
     assert listed.path == model.path and listed.lockfile == model.lockfile
 
@@ -539,13 +539,13 @@ def test_pull_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str
 
 
 def test_pull_imports_a_file_by_what_it_holds_not_by_its_name(
-    isolated_dirs: Path, tmp_path: Path, model_path: Path, capsys: pytest.CaptureFixture[str]
+    isolated_dirs: Path, tmp_path: Path, tiny_gguf: Path, capsys: pytest.CaptureFixture[str]
 ):
     unnamed = tmp_path / "smol-download"
-    shutil.copyfile(model_path, unnamed)
+    shutil.copyfile(tiny_gguf, unnamed)
     assert pull.run(pull_args("--import", str(unnamed), "--name", "smol")) == 0
     assert capsys.readouterr().out == "smol\n"
-    assert resolve_model("smol", isolated_dirs).lockfile.output_sha256 == sha256(model_path)
+    assert resolve_model("smol", isolated_dirs).lockfile.output_sha256 == sha256(tiny_gguf)
 
     impostor = tmp_path / "notes.gguf"
     impostor.write_text("not a model")
@@ -569,10 +569,10 @@ def test_a_name_that_would_leave_the_library_is_refused(
 
 
 def test_the_library_is_read_once_until_it_changes(
-    isolated_dirs: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+    isolated_dirs: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ):
     jobs = Jobs(Store(isolated_dirs / DATABASE_NAME), isolated_dirs, load_catalog())
-    jobs.import_gguf(model_path, name="first")
+    jobs.import_gguf(tiny_gguf, name="first")
     reads: list[Path] = []
     real = library.read_lockfile
     monkeypatch.setattr(library, "read_lockfile", lambda path: reads.append(path) or real(path))
@@ -582,7 +582,7 @@ def test_the_library_is_read_once_until_it_changes(
             assert engines.for_model("first").description
         assert len(reads) <= 1  # the first call may scan; the others reuse it
         reads.clear()
-        jobs.import_gguf(model_path, name="second")  # a change to the library is seen at once
+        jobs.import_gguf(tiny_gguf, name="second")  # a change to the library is seen at once
         assert engines.for_model("second") and reads
         jobs.delete_model("first")
         with pytest.raises(EngineError, match="no model named 'first'"):

@@ -194,7 +194,7 @@ async def test_down_in_search_moves_through_the_results_and_enter_opens_one(fast
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+f")
         await wait_until(pilot, lambda: isinstance(app.focused, Input))
-        await pilot.press(*"at the zoo")
+        app.focused.insert_text_at_cursor("at the zoo")
         results = app.screen.query_one("OptionList")
         await wait_until(pilot, lambda: results.option_count == 3)
         await pilot.press("down", "down", "up")

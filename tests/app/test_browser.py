@@ -59,7 +59,7 @@ async def test_catalog_and_library_in_one_filterable_table(fast_settings, isolat
         screen = await open_browser(pilot)
         catalog_ids = [variant.id for _, variant in load_catalog().variants()]
         assert shown_keys(screen) == [DEFAULT_MODEL_NAME, *catalog_ids]
-        await pilot.press(*"dolly")
+        screen.filter.insert_text_at_cursor("dolly")  # as typed (keys into the filter: the test below)
         await pilot.pause()
         dolly_ids = [key for key in catalog_ids if key.startswith("dolly")]
         assert set(dolly_ids) <= set(shown_keys(screen)) and all(row.matches("dolly") for row in screen._shown)
@@ -268,7 +268,7 @@ async def test_down_from_the_filter_moves_through_the_rows(fast_settings, isolat
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
-        await pilot.press(*"vicuna")
+        screen.filter.insert_text_at_cursor("vicuna")
         await pilot.pause()
         first = screen.selected
         await pilot.press("down", "down", "up")
@@ -281,7 +281,7 @@ async def test_at_80_columns_size_and_release_are_on_screen_and_the_prompt_wraps
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_browser(pilot)
-        await pilot.press(*"vicuna-7b-v1.3")
+        screen.filter.insert_text_at_cursor("vicuna-7b-v1.3")
         await wait_until(pilot, lambda: "### Prompt" in detail(screen))
         await pilot.pause()
         table = screen.query_one(DataTable)
@@ -296,7 +296,7 @@ async def test_facts_the_catalog_could_not_check_are_marked_as_not_confirmed(fas
     app = ZooApp(fast_settings, Store(isolated_dirs / DATABASE_NAME))
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_browser(pilot)
-        await pilot.press(*"vicuna-7b-v0")
+        screen.filter.insert_text_at_cursor("vicuna-7b-v0")
         await pilot.pause()
         await select(pilot, screen, "vicuna-7b-v0")
         await wait_until(pilot, lambda: detail(screen).startswith("## Vicuna") and "### Fit" in detail(screen))

@@ -113,7 +113,7 @@ def test_search(app, snap_compare, size):
         await chat_shown(pilot)
         await pilot.press("ctrl+f")
         await wait_until(pilot, lambda: isinstance(pilot.app.focused, Input))
-        await pilot.press(*"giraffe")
+        pilot.app.focused.insert_text_at_cursor("giraffe")
         await wait_until(pilot, lambda: pilot.app.screen.query_one(OptionList).option_count == 2)
         await steady(pilot)
 

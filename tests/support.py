@@ -126,13 +126,17 @@ async def wait_until(pilot, condition, timeout=60.0):
 
 
 async def send(pilot, text: str) -> ChatPane:
-    """Type a message, press enter, and wait until its reply is complete (a short reply may beat any poll)."""
+    """Put a message in the prompt, press enter, and wait until its reply is complete (a short reply may beat any
+    poll). The text goes in at once, as its typed characters would: Pilot waits ~100 ms a key for the app to
+    idle. Tests of what keys do press their own."""
     app = pilot.app
     chat = app.active_chat
     before = len(views(chat))
     # The active tab's own prompt: a selector would match the first tab's, hidden behind it.
-    await pilot.click(chat.query_one(PromptArea))
-    await pilot.press(*text)
+    prompt = chat.query_one(PromptArea)
+    await pilot.click(prompt)
+    assert app.focused is prompt, "a click on the active tab's prompt focuses it"
+    prompt.insert(text)
     await pilot.press("enter")
     await wait_until(
         pilot, lambda: len(views(chat)) == before + 2 and not chat.generating and views(chat)[-1].state != "streaming"

@@ -26,6 +26,18 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     return data
 
 
+@pytest.fixture(autouse=True)
+def textual_animations_off(monkeypatch):
+    """The apps a test drives in this process skip Textual's animations (its TEXTUAL_ANIMATIONS=none): Pilot
+    waits for every running animation after each key it presses, and a tab underline's 0.3 s glide made a key
+    take 0.4 s. What they check is where things end, which is the same. A test of how something moves turns
+    them back on in its app (tests/app/test_message_log.py); the real-terminal tests run the app in its own
+    process, as users meet it."""
+    import textual.constants
+
+    monkeypatch.setattr(textual.constants, "TEXTUAL_ANIMATIONS", "none")
+
+
 # The real models llama.cpp loaded, in this process or one it started, since the current test's setup began.
 _real_model_loads: list[str] = []
 # Where the Python processes a test starts write theirs (model_load_probe/sitecustomize.py); each pytest process

@@ -19,6 +19,12 @@ APP_CSS = Path(tui.app.__file__).with_name("app.tcss")
 class LogApp(App):
     CSS_PATH = APP_CSS  # the app's own rules: message views are as tall as their text
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Textual's animations, which tests/conftest.py turns off: a page key must jump, not glide, and with
+        # them off a glide would be a jump too.
+        self.animation_level = "full"
+
     def compose(self) -> ComposeResult:
         yield MessageLog(lambda message: MessageView(message.role, message.content, message_id=message.id))
 

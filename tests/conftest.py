@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import shutil
@@ -59,6 +60,64 @@ def real_model_loads_are_counted():
     count_real_model_loads(llama_cpp.Llama, _real_model_loads.append)
     yield
     llama_cpp.Llama.__init__ = original
+
+
+# chatglm.cpp 0.4.2 computes on one thread per CPU whatever the affinity (std::thread::hardware_concurrency;
+# it takes no thread count), and its threads spin while they wait for each other. Beside one busy process on
+# two cores its 21 tests took 18 s instead of 1 s; under `-n 2`, while the other worker ran its tests, 238 s.
+# Tests marked cpu_to_itself therefore run while the other workers wait between two of their tests.
+CPU_TO_ITSELF = "cpu_to_itself"
+
+
+class CpuTurns:
+    """Under xdist, the CPU shared by the workers' tests or taken by one worker's cpu_to_itself tests.
+
+    Two lock files in the run's base temp dir. A test takes a shared turn; a cpu_to_itself test takes the
+    gate, so that the other workers start no test while it waits, then the whole turn, and keeps it through
+    the marked tests that follow it on this worker: the others wait once for a run of them, not per test.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._gate = open(folder / "cpu-gate.lock", "a")  # held for the worker's life
+        self._turn = open(folder / "cpu-turn.lock", "a")
+        self.to_itself = False
+
+    def take(self, to_itself: bool) -> None:
+        if self.to_itself:
+            return
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._turn, fcntl.LOCK_EX if to_itself else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+        self.to_itself = to_itself
+
+    def give_back(self, keep_to_itself: bool) -> None:
+        if self.to_itself and keep_to_itself:
+            return
+        fcntl.flock(self._turn, fcntl.LOCK_UN)
+        self.to_itself = False
+
+
+_cpu_turns = pytest.StashKey[CpuTurns]()
+
+
+def wants_cpu_to_itself(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker(CPU_TO_ITSELF) is not None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not hasattr(item.config, "workerinput"):  # one process: nothing to share the CPU with
+        return (yield)
+    turns = item.config.stash.get(_cpu_turns, None)
+    if turns is None:
+        turns = item.config.stash[_cpu_turns] = CpuTurns(Path(item.config.option.basetemp).parent)
+    turns.take(wants_cpu_to_itself(item))
+    try:
+        return (yield)
+    finally:
+        turns.give_back(keep_to_itself=wants_cpu_to_itself(nextitem))
 
 
 # The slow rule's budget (pyproject.toml's markers): a test, its fixtures' setup and its subprocesses together.

@@ -21,7 +21,7 @@ GLM = ROOT / "tests" / "fixtures" / "tiny" / "glm6b"
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=12, n_ctx=256)
 QUESTION = [{"role": "user", "content": "动物园几点开门？"}]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cpu_to_itself]  # tests/conftest.py: chatglm.cpp's threads spin
 
 
 @pytest.fixture(scope="module")

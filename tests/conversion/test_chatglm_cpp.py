@@ -29,6 +29,8 @@ chatglm_cpp = pytest.importorskip(
     "chatglm_cpp", reason="needs chatglm-cpp, the glm extra: pip install -e '.[test,glm]'"
 )
 
+pytestmark = pytest.mark.cpu_to_itself  # tests/conftest.py: chatglm.cpp's threads spin
+
 GLM_VARIANTS = ["glm6b", "glm6b_int8", "glm6b_int4"]
 # Share of teacher-forced choices equal to the reference's, by type (measured on glm6b: f32, f16 and q8_0
 # 25 of 25, q4_0 22 of 25; the smallest top-1 margin of the reference is 0.17 for logits ~3.5 apart).

@@ -24,6 +24,7 @@ from tui.zoo.jobs import StepName
 from tui.zoo.library import CHATGLM_CPP_SUFFIX
 
 TINY = ROOT / "tests" / "fixtures" / "tiny"
+pytestmark = pytest.mark.cpu_to_itself  # tests/conftest.py: chatglm.cpp's threads spin
 PUBLISHED = {"chatglm-6b": "glm6b", "chatglm-6b-int8": "glm6b_int8", "chatglm-6b-int4": "glm6b_int4"}
 # Runs the CLI as if the glm extra were not installed.
 WITHOUT_THE_EXTRA = """

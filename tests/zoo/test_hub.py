@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,14 @@ def test_download_fetches_the_chosen_files_and_reports_progress(hub: HubServer, 
     weights = [p for p in seen if p.filename == "model.safetensors"]
     assert weights[-1].file_done == weights[-1].file_total == len(WEIGHTS)
     assert snapshot.directory.parent.name == "snapshots"
+
+
+def test_a_download_leaves_no_thread_behind(hub: HubServer, tmp_path: Path):
+    before = set(threading.enumerate())
+    fetch(tmp_path, on_progress=lambda progress: None)
+    # The hub server's handler threads wait on the client's kept-alive connections: the server's, not ours.
+    left = [t.name for t in set(threading.enumerate()) - before if "process_request" not in t.name]
+    assert left == []
 
 
 def test_a_transfer_cut_halfway_resumes_with_a_range_request(hub: HubServer, tmp_path: Path):

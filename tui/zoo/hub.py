@@ -391,6 +391,10 @@ class _FileProgressBar(hf_tqdm):
     progress: ClassVar[_Progress]
     filename: ClassVar[str]
     file_total: ClassVar[int]
+    # tqdm starts a monitor thread for each bar class (for_file makes one per file) and a silenced bar never
+    # stops it: each file downloaded left a thread behind for the life of the app, holding its progress
+    # callback and so the job that asked for it.
+    monitor_interval = 0
 
     @classmethod
     def for_file(cls, progress: _Progress, filename: str, file_total: int) -> type[_FileProgressBar]:

@@ -252,16 +252,16 @@ async def test_the_settings_panel_is_mounted_when_first_opened_with_the_tabs_val
         assert list(chat.query(SettingsPanel)) == [panel], "opened again, the same panel"
 
 
-async def test_the_app_collects_garbage_less_often_while_it_runs(fast_settings, isolated_dirs):
+async def test_the_app_sets_its_garbage_collection_thresholds_while_it_runs(fast_settings, isolated_dirs):
     import gc
 
-    from tui.app import YOUNG_GENERATION_THRESHOLD
+    from tui.app import MIDDLE_GENERATION_THRESHOLD, YOUNG_GENERATION_THRESHOLD
 
     before = gc.get_threshold()
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, *before[1:])
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, MIDDLE_GENERATION_THRESHOLD, before[2])
     assert gc.get_threshold() == before, "Python's thresholds are back once the app ends"
 
 

@@ -1,9 +1,11 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 from support import fill_disk, zootui_command
@@ -283,11 +285,22 @@ def test_export_writes_only_where_it_was_pointed(cli_env, isolated_dirs, tmp_pat
     assert target.read_text().startswith("---\ntitle:")
 
 
+def saved_reply(database) -> str:
+    """The reply's text saved so far, read without writing: the chat process owns the file."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT content FROM messages WHERE role = 'assistant'").fetchone()
+    return row[0] if row else ""
+
+
 @pytest.mark.slow
 def test_the_disk_filling_mid_reply_is_one_line_and_keeps_what_was_saved(cli_env, small_disk):
     env = {**cli_env, "ZOOTUI_DATA_DIR": str(small_disk / "data")}
+    # Seed 1 writes the whole 400 tokens (3-4 s here): with another seed the story sometimes ended after ~100,
+    # before the disk was full, and nothing was left to save.
     process = subprocess.Popen(
-        zootui_command("chat", "--max-tokens", "400", "--temperature", "0.8", "Tell a long story about a zoo."),
+        zootui_command(
+            "chat", "--max-tokens", "400", "--temperature", "0.8", "--seed", "1", "Tell a long story about a zoo."
+        ),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -295,7 +308,11 @@ def test_the_disk_filling_mid_reply_is_one_line_and_keeps_what_was_saved(cli_env
     )
     first = process.stdout.read(1)
     assert first, process.stderr.read()
-    time.sleep(1.5)  # past a save of the growing reply
+    database = small_disk / "data" / DATABASE_NAME
+    deadline = time.monotonic() + 30
+    while not saved_reply(database):  # the disk fills once a save of the growing reply is on it
+        assert time.monotonic() < deadline and process.poll() is None, "no part of the reply was saved"
+        time.sleep(0.05)
     filler = fill_disk(small_disk)
     printed, errors = process.communicate(timeout=240)
     assert process.returncode == 2, errors

@@ -137,6 +137,10 @@ def test_killed_chat_keeps_the_streamed_reply(cli_env, isolated_dirs):
             "2000",
             "--temperature",
             "0.8",
+            # Seed 1 writes past 700 tokens; with a random seed the story sometimes ended after ~100, before
+            # the kill 2.5 s in, and the reply was done instead of cut off.
+            "--seed",
+            "1",
             "Write a very long story about every animal in a big zoo.",
         ),
         env=cli_env,
@@ -183,7 +187,11 @@ def test_killed_chat_keeps_the_streamed_reply(cli_env, isolated_dirs):
 @pytest.mark.slow
 def test_a_reply_still_streaming_in_another_process_is_left_alone(cli_env, isolated_dirs):
     process = subprocess.Popen(
-        zootui_command("chat", "--max-tokens", "80", "--temperature", "0.8", "Tell a long story about a zoo."),
+        # Seed 1 writes all 400 tokens (3-4 s here), so the reply still streams while `list` runs; 80 random
+        # tokens could be over before it started.
+        zootui_command(
+            "chat", "--max-tokens", "400", "--temperature", "0.8", "--seed", "1", "Tell a long story about a zoo."
+        ),
         env=cli_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -536,6 +536,19 @@ def in_own_process(phase: str, args: argparse.Namespace) -> object:
 
 
 @dataclass
+class Spread:
+    """The median of some rounds' figures, and their range."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
+
+
+@dataclass
 class StreamedRounds:
     """Medians over rounds of: the engine alone, llama-bench into an empty context and after the reply's prompt,
     the app. A reply is decoded after its prompt, and llama.cpp's decode slows as its context fills (each token
@@ -543,15 +556,12 @@ class StreamedRounds:
     in the context as the reply's tokens."""
 
     prompt_tokens: int
-    engine: float
-    engine_spread: tuple[float, float]
-    app: float
-    app_spread: tuple[float, float]
+    engine: Spread
+    app: Spread
     app_tokens: int
     ui_share_streaming: float
     ui_share_turn: float
-    llama_bench: dict[int, float]
-    llama_bench_spread: dict[int, tuple[float, float]]
+    llama_bench: dict[int, Spread]
     last_app: dict
 
 
@@ -563,20 +573,15 @@ def streamed_rounds(args: argparse.Namespace, model: Path) -> StreamedRounds:
         if not args.no_llama_bench:
             benches.append(llama_bench(model, args.threads, args.tokens, True, (0, depth)))
         apps.append(in_own_process("app", args))
-    engine_speeds = [run["tokens_per_second"] for run in engines]
-    app_speeds = [run["app_tokens_per_second"] for run in apps]
     depths = (0, depth) if benches else ()
     return StreamedRounds(
         prompt_tokens=depth,
-        engine=statistics.median(engine_speeds),
-        engine_spread=(min(engine_speeds), max(engine_speeds)),
-        app=statistics.median(app_speeds),
-        app_spread=(min(app_speeds), max(app_speeds)),
+        engine=Spread.of([run["tokens_per_second"] for run in engines]),
+        app=Spread.of([run["app_tokens_per_second"] for run in apps]),
         app_tokens=apps[-1]["app_tokens"],
         ui_share_streaming=statistics.median(run["ui_cpu_share_streaming"] for run in apps),
         ui_share_turn=statistics.median(run["ui_cpu_share"] for run in apps),
-        llama_bench={d: statistics.median(run[d] for run in benches) for d in depths},
-        llama_bench_spread={d: (min(run[d] for run in benches), max(run[d] for run in benches)) for d in depths},
+        llama_bench={d: Spread.of([run[d] for run in benches]) for d in depths},
         last_app=apps[-1],
     )
 
@@ -586,7 +591,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of the streamed measurements (llama-bench, engine, app)"
+        "--rounds",
+        type=int,
+        choices=range(1, 21),
+        metavar="1-20",
+        default=3,
+        help="rounds of the streamed measurements (llama-bench, engine, app)",
     )
     parser.add_argument("--no-llama-bench", action="store_true", help="skip building and running llama-bench")
     parser.add_argument(
@@ -634,27 +644,22 @@ def main() -> None:
         )
     rounds = streamed_rounds(args, model)
     depth = rounds.prompt_tokens
-    spread = {}
+    streamed = {}
     if not args.no_llama_bench:
-        empty, at_depth = (
-            f"llama-bench tg{args.tokens} into an empty context (flash attn on)",
-            f"llama-bench tg{args.tokens} after the reply's {depth} prompt tokens (flash attn on)",
+        streamed[f"llama-bench tg{args.tokens} into an empty context (flash attn on)"] = rounds.llama_bench[0]
+        streamed[f"llama-bench tg{args.tokens} after the reply's {depth} prompt tokens (flash attn on)"] = (
+            rounds.llama_bench[depth]
         )
-        rows += [(empty, rounds.llama_bench[0]), (at_depth, rounds.llama_bench[depth])]
-        spread.update({empty: rounds.llama_bench_spread[0], at_depth: rounds.llama_bench_spread[depth]})
-    engine_row, app_row = (
-        "zootui engine alone (flash attn on)",
-        f"zootui app, headless Pilot ({rounds.app_tokens} tokens)",
-    )
-    rows += [(engine_row, rounds.engine), (app_row, rounds.app)]
-    spread.update({engine_row: rounds.engine_spread, app_row: rounds.app_spread})
+    streamed["zootui engine alone (flash attn on)"] = rounds.engine
+    streamed[f"zootui app, headless Pilot ({rounds.app_tokens} tokens)"] = rounds.app
+    rows += [(name, figures.median) for name, figures in streamed.items()]
 
     width = max(len(name) for name, _ in rows)
     print(f"\ndecode tokens/s (a row with a range: the median of {args.rounds} rounds, run one after the other)")
     for name, value in rows:
-        low, high = spread.get(name, (None, None))
-        print(f"  {name:<{width}}  {value:7.1f}" + (f"  ({low:.1f}-{high:.1f})" if low is not None else ""))
-    app_speed, engine_speed = rounds.app, rounds.engine
+        figures = streamed.get(name)
+        print(f"  {name:<{width}}  {value:7.1f}" + (f"  ({figures.low:.1f}-{figures.high:.1f})" if figures else ""))
+    app_speed, engine_speed = rounds.app.median, rounds.engine.median
     baseline = dict(rows)
     if args.only != "stream":
         bare = baseline["llama-cpp-python create_completion stream (flash attn off)"]
@@ -665,7 +670,7 @@ def main() -> None:
         print(f"  app / llama-cpp-python high-level loop (flash on):              {app_speed / bare_fa:.2f}")
     print(f"  app / engine alone (flash on):                                  {app_speed / engine_speed:.2f}")
     if not args.no_llama_bench:
-        at_depth, empty = rounds.llama_bench[depth], rounds.llama_bench[0]
+        at_depth, empty = rounds.llama_bench[depth].median, rounds.llama_bench[0].median
         print(
             f"  app / llama-bench tg after the reply's prompt (flash on):       {app_speed / at_depth:.2f}  (goal ≥ 0.90)"
         )

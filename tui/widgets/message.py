@@ -26,6 +26,7 @@ from textual.widgets._markdown import MarkdownFence, MarkdownParagraph, Markdown
 from textual_image.widget import Image
 
 from tui.store import MessageState
+from tui.widgets import textual_fixes  # noqa: F401 - message views come and go by the thousand: see its first fix
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATE_NOTES = {

@@ -104,6 +104,7 @@ async def test_scrolling_moves_the_window_without_moving_what_is_in_view(store):
         assert log.virtual_size.height <= window * log.size.height
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: many moves of the window through a 200-message conversation
 async def test_a_show_keeps_the_window_on_what_is_read_unless_it_follows(store):
     conversation = stored_conversation(store, 200)
     app = LogApp()
@@ -177,6 +178,7 @@ async def test_a_reply_the_pane_mounted_is_counted_once_the_log_is_shown_it(stor
         assert log.views[-1].message_id == messages[-1].id
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: many moves of the window through a 200-message conversation
 async def test_messages_replaced_from_the_top_of_the_window_keep_it_where_it_stood(store):
     # As when the version of the first message in view is switched: it and every message after it change.
     conversation = stored_conversation(store, 200)
@@ -200,6 +202,7 @@ async def test_messages_replaced_from_the_top_of_the_window_keep_it_where_it_sto
         assert ids_in_order(log, messages)
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: many moves of the window through a 200-message conversation
 async def test_a_move_of_the_window_mounts_and_lets_go_in_one_layout(store):
     """Each layout is of the whole screen: the views mounted above and those let go below change it once."""
     messages = store.messages(stored_conversation(store, 200).id)
@@ -228,6 +231,7 @@ async def test_a_move_of_the_window_mounts_and_lets_go_in_one_layout(store):
         assert moves >= 3
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: many moves of the window through a 200-message conversation
 async def test_a_page_key_only_scrolls_and_the_screen_ahead_is_mounted_after_that_frame(store):
     messages = store.messages(stored_conversation(store, 200).id)
     app = LogApp()

@@ -89,6 +89,7 @@ def test_t5_keys_and_unigram_vocab(converted):
     assert len(tokens) == kv["t5.vocab_size"] and tokens[-1].startswith("[PAD")
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: gguf.GGUFReader reads the charsmap byte by byte
 def test_a_tied_head_is_the_embedding_scaled(converted):
     from converters import open_checkpoint
 

@@ -16,6 +16,7 @@ def reference_reader(model_path) -> gguf.GGUFReader:
     return gguf.GGUFReader(model_path)
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: gguf.GGUFReader reads the default model's vocabulary item by item
 def test_metadata_and_tensor_sizes_match_the_gguf_package(model_path, reference_reader):
     header = read_header(model_path)
     reader = reference_reader
@@ -99,6 +100,7 @@ def test_a_file_type_that_is_not_a_number_reads_as_unknown(tmp_path, file_type):
     assert quant is None
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: gguf.GGUFReader reads the default model's vocabulary item by item
 def test_string_arrays_asked_for_are_read(model_path, reference_reader):
     header = read_header(model_path, string_arrays=("tokenizer.ggml.tokens",))
     tokens = reference_reader.fields["tokenizer.ggml.tokens"]

@@ -1,5 +1,6 @@
 import sqlite3
 import subprocess
+import threading
 
 import pytest
 from support import zootui_command
@@ -176,6 +177,7 @@ def test_preferences(store):
     assert store.preference("theme") == "nord"
 
 
+@pytest.mark.slow  # over 2 CPU-seconds: twenty `zootui list` processes
 def test_first_starts_at_once_migrate_once_and_all_succeed(tmp_path, cli_env):
     # Four `zootui list` on a fresh data dir, five times: each used to race the others to create the tables.
     for round_ in range(5):
@@ -193,6 +195,24 @@ def test_first_starts_at_once_migrate_once_and_all_succeed(tmp_path, cli_env):
         store = Store(data / DATABASE_NAME)
         assert store.schema_version() == SCHEMA_VERSION
         store.close()
+
+
+def test_a_new_file_another_connection_is_writing_is_waited_for(tmp_path):
+    # The deterministic form of the race of the test above: SQLite answers the switch to WAL "busy" at once, whatever the
+    # busy timeout, while another connection holds the write lock of a file still in rollback mode.
+    path = tmp_path / DATABASE_NAME
+    sqlite3.connect(path).close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, holder.execute, ["ROLLBACK"])
+    release.start()
+    try:
+        store = Store(path)
+        assert store.schema_version() == SCHEMA_VERSION
+        store.close()
+    finally:
+        release.join()
+        holder.close()
 
 
 def test_only_a_database_that_is_unusable_is_advised_to_be_moved_aside(tmp_path, monkeypatch):

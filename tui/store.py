@@ -27,6 +27,8 @@ from tui.locks import ProcessLock, is_held, locks_dir
 DATABASE_NAME = "zootui.sqlite3"
 # How long a step waits for another zootui writing to the same file before it says the file is busy.
 BUSY_TIMEOUT_MS = 5000
+# How long a zootui that lost the race to switch a new file to WAL waits before it asks again.
+WAL_SWITCH_RETRY_SECONDS = 0.01
 
 MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: conversations, messages, search index, preferences.
@@ -375,7 +377,7 @@ class Store:
             self._db.row_factory = sqlite3.Row
             # First, so that every later step waits for another zootui opening the same file at once.
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._use_write_ahead_log()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
@@ -385,6 +387,22 @@ class Store:
         except BaseException:
             self._db.close()
             raise
+
+    def _use_write_ahead_log(self) -> None:
+        """Switch a new file to WAL, waiting for the other zootuis opening it at once. The switch needs the file
+        to itself, and while another connection holds its write lock SQLite answers "busy" at once, without the
+        busy timeout, rather than risk two connections waiting for each other. In a fresh-clone CI run one of
+        twenty `zootui list` started four at a time on new data dirs exited 2 with "busy"; four connections
+        racing on a new file lost 2-3% of the time. Until the busy timeout has passed, the loser asks again."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_SWITCH_RETRY_SECONDS)
 
     @classmethod
     def open_default(cls) -> Store:
@@ -885,7 +903,7 @@ def _open_failure(path: Path, error: Exception) -> str:
         return f"cannot create {path.parent}: {error.strerror or error}; check the data directory (ZOOTUI_DATA_DIR)."
     if name == "SQLITE_FULL" or "database or disk is full" in text or _disk_is_full(path.parent):
         return f"cannot open {path}: the disk is full; free some space and try again (nothing in it was changed)."
-    if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in text:
+    if _is_busy(error):
         return f"{path} is busy (another zootui is writing to it); try again in a moment."
     if name in ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH") or "unable to open" in text:
         return f"cannot open {path}: {text}; check that you may read and write it and its directory."
@@ -904,6 +922,11 @@ def _disk_is_full(directory: Path) -> bool:
         return shutil.disk_usage(directory).free < FULL_DISK_BYTES
     except OSError:
         return False
+
+
+def _is_busy(error: BaseException) -> bool:
+    """Whether SQLite refused because another connection holds the file."""
+    return getattr(error, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in str(error)
 
 
 def _is_disk_full(error: BaseException) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from textual.widgets import TabbedContent, TabPane
 
 from tui.arena import RANDOM
 from tui.chat import ChatService, interrupted_notice
+from tui.collector import COLLECTOR
 from tui.config import Settings, data_dir
 from tui.engine import Engines
 from tui.export import export
@@ -34,21 +34,6 @@ ACTIVE_TAB_PREFERENCE = "active_tab"
 TAB_TITLE_LENGTH = 24
 # Quitting waits this long for running replies to stop and save what they generated.
 QUIT_GRACE_SECONDS = 1.0
-# Python collects its youngest generation after every 700 new objects. A frame of the UI makes tens of
-# thousands (strips, segments, their caches) that live until the frame is drawn, so collections during it
-# moved them into older generations and set off full collections of the app's 300,000-odd objects. In a
-# 500-message conversation (tests/bench/bench_chat.py's history phase, UI thread CPU on a loaded 2-core
-# machine) opening it took 0.6 s with Python's threshold and 0.32 s with this one, a page up 0.20 s
-# (at most 0.45) against 0.17 (0.26). Objects freed by reference counting never wait for a collection;
-# only objects caught in cycles wait a little longer, up to this many.
-YOUNG_GENERATION_THRESHOLD = 100_000
-# Paging through a long conversation lets go of the message views that left its window, about 8,500 objects a
-# press, all in reference cycles (each Textual widget with its styles). With Python's ten young collections
-# to one of the middle generation, that one freed up to a million of them at once: frames of 0.7-1.1 s among
-# 136 page-ups of a 500-message conversation (bench_chat's history phase, quiet 2-core machine, two runs).
-# With two, the worst frame was 0.44-0.45 s and the 90th percentile 27 ms against 34-39, for the same total
-# time collecting.
-MIDDLE_GENERATION_THRESHOLD = 2
 GIL_SWITCH_INTERVAL = 0.001
 """Seconds a thread holding the GIL keeps it while another waits (Python's default is 0.005)."""
 
@@ -120,7 +105,6 @@ class ZooApp(App):
         self._open_arena = arena  # `zootui arena`: start on the arena with this pair choice
         self._startup_warnings = list(config_warnings)
         self._jobs = None
-        self._gc_thresholds = gc.get_threshold()  # Python's, put back when the app ends
         self._switch_interval = sys.getswitchinterval()  # the same
         self._typed_ahead = typed_ahead
 
@@ -130,7 +114,7 @@ class ZooApp(App):
         yield KeysFooter(compact=True, show_command_palette=False)
 
     async def on_mount(self) -> None:
-        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, MIDDLE_GENERATION_THRESHOLD, self._gc_thresholds[2])
+        COLLECTOR.apply()
         # The generation thread lets go of the GIL at every call into llama.cpp (several a token); while
         # the UI thread draws, Python's default 5 ms switch interval left it waiting that long to take
         # it back each time, with llama.cpp's threads idle meanwhile.
@@ -429,5 +413,5 @@ class ZooApp(App):
             chat.stop_generation()
         self.workers.cancel_all()
         self.engines.close()
-        gc.set_threshold(*self._gc_thresholds)
+        COLLECTOR.restore()
         sys.setswitchinterval(self._switch_interval)

@@ -255,7 +255,7 @@ async def test_the_settings_panel_is_mounted_when_first_opened_with_the_tabs_val
 async def test_the_app_sets_its_garbage_collection_thresholds_while_it_runs(fast_settings, isolated_dirs):
     import gc
 
-    from tui.app import MIDDLE_GENERATION_THRESHOLD, YOUNG_GENERATION_THRESHOLD
+    from tui.collector import MIDDLE_GENERATION_THRESHOLD, YOUNG_GENERATION_THRESHOLD
 
     before = gc.get_threshold()
     app = make_app(fast_settings, isolated_dirs)

@@ -16,6 +16,7 @@ from textual.widgets import Button, Footer, Label, Select
 from tui.arena import RANDOM, ArenaError
 from tui.arena.ratings import Winner
 from tui.arena.service import SIDES, Answer, ArenaService, Plan
+from tui.collector import COLLECTOR
 from tui.store import Battle
 from tui.widgets.chat_pane import DeltaBatcher
 from tui.widgets.message import MessageView
@@ -198,7 +199,10 @@ class ArenaScreen(Screen):
 
         try:
             self.post_message(self.Planned(self.service.plan(battle)))
-            battle, answers = self.service.answer(battle, prompt, cancel, lambda side, text: batchers[side].add(text))
+            with COLLECTOR.streaming():
+                battle, answers = self.service.answer(
+                    battle, prompt, cancel, lambda side, text: batchers[side].add(text)
+                )
         except ArenaError as error:
             flush()
             self.post_message(self.Failed(str(error)))

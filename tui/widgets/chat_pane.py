@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Label, Static, TabbedContent
 
 from tui.chat import ChatService, Reply, ReplyHeld
+from tui.collector import COLLECTOR
 from tui.engine import EngineError, Progress, ReplyStats
 from tui.images import ImageError, StoredImage
 from tui.moderation import Moderation, moderators
@@ -468,13 +469,14 @@ class ChatPane(Vertical):
     @work(thread=True, exit_on_error=False, group="reply", description="Generating a reply")
     def _generate(self, cancel: threading.Event, batcher: DeltaBatcher) -> None:
         try:
-            reply = self.service.reply(
-                self.conversation,
-                cancel,
-                batcher.add,
-                on_moderated=lambda moderation: self.post_message(self.Moderated(moderation)),
-                on_progress=lambda progress: self.post_message(self.ReplyProgress(progress)),
-            )
+            with COLLECTOR.streaming():
+                reply = self.service.reply(
+                    self.conversation,
+                    cancel,
+                    batcher.add,
+                    on_moderated=lambda moderation: self.post_message(self.Moderated(moderation)),
+                    on_progress=lambda progress: self.post_message(self.ReplyProgress(progress)),
+                )
         except ReplyHeld as held:
             self.post_message(self.Held(held.moderation))
             return

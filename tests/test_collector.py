@@ -23,6 +23,7 @@ def python_thresholds():
 def test_streams_raise_the_young_threshold_until_the_last_one_ends(python_thresholds):
     policy = CollectorPolicy()
     policy.apply()
+    policy.apply()  # a second app in the process before the first ended: Python's are still the ones kept
     app = (YOUNG_GENERATION_THRESHOLD, MIDDLE_GENERATION_THRESHOLD, python_thresholds[2])
     streaming = (STREAMING_YOUNG_GENERATION_THRESHOLD, MIDDLE_GENERATION_THRESHOLD, python_thresholds[2])
     assert gc.get_threshold() == app

@@ -43,9 +43,10 @@ class CollectorPolicy:
         self._streams = 0
 
     def apply(self) -> None:
-        """The app's thresholds (the app starts)."""
+        """The app's thresholds (the app starts; Python's are kept unless they already are)."""
         with self._lock:
-            self._python_thresholds = gc.get_threshold()
+            if not self._applied:
+                self._python_thresholds = gc.get_threshold()
             self._applied = True
             self._set()
 

@@ -17,7 +17,7 @@ from textual.widgets import TabbedContent, TabPane
 
 from tui.arena import RANDOM
 from tui.chat import ChatService, interrupted_notice
-from tui.collector import COLLECTOR
+from tui.collector import COLLECTOR, IDLE_SECONDS
 from tui.config import Settings, data_dir
 from tui.engine import Engines
 from tui.export import export
@@ -115,6 +115,7 @@ class ZooApp(App):
 
     async def on_mount(self) -> None:
         COLLECTOR.apply()
+        self.set_interval(IDLE_SECONDS / 2, COLLECTOR.collect_when_idle, name="collect when idle")
         # The generation thread lets go of the GIL at every call into llama.cpp (several a token); while
         # the UI thread draws, Python's default 5 ms switch interval left it waiting that long to take
         # it back each time, with llama.cpp's threads idle meanwhile.
@@ -407,6 +408,11 @@ class ZooApp(App):
             yield SystemCommand(
                 "Chat settings", "Model, system prompt and sampling of this tab", chat.action_toggle_settings
             )
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            COLLECTOR.note_input()  # a full collection waits until the user pauses
+        await super().on_event(event)
 
     def on_unmount(self) -> None:
         for chat in self.query(ChatPane):

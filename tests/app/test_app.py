@@ -255,14 +255,35 @@ async def test_the_settings_panel_is_mounted_when_first_opened_with_the_tabs_val
 async def test_the_app_sets_its_garbage_collection_thresholds_while_it_runs(fast_settings, isolated_dirs):
     import gc
 
-    from tui.collector import MIDDLE_GENERATION_THRESHOLD, YOUNG_GENERATION_THRESHOLD
+    from tui.collector import MIDDLE_GENERATION_THRESHOLD, OLD_GENERATION_THRESHOLD, YOUNG_GENERATION_THRESHOLD
 
     before = gc.get_threshold()
     app = make_app(fast_settings, isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, MIDDLE_GENERATION_THRESHOLD, before[2])
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, MIDDLE_GENERATION_THRESHOLD, OLD_GENERATION_THRESHOLD)
     assert gc.get_threshold() == before, "Python's thresholds are back once the app ends"
+
+
+async def test_the_app_collects_the_whole_heap_once_the_user_pauses(fast_settings, isolated_dirs):
+    import gc
+
+    from tui.collector import FULL_COLLECTION_DUE, IDLE_SECONDS
+
+    def make_due() -> None:
+        for _ in range(FULL_COLLECTION_DUE):
+            gc.collect(1)
+
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        gc.collect()
+        make_due()
+        for _ in range(4):  # typing: no full collection meanwhile
+            await pilot.press("a")
+            await pilot.pause(IDLE_SECONDS / 3)
+        assert gc.get_count()[2] >= FULL_COLLECTION_DUE, "a full collection came while the user typed"
+        await wait_until(pilot, lambda: gc.get_count()[2] < FULL_COLLECTION_DUE, timeout=3 * IDLE_SECONDS)
 
 
 async def test_theme_is_remembered(fast_settings, isolated_dirs):

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 # ones keep Python's cadence, short enough not to show: 2,000 new objects (not 700: a frame makes that many).
 # Once Textual's cycles are broken (tui/widgets/textual_fixes.py) little is left for any collection to free.
 # tests/bench/bench_chat.py's history phase, 136 page-ups of a 500-message conversation, from key to the first
-# frame drawn: at most 86 ms (49 median) against 255 ms (33) with 100,000 and 2 and Python's full collections.
+# frame drawn: at most 61-95 ms (32-47 median, three runs) against 255 ms (33) with the thresholds before,
+# 100,000 and 2, and Python's full collections.
 YOUNG_GENERATION_THRESHOLD = 2_000
 MIDDLE_GENERATION_THRESHOLD = 10
 OLD_GENERATION_THRESHOLD = 1_000

@@ -54,11 +54,10 @@ def test_the_styles_are_those_textual_computes():
     assert StylesCache().get_inner_outer(base, background)[0] is inner
 
 
-def _collector_paused():
+def _collector_paused() -> None:
     """Nothing is freed behind the test's back: what is freed while this holds went by reference counting."""
     gc.collect()
     gc.disable()
-    return gc
 
 
 async def test_a_removed_widget_is_freed_without_the_collector():

@@ -13,6 +13,7 @@ from textual.color import Color
 from textual.containers import VerticalScroll
 from textual.css.styles import Styles
 from textual.dom import DOMNode
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import Static
 
@@ -150,3 +151,31 @@ def test_styles_refer_to_a_widget_weakly_and_to_a_virtual_node_strongly():
         assert orphaned.node is None
     finally:
         gc.enable()
+
+
+async def test_an_update_of_one_line_asks_the_widgets_around_it_for_that_line_alone():
+    asked: dict[str, list[int]] = {}
+
+    class Recorded(Static):
+        def render_lines(self, crop):
+            asked.setdefault(self.id, []).append(crop.height)
+            return super().render_lines(crop)
+
+    class PageApp(App):
+        def compose(self) -> ComposeResult:
+            with Recorded(id="page"):  # a container wholly on screen, around the line that changes
+                yield Static("\n".join(f"line {number}" for number in range(10)), id="text")
+
+    app = PageApp()
+    async with app.run_test(size=(40, 12)) as pilot:
+        await pilot.pause()
+        asked.clear()
+        text = app.query_one("#text", Static)
+        text.refresh(Region(0, 4, text.size.width, 1))
+        await pilot.pause()
+        assert asked["page"] == [1]
+        # A full update still draws every line.
+        asked.clear()
+        app.screen.refresh()
+        await pilot.pause()
+        assert asked["page"] == [app.query_one("#page").size.height]

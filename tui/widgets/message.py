@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import Reactive
 from textual.visual import visualize
@@ -66,21 +66,73 @@ def size_without_relayout() -> Reactive[Size]:
     return Reactive(Size(0, 0), layout=False, repaint=False)
 
 
+# A streaming reply's last paragraph is this many lines taller at a time (see GrowingParagraph).
+GROWTH_STEP = 3
+
+
+def extends(old: Content, new: Content) -> bool:
+    """``new`` is ``old`` with text added at its end, and ``old``'s text styled as it was (its last span may run on).
+
+    Markdown is parsed again with each batch, and a batch can restyle what came before it: a closing ``**``
+    or backtick takes its markers out of the text, a finished link becomes one.
+    """
+    end = len(old.plain)
+    if not new.plain.startswith(old.plain):
+        return False
+    before = [span for span in new.spans if span.start < end]
+    return len(before) == len(old.spans) and all(
+        was == now or (was.start == now.start and was.style == now.style and was.end == end <= now.end)
+        for was, now in zip(old.spans, before, strict=True)
+    )
+
+
 class GrowingParagraph(MarkdownParagraph):
-    """A paragraph that asks for a layout only when its new text changes its height.
+    """A paragraph that asks for a layout only when its new text changes its height, and repaints only the
+    lines that changed.
 
     A streaming reply updates its last paragraph with every batch of text. Textual lays out the whole
-    screen for each update of a text widget; most batches only lengthen the last line, and a repaint of
-    the paragraph shows them.
+    screen for each update of a text widget, and a log that follows its end then repaints every line it
+    shows, one line higher: more than half of the UI thread's work while a reply streamed. Most
+    batches only lengthen the last line, and a repaint of that line shows them. The paragraph that ends a
+    streaming reply also grows GROWTH_STEP lines at a time, the rest of them blank until the text fills
+    them, so a layout comes once every few lines instead of at each; it fits its text again as soon as a
+    block follows it or the reply ends.
     """
 
     virtual_size = size_without_relayout()
+    _text_lines = 0  # the lines its text took at the last update
+    _repaint: Region | None = None  # while an update repaints only part of it
+
+    def _lines(self, text_lines: int) -> int:
+        """The height for text of this many lines."""
+        markdown = self.parent
+        growing = isinstance(markdown, MessageMarkdown) and markdown.streaming and markdown.children[-1] is self
+        return -(-text_lines // GROWTH_STEP) * GROWTH_STEP if growing else text_lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return self._lines(super().get_content_height(container, viewport, width))
 
     def set_content(self, content: Content) -> None:
         width, height = self.content_size
-        same_height = width > 0 and visualize(self, content).get_height(self.styles, width) == height
-        self._content = content
-        self.update(content, layout=not same_height)
+        text_lines = visualize(self, content).get_height(self.styles, width) if width else 0  # 0: not laid out yet
+        same_height = width > 0 and self._lines(text_lines) == height
+        if same_height and extends(self._content, content):
+            # Word wrapping puts each line's words by those before them: lines above the last one are as
+            # they were, while the last one's unfinished word may now go on to the next.
+            first = max(self._text_lines - 1, 0)
+            self._repaint = Region(0, first, width, max(text_lines - first, 1))
+        self._content, self._text_lines = content, text_lines
+        try:
+            self.update(content, layout=not same_height)
+        finally:
+            self._repaint = None
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
+    ) -> GrowingParagraph:
+        if self._repaint is not None and not regions:
+            regions = (self._repaint,)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
 
 class MessageMarkdown(Markdown):
@@ -88,6 +140,8 @@ class MessageMarkdown(Markdown):
 
     BLOCKS = {**Markdown.BLOCKS, "paragraph_open": GrowingParagraph}
     virtual_size = size_without_relayout()
+    streaming = False
+    """Text is being appended to it (a reply is streaming into it)."""
 
 
 def code_blocks(markdown: str) -> list[str]:
@@ -195,13 +249,16 @@ class MessageView(Vertical, can_focus=True):
         """Add streamed text; the Markdown widget re-parses only its last block."""
         self.content += text
         if self._stream is None:
-            self._stream = Markdown.get_stream(self.query_one(".body", Markdown))
+            body = self.query_one(".body", MessageMarkdown)
+            body.streaming = True
+            self._stream = Markdown.get_stream(body)
         await self._stream.write(text)
 
     async def finish(self) -> None:
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
+        self.query_one(".body", MessageMarkdown).streaming = False
         # One full render at the end: a streamed code fence can keep the highlighting of
         # its first fragment (Textual#6518), which a complete update corrects.
         await self.query_one(".body", Markdown).update(self.content)

@@ -184,13 +184,21 @@ async def test_scrolling_up_while_a_reply_streams_holds_and_a_key_jumps_back(fas
         # A long reply of short lines (each shown on its own line) soon outgrows the screen.
         await pilot.press(*"List 100 animals, one per line, numbered.", "enter")
         log = chat.log
-        await wait_until(pilot, lambda: log.max_scroll_y > 5 or not chat.generating, timeout=120)
+        marker = chat.query_one(".new-output")
+        shown_while_following = []
+
+        def outgrown() -> bool:
+            shown_while_following.append(marker.display)
+            return log.max_scroll_y > 5 or not chat.generating
+
+        await wait_until(pilot, outgrown, timeout=120)
         assert chat.generating, "the reply must outgrow the screen while it streams"
+        assert not any(shown_while_following), "no marker while the log follows the reply"
+        assert not chat.prompt.cursor_blink, "the cursor stays lit while a reply streams"
         await pilot.press("pageup")
         held = log.scroll_y
         await pilot.pause(1.5)
         assert log.scroll_y <= held < log.max_scroll_y, "the view stays where the user scrolled"
-        marker = chat.query_one(".new-output")
         await wait_until(pilot, lambda: marker.display, timeout=10)
         await pilot.press("ctrl+end")
         await pilot.pause(0.5)
@@ -198,6 +206,7 @@ async def test_scrolling_up_while_a_reply_streams_holds_and_a_key_jumps_back(fas
         assert log.max_scroll_y - log.scroll_y <= 1, "following again"
         await pilot.press("escape")
         await wait_until(pilot, lambda: not chat.generating)
+        assert chat.prompt.cursor_blink, "and blinks again once it has ended"
 
 
 @pytest.mark.slow

@@ -463,6 +463,9 @@ class ChatPane(Vertical):
         await self.log.mount(self._reply_view)
         self._show_welcome()
         self.log.anchor()
+        # Each blink of the prompt's cursor was a frame of its own, a fifth of the frames drawn while a
+        # reply streams: the cursor stays lit until the reply ends.
+        self.query_one(PromptArea).cursor_blink = False
         self._batcher = DeltaBatcher(lambda text: self.post_message(self.ReplyDelta(text)))
         self._generate(self._cancel, self._batcher)
 
@@ -586,13 +589,19 @@ class ChatPane(Vertical):
         self._progress = None
         self._set_phase("")
         self.query_one(".new-output").display = False
+        self.query_one(PromptArea).cursor_blink = True
         self.refresh_bindings()
 
     # Scrolling: the log follows a streaming reply until the user scrolls up (Textual's anchor)
 
     def _show_new_output_marker(self) -> None:
+        # Not from the scroll position alone: a log that follows is a line short of its end from the
+        # moment its reply grows until the layout scrolls it, which flashed the marker (and laid the screen
+        # out twice for it).
         log = self.log
-        self.query_one(".new-output").display = self.generating and log.max_scroll_y - log.scroll_y > 1
+        self.query_one(".new-output").display = (
+            self.generating and not log.follows_end and log.max_scroll_y - log.scroll_y > 1
+        )
 
     def action_follow(self) -> None:
         self.log.anchor()

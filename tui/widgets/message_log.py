@@ -68,6 +68,11 @@ class MessageLog(VerticalScroll):
         return [child for child in self.children if isinstance(child, MessageView)]
 
     @property
+    def follows_end(self) -> bool:
+        """It keeps its end in view as that grows: anchored, and not scrolled away from it since."""
+        return self._anchored and not self._anchor_released
+
+    @property
     def holds_newest(self) -> bool:
         """Whether the window reaches the conversation's newest message."""
         return self._end >= len(self._messages)
@@ -296,7 +301,7 @@ class MessageLog(VerticalScroll):
         # Views mounted or removed above move everything: scroll by as much within the same layout pass, so
         # no frame shows the jump. A pass may arrange at more than one size (a scrollbar coming or going), so
         # each applies it until the pass is over. (A log anchored to its end stays at the end instead.)
-        if self._keep_in_place is not None and not (self._anchored and not self._anchor_released):
+        if self._keep_in_place is not None and not self.follows_end:
             view, offset = self._keep_in_place
             for placement in arrangement.placements:
                 if placement.widget is view:

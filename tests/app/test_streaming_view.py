@@ -179,3 +179,18 @@ async def test_the_app_hands_the_gil_to_the_generation_thread_within_a_milliseco
         await pilot.pause()
         assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL)
     assert sys.getswitchinterval() == before  # put back when the app ends
+
+
+async def test_the_status_line_says_what_happens_without_laying_the_screen_out(fast_settings, isolated_dirs):
+    # It changes as the model loads, as the prompt is read (many times for a long one) and as the reply starts.
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        chat = app.active_chat
+        status = chat.query_one(".status")
+        layouts = Layouts(app)
+        for note in ("reading the prompt: 10/400 tokens", "reading the prompt: 20/400 tokens", "writing…"):
+            chat._say(note)
+            await pilot.pause()
+            assert note in str(status.render())
+        assert layouts.count == 0

@@ -314,7 +314,9 @@ class ChatPane(Vertical):
             parts.append(
                 f"context {stats.context_used}/{stats.context_size} · last reply {stats.tokens_per_second:.1f} tok/s"
             )
-        self.query_one(".status", Label).update(" · ".join(parts))
+        # One line whatever it says (app.tcss): a new text needs no layout of the screen, which a prompt's
+        # progress or the first words of a reply would otherwise cost at each change.
+        self.query_one(".status", Label).update(" · ".join(parts), layout=False)
 
     def _set_phase(self, phase: str) -> None:
         self._phase = phase

@@ -8,7 +8,8 @@ Prints decode tokens/s of:
     an empty context and after as many tokens as the reply's prompt (where the reply's tokens are decoded);
   - llama-cpp-python's high-level streaming loop (create_completion(stream=True));
   - zootui's engine alone, and a reply streamed through the running app (headless Pilot); these two and
-    llama-bench in --rounds rounds, one after the other, and their medians;
+    llama-bench in --rounds rounds, one after the other, and their medians, and the median of each round's
+    app against the llama-bench run just before it;
 then the UI thread's CPU time while streaming as a share of the generation's, the prompt tokens evaluated
 for a second turn and when switching back to a tab with a long history, and start-up times; then a
 conversation of 500 stored messages: how long it takes to open, to page up through, and the speed of a
@@ -562,6 +563,9 @@ class StreamedRounds:
     ui_share_streaming: float
     ui_share_turn: float
     llama_bench: dict[int, Spread]
+    app_by_round: Spread | None
+    """Each round's app against the llama-bench run just before it, after the reply's prompt: this machine's
+    speed drifts by tens of percent over a minute, and the two runs of a round are seconds apart."""
     last_app: dict
 
 
@@ -582,6 +586,11 @@ def streamed_rounds(args: argparse.Namespace, model: Path) -> StreamedRounds:
         ui_share_streaming=statistics.median(run["ui_cpu_share_streaming"] for run in apps),
         ui_share_turn=statistics.median(run["ui_cpu_share"] for run in apps),
         llama_bench={d: Spread.of([run[d] for run in benches]) for d in depths},
+        app_by_round=(
+            Spread.of([app["app_tokens_per_second"] / bench[depth] for app, bench in zip(apps, benches, strict=True)])
+            if benches
+            else None
+        ),
         last_app=apps[-1],
     )
 
@@ -671,8 +680,11 @@ def main() -> None:
     print(f"  app / engine alone (flash on):                                  {app_speed / engine_speed:.2f}")
     if not args.no_llama_bench:
         at_depth, empty = rounds.llama_bench[depth].median, rounds.llama_bench[0].median
+        by_round = rounds.app_by_round
+        print(f"  app / llama-bench tg after the reply's prompt (flash on):       {app_speed / at_depth:.2f}")
         print(
-            f"  app / llama-bench tg after the reply's prompt (flash on):       {app_speed / at_depth:.2f}  (goal ≥ 0.90)"
+            f"    the same, round by round (each app run against the llama-bench run before it): {by_round.median:.2f}"
+            f"  ({by_round.low:.2f}-{by_round.high:.2f}; goal ≥ 0.90)"
         )
         print(f"  engine alone / llama-bench tg after the reply's prompt:         {engine_speed / at_depth:.2f}")
         print(

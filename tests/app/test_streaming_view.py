@@ -107,7 +107,11 @@ async def test_only_the_paragraph_the_text_goes_into_keeps_blank_lines():
     app = StreamApp()
     async with app.run_test(size=(WIDTH, 20)) as pilot:
         view = await streaming_view(app, pilot)
-        await view.append("the first paragraph ends here\n\nand the next one")
+        await view.append("the first paragraph")
+        await pilot.pause()
+        await pilot.pause()
+        assert view.query_one(GrowingParagraph).size.height == GROWTH_STEP
+        await view.append(" ends here\n\nand the next one")
         await pilot.pause()
         await pilot.pause()
         first, second = view.query(GrowingParagraph)
@@ -130,6 +134,31 @@ async def test_only_the_paragraph_the_text_goes_into_keeps_blank_lines():
 )
 def test_a_batch_extends_the_text_only_when_what_was_there_stays_as_it_was(new, expected):
     assert extends(Content("zebra", spans=[Span(0, 5, "bold")]), new) is expected
+
+
+async def test_a_paragraph_fits_its_text_once_the_next_one_starts(fast_settings, isolated_dirs):
+    # In the app's own log, which a long conversation has scrolled: Textual keeps the size a widget had at the
+    # same container size, and the log's came back as the reply grew.
+    app = make_app(fast_settings, isolated_dirs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.active_chat.log
+        await log.mount(MessageView("user", "a line\n" * 30))
+        view = MessageView("assistant", state=MessageState.STREAMING)
+        await log.mount(view)
+        log.anchor()
+        await pilot.pause()
+        # Paragraphs of five and four lines: each keeps blank lines while the text goes into it.
+        for words in (50, 40, 30):
+            for _ in range(words):
+                await view.append(WORD)
+                await pilot.pause()
+            await view.append("end.")
+            await pilot.pause()
+            await view.append("\n\n")
+            await pilot.pause()
+        *earlier, last = view.query(GrowingParagraph)
+        assert [paragraph.size.height for paragraph in earlier] == [5, 4]
+        assert last.size.height == GROWTH_STEP
 
 
 def shown(paragraph: GrowingParagraph) -> list[str]:

@@ -21,6 +21,7 @@ from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import Reactive
 from textual.visual import visualize
+from textual.widget import AwaitMount, Widget
 from textual.widgets import Label, Markdown
 from textual.widgets._markdown import MarkdownFence, MarkdownParagraph, MarkdownStream
 from textual_image.widget import Image
@@ -142,6 +143,17 @@ class MessageMarkdown(Markdown):
     virtual_size = size_without_relayout()
     streaming = False
     """Text is being appended to it (a reply is streaming into it)."""
+
+    def mount(
+        self, *widgets: Widget, before: int | str | Widget | None = None, after: int | str | Widget | None = None
+    ) -> AwaitMount:
+        # The paragraph that ended the text stops keeping lines in hand once a block follows it. Textual keeps
+        # a widget's size until it asks for a layout itself: without this, its blank lines stayed between it
+        # and the new block until the next layout of its own (seen in a real terminal, half a second).
+        last = self.children[-1] if self.children else None
+        if self.streaming and before is None and after is None and isinstance(last, GrowingParagraph):
+            last.refresh(layout=True)
+        return super().mount(*widgets, before=before, after=after)
 
 
 def code_blocks(markdown: str) -> list[str]:

@@ -65,18 +65,18 @@ async def test_a_streaming_paragraph_grows_a_few_lines_at_a_time_each_growth_one
         per_line = (width + 1) // len(WORD)
         layouts = Layouts(app)
         words, growths = 1, 0
-        for _ in range(7 * per_line):
+        for _ in range(7 * per_line // 2):  # two words a batch
             lines_before = paragraph.size.height
             before = layouts.count
-            await view.append(WORD)
-            words += 1
+            await view.append(WORD * 2)
+            words += 2
             await pilot.pause()
             await pilot.pause()
             grew = paragraph.size.height != lines_before
             growths += grew
             assert layouts.count - before == (1 if grew else 0), (words, paragraph.size.height)
             assert paragraph.size.height == lines_in_steps(-(-words // per_line)), words
-        # Eight lines of text: the paragraph grew from three lines to six and then nine, one layout each.
+        # Seven lines of text: the paragraph grew from three lines to six and then nine, one layout each.
         assert growths == 2 and layouts.count == 2
         assert app.screen.get_widget_at(2, 20 - 2)[0] is paragraph  # the log follows its end
         assert app.export_screenshot().count("zebra") == words
@@ -149,8 +149,8 @@ async def test_a_paragraph_fits_its_text_once_the_next_one_starts(fast_settings,
         await pilot.pause()
         # Paragraphs of five and four lines: each keeps blank lines while the text goes into it.
         for words in (50, 40, 30):
-            for _ in range(words):
-                await view.append(WORD)
+            for _ in range(words // 5):
+                await view.append(WORD * 5)
                 await pilot.pause()
             await view.append("end.")
             await pilot.pause()

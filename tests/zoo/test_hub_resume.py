@@ -232,6 +232,7 @@ print(hf_hub_download("zoo/big", "model.safetensors", revision=sys.argv[3], cach
 """
 
 
+@pytest.mark.slow  # three Python processes that import huggingface_hub: 2.0-2.1 CPU-seconds on a quiet machine
 def test_downloads_of_one_blob_at_once_wait_for_each_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """zootui in two processes, and huggingface_hub in a third, never write one blob at once."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -147,9 +147,9 @@ class MessageMarkdown(Markdown):
     def mount(
         self, *widgets: Widget, before: int | str | Widget | None = None, after: int | str | Widget | None = None
     ) -> AwaitMount:
-        # The paragraph that ended the text stops keeping lines in hand once a block follows it. Textual keeps
-        # a widget's size until it asks for a layout itself: without this, its blank lines stayed between it
-        # and the new block until the next layout of its own (seen in a real terminal, half a second).
+        # The paragraph that ended the text stops keeping lines in hand once a block follows it. Textual caches
+        # a widget's size for each size of its container until the widget asks for a layout: without this, its
+        # blank lines stayed between it and the new block until it next grew or the reply ended.
         last = self.children[-1] if self.children else None
         if self.streaming and before is None and after is None and isinstance(last, GrowingParagraph):
             last.refresh(layout=True)
@@ -270,10 +270,11 @@ class MessageView(Vertical, can_focus=True):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        self.query_one(".body", MessageMarkdown).streaming = False
+        body = self.query_one(".body", MessageMarkdown)
+        body.streaming = False
         # One full render at the end: a streamed code fence can keep the highlighting of
         # its first fragment (Textual#6518), which a complete update corrects.
-        await self.query_one(".body", Markdown).update(self.content)
+        await body.update(self.content)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "version":
